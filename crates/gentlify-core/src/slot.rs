@@ -1,0 +1,554 @@
+//! The slot: one per logical request, shared by all its attempts.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::{Extensions, HeaderMap};
+use tokio::time::Instant;
+
+use crate::classify::{Classified, ResponseParts};
+use crate::error::is_local_rejection;
+use crate::outcome::{Class, Outcome};
+use crate::Feedback;
+
+/// One logical request, carried in its request extensions and shared by all its attempts.
+///
+/// The first gentlify layer that sees a request makes its slot ([`Slot::get_or_insert`]); every
+/// later layer, and every retry, finds the same one. The slot holds:
+/// - the attempt number ([`attempt`](Slot::attempt): 0 for the first try), which the inner service
+///   can read (for idempotency keys, say);
+/// - the tokens the request used, recorded by the inner service ([`record_tokens`](Slot::record_tokens))
+///   or by the layers that read usage from the response ([`record_usage`](Slot::record_usage));
+/// - the resources held for the request's whole life, such as a concurrency permit or a token
+///   reservation, as type-erased [`Hold`]s released **exactly once** when the slot ends.
+///
+/// The slot ends when the final response's body reaches its end, fails or is dropped, when the
+/// response has no body, when the call fails, or when the caller drops the future.
+///
+/// ```
+/// use gentlify_core::{Feedback, Slot};
+///
+/// let feedback = Feedback::new();
+/// let mut request = http::Request::new(());
+/// let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &feedback);
+/// assert!(end.is_some(), "the first layer to see a request owns its end");
+/// let (again, none) = Slot::get_or_insert(request.extensions_mut(), &feedback);
+/// assert!(none.is_none() && again.same_as(&slot));
+/// assert_eq!(slot.attempt(), 0);
+/// slot.record_tokens(120);
+/// assert_eq!(again.recorded_tokens(), 120);
+/// ```
+#[derive(Clone)]
+pub struct Slot {
+    inner: Arc<SlotInner>,
+}
+
+struct SlotInner {
+    owner: Feedback,
+    attempt: AtomicU32,
+    recorded_tokens: AtomicU64,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    ended: bool,
+    holds: Vec<(HoldKey, Box<dyn Hold>)>,
+    handles: Vec<HandleState>,
+    usage: Option<Usage>,
+    last_outcome: Option<Outcome>,
+}
+
+/// What the slot remembers per handle, to publish each attempt exactly once to each.
+struct HandleState {
+    feedback: Feedback,
+    /// Attempts below this number have been published to this handle.
+    published_below: u32,
+    /// The last attempt dispatched on this handle, and when.
+    dispatched: Option<(u32, Instant)>,
+    /// The class last published to this handle, with its attempt.
+    last_class: Option<(u32, Class)>,
+}
+
+/// Token usage of a request, as the server reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input (prompt) tokens, cache reads and writes included.
+    pub input_tokens: u64,
+    /// Output (completion) tokens.
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// Usage of `input_tokens` in and `output_tokens` out.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage {
+            input_tokens,
+            output_tokens,
+        }
+    }
+
+    /// Input and output together.
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// A key naming who put a [`Hold`] in a slot, so that a layer can tell whether a slot already
+/// holds its permit (a retry) or not (a new request). Make one per limiter with
+/// [`HoldKey::unique`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HoldKey(u64);
+
+static NEXT_HOLD_KEY: AtomicU64 = AtomicU64::new(1);
+
+impl HoldKey {
+    /// A key no other call returns.
+    pub fn unique() -> Self {
+        HoldKey(NEXT_HOLD_KEY.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Why a slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The response's body was read to its end.
+    BodyEnded,
+    /// The response's body failed while being read.
+    BodyError,
+    /// The response's body was dropped before its end.
+    BodyDropped,
+    /// The response had no body.
+    NoBody,
+    /// The call returned an error.
+    Error,
+    /// The caller dropped the request's future before a response.
+    Cancelled,
+}
+
+/// What a [`Hold`] is told when its slot ends.
+#[derive(Debug)]
+pub struct SlotEnded<'a> {
+    /// Why the slot ended.
+    pub reason: EndReason,
+    /// The number of attempts the request made (1 + retries).
+    pub attempts: u32,
+    /// Tokens recorded with [`Slot::record_tokens`].
+    pub recorded_tokens: u64,
+    /// Usage recorded with [`Slot::record_usage`], if any.
+    pub usage: Option<Usage>,
+    /// The outcome of the last published attempt, if any.
+    pub last_outcome: Option<&'a Outcome>,
+}
+
+/// A resource held for a logical request's whole life (a concurrency permit, a token
+/// reservation), released exactly once when the slot ends.
+///
+/// Closures taking `&SlotEnded` are holds too.
+pub trait Hold: Send + 'static {
+    /// Gives the resource back. Called exactly once, when the slot ends.
+    fn release(self: Box<Self>, ended: &SlotEnded<'_>);
+}
+
+impl<F> Hold for F
+where
+    F: FnOnce(&SlotEnded<'_>) + Send + 'static,
+{
+    fn release(self: Box<Self>, ended: &SlotEnded<'_>) {
+        (*self)(ended)
+    }
+}
+
+impl Slot {
+    /// A new slot, not attached to any request, with its end.
+    pub fn new(feedback: &Feedback) -> (Slot, SlotEnd) {
+        feedback.slot_opened();
+        let slot = Slot {
+            inner: Arc::new(SlotInner {
+                owner: feedback.clone(),
+                attempt: AtomicU32::new(0),
+                recorded_tokens: AtomicU64::new(0),
+                state: Mutex::new(SlotState::default()),
+            }),
+        };
+        let end = SlotEnd {
+            slot: Some(slot.clone()),
+        };
+        (slot, end)
+    }
+
+    /// The slot in `extensions`, or a new one inserted there. The [`SlotEnd`] is returned only
+    /// with a new slot: the layer that made the slot ends it.
+    pub fn get_or_insert(
+        extensions: &mut Extensions,
+        feedback: &Feedback,
+    ) -> (Slot, Option<SlotEnd>) {
+        if let Some(slot) = extensions.get::<Slot>() {
+            return (slot.clone(), None);
+        }
+        let (slot, end) = Slot::new(feedback);
+        extensions.insert(slot.clone());
+        (slot, Some(end))
+    }
+
+    /// The slot in `extensions`, if a gentlify layer put one there.
+    pub fn from_extensions(extensions: &Extensions) -> Option<&Slot> {
+        extensions.get::<Slot>()
+    }
+
+    /// True when both are the same logical request.
+    pub fn same_as(&self, other: &Slot) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The current attempt's number: 0 for the first try, 1 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt.load(Ordering::Acquire)
+    }
+
+    /// Moves to the next attempt and returns its number. Called by the retry layer before it
+    /// sends a retry.
+    pub fn next_attempt(&self) -> u32 {
+        self.inner.attempt.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Adds `tokens` to the tokens this request used. Call it from the inner service when you know
+    /// the real usage; the token budget reconciles its reservation with it when the slot ends.
+    pub fn record_tokens(&self, tokens: u64) {
+        self.inner
+            .recorded_tokens
+            .fetch_add(tokens, Ordering::AcqRel);
+    }
+
+    /// The tokens recorded with [`record_tokens`](Slot::record_tokens).
+    pub fn recorded_tokens(&self) -> u64 {
+        self.inner.recorded_tokens.load(Ordering::Acquire)
+    }
+
+    /// Records the usage the server reported for the current response, replacing any usage
+    /// recorded before (streams report cumulative usage: the last value is the true one).
+    pub fn record_usage(&self, usage: Usage) {
+        self.lock().usage = Some(usage);
+    }
+
+    /// The usage recorded with [`record_usage`](Slot::record_usage).
+    pub fn usage(&self) -> Option<Usage> {
+        self.lock().usage
+    }
+
+    /// The outcome last published for this request, if any.
+    pub fn last_outcome(&self) -> Option<Outcome> {
+        self.lock().last_outcome.clone()
+    }
+
+    /// Puts a resource in the slot, to be released when the slot ends. When the slot has already
+    /// ended, the resource is released at once and `false` returned.
+    pub fn hold(&self, key: HoldKey, hold: Box<dyn Hold>) -> bool {
+        let (usage, last_outcome) = {
+            let mut state = self.lock();
+            if !state.ended {
+                state.holds.push((key, hold));
+                return true;
+            }
+            (state.usage, state.last_outcome.clone())
+        };
+        hold.release(&SlotEnded {
+            reason: EndReason::Cancelled,
+            attempts: self.attempt() + 1,
+            recorded_tokens: self.recorded_tokens(),
+            usage,
+            last_outcome: last_outcome.as_ref(),
+        });
+        false
+    }
+
+    /// True when the slot holds a resource put there under `key`.
+    pub fn holds(&self, key: HoldKey) -> bool {
+        self.lock().holds.iter().any(|(k, _)| *k == key)
+    }
+
+    /// Takes the resource held under `key` back out of the slot (it will not be released by the
+    /// slot's end).
+    pub fn take_hold(&self, key: HoldKey) -> Option<Box<dyn Hold>> {
+        let mut state = self.lock();
+        let i = state.holds.iter().position(|(k, _)| *k == key)?;
+        Some(state.holds.swap_remove(i).1)
+    }
+
+    /// True once the slot has ended.
+    pub fn is_ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// Marks the current attempt as sent to the inner service now, on `feedback`'s behalf, and
+    /// returns the record through which its outcome is published. Each layer calls it just before
+    /// calling its inner service; the innermost layer's record is the one that publishes first.
+    pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
+        let attempt = self.attempt();
+        let sent_at = Instant::now();
+        let mut state = self.lock();
+        match state
+            .handles
+            .iter_mut()
+            .find(|h| h.feedback.same_as(feedback))
+        {
+            Some(h) => h.dispatched = Some((attempt, sent_at)),
+            None => state.handles.push(HandleState {
+                feedback: feedback.clone(),
+                published_below: 0,
+                dispatched: Some((attempt, sent_at)),
+                last_class: None,
+            }),
+        }
+        Dispatched {
+            slot: self.clone(),
+            feedback: feedback.clone(),
+            attempt,
+            sent_at,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `outcome` to `feedback` unless that attempt was already published there.
+    fn publish_once(&self, feedback: &Feedback, outcome: Outcome) -> bool {
+        {
+            let mut state = self.lock();
+            let Some(h) = state
+                .handles
+                .iter_mut()
+                .find(|h| h.feedback.same_as(feedback))
+            else {
+                return false;
+            };
+            if outcome.attempt < h.published_below {
+                return false;
+            }
+            h.published_below = outcome.attempt + 1;
+            h.last_class = Some((outcome.attempt, outcome.class));
+            state.last_outcome = Some(outcome.clone());
+        }
+        feedback.publish(&outcome);
+        true
+    }
+
+    fn is_published(&self, feedback: &Feedback, attempt: u32) -> Option<Class> {
+        let state = self.lock();
+        let h = state
+            .handles
+            .iter()
+            .find(|h| h.feedback.same_as(feedback))?;
+        match h.last_class {
+            Some((published, class)) if published == attempt => Some(class),
+            // An older attempt, published long ago: its class no longer matters to anyone.
+            _ if attempt < h.published_below => Some(Class::Cancelled),
+            _ => None,
+        }
+    }
+
+    fn end(&self, reason: EndReason) {
+        let (holds, unpublished, usage, last_outcome) = {
+            let mut state = self.lock();
+            if state.ended {
+                return;
+            }
+            state.ended = true;
+            let unpublished: Vec<(Feedback, u32, Instant)> = state
+                .handles
+                .iter()
+                .filter_map(|h| match h.dispatched {
+                    Some((attempt, sent_at)) if attempt >= h.published_below => {
+                        Some((h.feedback.clone(), attempt, sent_at))
+                    }
+                    _ => None,
+                })
+                .collect();
+            (
+                std::mem::take(&mut state.holds),
+                unpublished,
+                state.usage,
+                state.last_outcome.clone(),
+            )
+        };
+        // An attempt sent but never answered (the caller went away) is published as cancelled,
+        // so every attempt publishes exactly one outcome.
+        for (feedback, attempt, sent_at) in unpublished {
+            self.publish_once(&feedback, Outcome::new(Class::Cancelled, attempt, sent_at));
+        }
+        let summary = SlotEnded {
+            reason,
+            attempts: self.attempt() + 1,
+            recorded_tokens: self.recorded_tokens(),
+            usage,
+            last_outcome: last_outcome.as_ref(),
+        };
+        for (_, hold) in holds {
+            hold.release(&summary);
+        }
+        self.inner.owner.slot_closed();
+        tracing::trace!(reason = ?reason, attempts = summary.attempts, "gentlify slot ended");
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Slot")
+            .field("attempt", &self.attempt())
+            .field("recorded_tokens", &self.recorded_tokens())
+            .field("usage", &state.usage)
+            .field("holds", &state.holds.len())
+            .field("ended", &state.ended)
+            .finish()
+    }
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        // A slot whose end was leaked still gives its resources back.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !state.ended {
+            state.ended = true;
+            let summary = SlotEnded {
+                reason: EndReason::Cancelled,
+                attempts: self.attempt.load(Ordering::Acquire) + 1,
+                recorded_tokens: self.recorded_tokens.load(Ordering::Acquire),
+                usage: state.usage,
+                last_outcome: state.last_outcome.as_ref(),
+            };
+            for (_, hold) in std::mem::take(&mut state.holds) {
+                hold.release(&summary);
+            }
+            self.owner.slot_closed();
+        }
+    }
+}
+
+/// The right to end a slot, owned by the layer that made it. Ending it (or dropping it, which
+/// counts as [`EndReason::Cancelled`]) releases every [`Hold`] in the slot, once.
+pub struct SlotEnd {
+    slot: Option<Slot>,
+}
+
+impl SlotEnd {
+    /// The slot this ends.
+    pub fn slot(&self) -> Option<&Slot> {
+        self.slot.as_ref()
+    }
+
+    /// Ends the slot now, for `reason`.
+    pub fn end(mut self, reason: EndReason) {
+        if let Some(slot) = self.slot.take() {
+            slot.end(reason);
+        }
+    }
+}
+
+impl Drop for SlotEnd {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.end(EndReason::Cancelled);
+        }
+    }
+}
+
+impl fmt::Debug for SlotEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotEnd").field("slot", &self.slot).finish()
+    }
+}
+
+/// One attempt of a logical request as one layer sent it: publishes the attempt's outcome to that
+/// layer's handle, once per attempt per handle, whichever layer sees the result first.
+#[derive(Clone)]
+pub struct Dispatched {
+    slot: Slot,
+    feedback: Feedback,
+    attempt: u32,
+    sent_at: Instant,
+}
+
+impl Dispatched {
+    /// The attempt's number.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the attempt was sent.
+    pub fn sent_at(&self) -> Instant {
+        self.sent_at
+    }
+
+    /// The slot the attempt belongs to.
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    /// Classifies a response with the handle's classifier and publishes it, unless a layer nearer
+    /// the server already published this attempt (then its class is returned). Returns
+    /// [`Classified::AtEndOfStream`] when the class is only known from the trailers: call
+    /// [`on_trailers`](Dispatched::on_trailers) at the end of the body (the [`SlotBody`]
+    /// does).
+    ///
+    /// [`SlotBody`]: crate::SlotBody
+    pub fn on_response(&self, response: &dyn ResponseParts) -> Classified {
+        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
+            return Classified::Ready(class);
+        }
+        let classified = self.feedback.classifier().classify_response(response);
+        if let Classified::Ready(class) = classified {
+            self.publish_with_status(class, Some(response.status()));
+        }
+        classified
+    }
+
+    /// Classifies an error from the inner service and publishes it. Local rejections
+    /// ([`is_local_rejection`]) never reached the server and are not published: `None`.
+    pub fn on_error(&self, error: &(dyn Error + 'static)) -> Option<Class> {
+        if is_local_rejection(error) {
+            return None;
+        }
+        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
+            return Some(class);
+        }
+        let class = self.feedback.classifier().classify_error(error);
+        self.publish_with_status(class, None);
+        Some(class)
+    }
+
+    /// Classifies the end of a body whose head said [`Classified::AtEndOfStream`] and publishes it.
+    pub fn on_trailers(&self, trailers: Option<&HeaderMap>) -> Class {
+        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
+            return class;
+        }
+        let class = self.feedback.classifier().classify_trailers(trailers);
+        self.publish(class);
+        class
+    }
+
+    /// Publishes `class` for this attempt, unless it was already published on this handle.
+    /// Returns whether it was.
+    pub fn publish(&self, class: Class) -> bool {
+        self.publish_with_status(class, None)
+    }
+
+    fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
+        let mut outcome = Outcome::new(class, self.attempt, self.sent_at);
+        outcome.status = status;
+        self.slot.publish_once(&self.feedback, outcome)
+    }
+}
+
+impl fmt::Debug for Dispatched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatched")
+            .field("attempt", &self.attempt)
+            .field("sent_at", &self.sent_at)
+            .finish()
+    }
+}

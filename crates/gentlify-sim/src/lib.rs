@@ -1,0 +1,3 @@
+//! A simulated rate-limited LLM API and a scenario runner comparing throttles
+//!
+//! Work in progress.
