@@ -43,7 +43,8 @@ impl PauseGate {
         }
     }
 
-    /// Holds dispatch for `duration` from now, unless it already holds until later.
+    /// Holds dispatch for `duration` from now, unless it already holds until later. A duration
+    /// too long to be an instant is ignored (callers clamp server-directed delays first).
     pub fn pause_for(&self, duration: Duration) {
         if let Some(until) = Instant::now().checked_add(duration) {
             self.pause_until(until);
