@@ -1,0 +1,101 @@
+//! What the layer does with one response head: run the parsers, publish, set the pause gate.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use gentlify_core::{Class, Feedback, QuotaReport, MAX_SERVER_DELAY};
+use http::HeaderMap;
+use tokio::time::Instant;
+
+use crate::parse::{ParseHeaders, ServerDelay};
+use crate::state::LastQuotas;
+
+/// The wall clock the parsers measure absolute resets from.
+#[derive(Clone)]
+pub(crate) struct WallClock(pub(crate) Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock(Arc::new(SystemTime::now))
+    }
+}
+
+impl fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WallClock")
+    }
+}
+
+/// The layer's settings, shared by its services.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    pub(crate) parsers: Vec<Arc<dyn ParseHeaders>>,
+    pub(crate) max_pause: Duration,
+    pub(crate) server_delay: bool,
+    pub(crate) wall_clock: WallClock,
+    pub(crate) board: Arc<LastQuotas>,
+}
+
+impl Observer {
+    /// Reads one attempt's response head: publishes every parser's report, then holds the pause
+    /// gate for the server's delay (on an overloaded attempt) or, failing that, until the latest
+    /// reset of an exhausted quota.
+    pub(crate) fn observe(&self, feedback: &Feedback, headers: &HeaderMap, class: Option<&Class>) {
+        let observed_at = Instant::now();
+        let now = (self.wall_clock.0)();
+
+        let mut exhausted: Option<(Duration, String)> = None;
+        for parser in &self.parsers {
+            let Some(report) = parser.parse(headers, now) else {
+                continue;
+            };
+            let report = report.observed_at(observed_at);
+            for quota in report.quotas.iter().filter(|q| q.is_exhausted()) {
+                let Some(reset) = quota.reset_after else {
+                    continue;
+                };
+                if exhausted
+                    .as_ref()
+                    .is_none_or(|(longest, _)| reset > *longest)
+                {
+                    exhausted = Some((reset, cause(&report, quota.dimension.as_str())));
+                }
+            }
+            feedback.report_quota(&report);
+        }
+
+        // The server's explicit delay wins over the resets in the same response (as the IETF
+        // draft says of `Retry-After` and `t`): it is the server's word on this very moment.
+        let server = (self.server_delay && class.is_some_and(Class::is_overloaded))
+            .then(|| ServerDelay::parse(headers, now))
+            .flatten()
+            .filter(|d| d.should_retry != Some(false))
+            .and_then(|d| Some((d.delay?, d.source?.as_str().to_owned())));
+
+        if let Some((pause, cause)) = server.or(exhausted) {
+            self.pause(feedback, observed_at, pause, cause);
+        }
+    }
+
+    fn pause(&self, feedback: &Feedback, from: Instant, pause: Duration, cause: String) {
+        if pause >= MAX_SERVER_DELAY {
+            // Core clamps absurd values (`Retry-After: 99999999999`) to exactly this bound;
+            // no server means a day of silence on one response.
+            tracing::debug!(%cause, "gentlify ignored an absurd server delay");
+            return;
+        }
+        let pause = pause.min(self.max_pause);
+        if pause.is_zero() {
+            return;
+        }
+        if let Some(until) = from.checked_add(pause) {
+            feedback.pause_until(until);
+            self.board.paused(pause, cause);
+        }
+    }
+}
+
+fn cause(report: &QuotaReport, dimension: &str) -> String {
+    format!("{}:{}", report.source, dimension)
+}

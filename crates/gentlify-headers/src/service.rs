@@ -1,0 +1,105 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use gentlify_core::{BoxError, Feedback, PauseWait, Slot, SlotBody};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::observe::Observer;
+
+/// The service made by [`HeaderFeedbackLayer`](crate::HeaderFeedbackLayer): forwards each attempt
+/// and reads the headers of its response.
+pub struct HeaderFeedback<S> {
+    inner: S,
+    feedback: Feedback,
+    observer: Arc<Observer>,
+    hold_dispatch: bool,
+    wait: PauseWait,
+}
+
+impl<S> HeaderFeedback<S> {
+    pub(crate) fn new(
+        inner: S,
+        feedback: Feedback,
+        observer: Arc<Observer>,
+        hold_dispatch: bool,
+    ) -> Self {
+        let wait = PauseWait::new(feedback.clone());
+        HeaderFeedback {
+            inner,
+            feedback,
+            observer,
+            hold_dispatch,
+            wait,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for HeaderFeedback<S> {
+    fn clone(&self) -> Self {
+        HeaderFeedback::new(
+            self.inner.clone(),
+            self.feedback.clone(),
+            Arc::clone(&self.observer),
+            self.hold_dispatch,
+        )
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for HeaderFeedback<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderFeedback")
+            .field("inner", &self.inner)
+            .field("feedback", &self.feedback)
+            .field("parsers", &self.observer.parsers)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for HeaderFeedback<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    type Response = http::Response<SlotBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.hold_dispatch {
+            ready!(self.wait.poll_wait(cx));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &self.feedback);
+        let dispatched = slot.dispatch(&self.feedback);
+        let future = self.inner.call(request);
+        ResponseFuture::new(
+            future,
+            dispatched,
+            end,
+            self.feedback.clone(),
+            Arc::clone(&self.observer),
+        )
+    }
+}
