@@ -1,0 +1,126 @@
+//! The service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use gentlify_core::{BoxError, Slot, SlotBody, Tracked};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::breaker::{Admission, Breaker, CircuitBreakerHandle};
+use crate::future::ResponseFuture;
+
+/// A circuit breaker around `S`: fails fast with a
+/// [`CircuitOpen`](gentlify_core::error::CircuitOpen) while the upstream is down, then lets a few
+/// probes test whether it is back.
+///
+/// Admission is decided in `poll_ready`, as tower's `load_shed` does: when the breaker rejects,
+/// `poll_ready` is ready at once and `call` returns a future that fails at once, without calling
+/// the inner service. While closed, admission is one atomic load. The outcomes that move the
+/// breaker are not read from this service's futures but heard on the [`Feedback`] handle, so
+/// every attempt counts, including the attempts of a retry layer below the breaker.
+///
+/// Made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); clones share the breaker.
+///
+/// [`Feedback`]: gentlify_core::Feedback
+pub struct CircuitBreaker<S> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    admission: Option<Admission>,
+}
+
+impl<S> CircuitBreaker<S> {
+    pub(crate) fn from_breaker(inner: S, breaker: Arc<Breaker>) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            admission: None,
+        }
+    }
+
+    /// A handle to read and steer the breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle {
+            breaker: Arc::clone(&self.breaker),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for CircuitBreaker<S> {
+    fn clone(&self) -> Self {
+        // An admission (and its probe permit) belongs to the clone that was made ready.
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            breaker: Arc::clone(&self.breaker),
+            admission: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("admission", &self.admission)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, B> Service<http::Request<ReqBody>> for CircuitBreaker<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    type Response = http::Response<SlotBody<B>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let admission = self.admission.get_or_insert_with(|| self.breaker.admit());
+        if let Admission::Reject(_) = admission {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let admission = self
+            .admission
+            .take()
+            .unwrap_or_else(|| self.breaker.admit());
+        let permit = match admission {
+            Admission::Reject(rejection) => return ResponseFuture::rejected(rejection),
+            Admission::Pass => None,
+            Admission::Probe(permit) => Some(permit),
+        };
+        let feedback = self.breaker.feedback();
+        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), feedback);
+        if let Some(permit) = permit {
+            // A retry of a request that already holds a probe permit keeps that one; the new
+            // permit is dropped here, which gives it back.
+            if !slot.holds(self.breaker.key()) {
+                slot.hold(self.breaker.key(), Box::new(permit));
+            }
+        }
+        let dispatched = slot.dispatch(feedback);
+        ResponseFuture::called(Tracked::new(self.inner.call(request), dispatched, end))
+    }
+}
