@@ -1,3 +1,112 @@
-//! Retries inside the held slot for Tower: jittered backoff, server-directed delays, retry budget
+//! Retries for Tower, inside the request's held [`Slot`]: jittered backoff, server-directed
+//! delays, a retry budget, request replay.
 //!
-//! Work in progress.
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use gentlify_core::Feedback;
+//! use gentlify_retry::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let feedback = Feedback::new();
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let upstream = service_fn({
+//!     let calls = calls.clone();
+//!     move |_request: http::Request<Full<Bytes>>| {
+//!         let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+//!         async move {
+//!             let response = if first {
+//!                 // The server asks for 250 ms: the retry waits exactly that.
+//!                 http::Response::builder().status(429).header("retry-after-ms", "250")
+//!             } else {
+//!                 http::Response::builder().status(200)
+//!             };
+//!             Ok::<_, Infallible>(response.body(Full::new(Bytes::from("done"))).unwrap())
+//!         }
+//!     }
+//! });
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::builder().feedback(feedback.clone()).build().unwrap())
+//!     .service(upstream);
+//!
+//! let start = tokio::time::Instant::now();
+//! let response = client.oneshot(http::Request::new(Full::new(Bytes::from("hi")))).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(start.elapsed(), Duration::from_millis(250));
+//! assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "done");
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! // Both attempts reached the handle: the 429 slowed the controllers down even though the
+//! // caller saw a success.
+//! let snapshot = feedback.snapshot();
+//! assert_eq!((snapshot.attempts_overloaded, snapshot.attempts_success), (1, 1));
+//! # }
+//! ```
+//!
+//! # What is retried, and when
+//!
+//! Each attempt is classified by the handle's classifier ([`Feedback::classifier`]) and published
+//! to the handle, retried or not. A request is sent again when all of these hold:
+//! - its class is retryable (overloaded: 429 / 503 / 529, `RESOURCE_EXHAUSTED`; failure: 5xx, 408,
+//!   transport errors, [`AttemptTimeout`]), or the server sent `x-should-retry: true` with an error
+//!   status; and the server did not send `x-should-retry: false` or a negative
+//!   `grpc-retry-pushback-ms`;
+//! - it is not fatal: for a 429 the layer reads the first [`DEFAULT_BODY_PREFIX_BYTES`] of the body
+//!   and asks the classifier ([`Classify::classify_body`]) whether it says `insufficient_quota`, a
+//!   spend limit, a request larger than the limit...; the caller gets the body back intact either
+//!   way;
+//! - it is not a local rejection ([`is_local_rejection`]: an open circuit, an acquire timeout, a
+//!   budget wait too long), and the breaker is not open ([`Feedback::circuit_state`]);
+//! - attempts remain ([`RetryLayerBuilder::max_attempts`]), the next one would start within
+//!   [`RetryLayerBuilder::max_total_time`], and the [`RetryBudget`] has a retry to give;
+//! - the request can be replayed ([`TryCloneBody`]; see [`ReplayBodyLayer`] for bodies that are not
+//!   `Clone`).
+//!
+//! The delay is the server's when it named one — `retry-after-ms`, then `Retry-After` (seconds,
+//! fractional seconds or an HTTP-date), then `grpc-retry-pushback-ms` — else the [`Backoff`]; never
+//! shorter than the handle's pause gate (which the header layer sets from reset hints). A server
+//! delay (or pause) longer than [`RetryLayerBuilder::max_server_delay`] is not waited for: the
+//! response goes back to the caller.
+//!
+//! # The slot is kept
+//!
+//! The retry future keeps the inner service instance that was made ready for the request and sends
+//! every attempt through it, with the request's [`Slot`] (the same one, [`Slot::attempt`] counting
+//! 0, 1, 2...). Whatever holds a resource in the slot — a concurrency permit, a token reservation —
+//! keeps it across attempts, whether the retry layer sits inside or outside the limiter. The slot
+//! ends when the final response's body ends or is dropped, or when the caller drops the future,
+//! during a backoff sleep included.
+//!
+//! [`Feedback::classifier`]: gentlify_core::Feedback::classifier
+//! [`Feedback::circuit_state`]: gentlify_core::Feedback::circuit_state
+//! [`Classify::classify_body`]: gentlify_core::Classify::classify_body
+//! [`is_local_rejection`]: gentlify_core::error::is_local_rejection
+//! [`Slot`]: gentlify_core::Slot
+//! [`Slot::attempt`]: gentlify_core::Slot::attempt
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod backoff;
+mod body;
+mod budget;
+mod error;
+pub mod future;
+mod layer;
+mod replay;
+mod service;
+
+pub use backoff::{Backoff, Jitter};
+pub use body::RetryBody;
+pub use budget::RetryBudget;
+pub use error::{AttemptTimeout, ConfigError};
+pub use layer::{
+    RetryLayer, RetryLayerBuilder, DEFAULT_BODY_PREFIX_BYTES, DEFAULT_MAX_SERVER_DELAY,
+};
+pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService, ReplayFuture, TryCloneBody};
+pub use service::Retry;

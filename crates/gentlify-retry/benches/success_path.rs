@@ -1,0 +1,108 @@
+//! The success path (one attempt, a 200) through gentlify's `Retry` against tower's `Retry` with
+//! a policy that clones the request and never retries, in the same run.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::{BodyExt, Full};
+use tower::retry::Policy;
+use tower::{service_fn, Service, ServiceExt};
+
+fn request() -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .uri("http://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"model\":\"m\"}")))
+        .unwrap()
+}
+
+async fn ok(
+    _request: http::Request<Full<Bytes>>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    Ok(http::Response::new(Full::new(Bytes::from_static(
+        b"{\"ok\":true}",
+    ))))
+}
+
+#[derive(Clone)]
+struct CloneNeverRetry;
+
+impl<E> Policy<http::Request<Full<Bytes>>, http::Response<Full<Bytes>>, E> for CloneNeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _request: &mut http::Request<Full<Bytes>>,
+        _result: &mut Result<http::Response<Full<Bytes>>, E>,
+    ) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(
+        &mut self,
+        request: &http::Request<Full<Bytes>>,
+    ) -> Option<http::Request<Full<Bytes>>> {
+        let mut copy = http::Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
+}
+
+fn run<S, B>(rt: &tokio::runtime::Runtime, service: &S, iters: u64) -> Duration
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let mut service = service.clone();
+        let start = Instant::now();
+        for _ in 0..iters {
+            let response = service
+                .ready()
+                .await
+                .unwrap()
+                .call(request())
+                .await
+                .unwrap();
+            // Reading the body ends the slot, as a caller would.
+            response.into_body().collect().await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn success_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("success_path");
+
+    let tower_retry = tower::retry::Retry::new(CloneNeverRetry, service_fn(ok));
+    group.bench_function("tower_retry", |b| {
+        b.iter_custom(|iters| run(&rt, &tower_retry, iters))
+    });
+
+    let gentlify_retry = rt.block_on(async {
+        tower::ServiceBuilder::new()
+            .layer(gentlify_retry::RetryLayer::new())
+            .service(service_fn(ok))
+    });
+    group.bench_function("gentlify_retry", |b| {
+        b.iter_custom(|iters| run(&rt, &gentlify_retry, iters))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, success_path);
+criterion_main!(benches);

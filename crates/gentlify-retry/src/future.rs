@@ -1,0 +1,413 @@
+//! The response future: one logical request, attempt after attempt.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gentlify_core::{
+    retry_after, should_retry, BoxError, Class, Classified, Dispatched, EndReason, Slot, SlotBody,
+    SlotEnd,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::body::{frame_to_bytes, RetryBody};
+use crate::error::AttemptTimeout;
+use crate::layer::Config;
+use crate::replay::{try_clone_request, TryCloneBody};
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry): sends the attempts of one logical request
+    /// on the inner service instance made ready for it, sleeping between them, and resolves to the
+    /// last response (its body wrapped so that the slot ends at the body's end) or error.
+    ///
+    /// Dropping it (cancellation), in flight or during a backoff sleep, ends the slot it made and
+    /// so releases everything the slot holds.
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<http::Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S::Future, ResBody>,
+        service: S,
+        template: Option<http::Request<ReqBody>>,
+        slot: Slot,
+        end: Option<SlotEnd>,
+        dispatched: Dispatched,
+        config: Arc<Config>,
+        // The per-attempt timeout while an attempt is in flight, the backoff while waiting.
+        timer: Option<Pin<Box<Sleep>>>,
+        started: Instant,
+        previous_delay: Duration,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Reading the start of an error body to tell a fatal 429 from a transient one.
+        Checking {
+            head: Option<http::response::Parts>,
+            body: Option<Pin<Box<B>>>,
+            frames: VecDeque<Frame<Bytes>>,
+            read: usize,
+        },
+        // Sleeping before the next attempt.
+        Waiting,
+        // Waiting for the inner instance to be ready for the next attempt.
+        Readying,
+    }
+}
+
+/// What one attempt came to.
+enum Attempt<B> {
+    Response(http::Response<RetryBody<B>>, Classified),
+    Error(BoxError, Option<Class>),
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<http::Request<ReqBody>>,
+{
+    pub(crate) fn start(
+        mut service: S,
+        request: http::Request<ReqBody>,
+        template: Option<http::Request<ReqBody>>,
+        slot: Slot,
+        end: Option<SlotEnd>,
+        config: Arc<Config>,
+    ) -> Self {
+        let dispatched = slot.dispatch(&config.feedback);
+        let future = service.call(request);
+        let started = Instant::now();
+        let timer = config
+            .attempt_timeout
+            .map(|timeout| Box::pin(tokio::time::sleep_until(started + timeout)));
+        ResponseFuture {
+            state: State::Called { future },
+            service,
+            template,
+            slot,
+            end,
+            dispatched,
+            config,
+            timer,
+            started,
+            previous_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
+    match timer {
+        Some(timer) => timer.as_mut().reset(deadline),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ReqBody: TryCloneBody,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<http::Response<SlotBody<RetryBody<ResBody>>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let attempt = match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => {
+                            let timeout = this.config.attempt_timeout;
+                            let elapsed = match (timeout, this.timer.as_mut()) {
+                                (Some(_), Some(timer)) => timer.as_mut().poll(cx).is_ready(),
+                                _ => false,
+                            };
+                            match timeout {
+                                Some(timeout) if elapsed => {
+                                    Err(Box::new(AttemptTimeout::new(timeout)) as BoxError)
+                                }
+                                _ => return Poll::Pending,
+                            }
+                        }
+                    };
+                    match result {
+                        Ok(response) => {
+                            let wants_body = this.config.body_prefix_bytes > 0
+                                && this.config.feedback.classifier().wants_body(&response);
+                            if wants_body {
+                                let (head, body) = response.into_parts();
+                                this.state.set(State::Checking {
+                                    head: Some(head),
+                                    body: Some(Box::pin(body)),
+                                    frames: VecDeque::new(),
+                                    read: 0,
+                                });
+                                continue;
+                            }
+                            let classified = this.dispatched.on_response(&response);
+                            Attempt::Response(response.map(RetryBody::direct), classified)
+                        }
+                        Err(error) => {
+                            let class = this.dispatched.on_error(&*error);
+                            Attempt::Error(error, class)
+                        }
+                    }
+                }
+                StateProj::Checking {
+                    head,
+                    body,
+                    frames,
+                    read,
+                } => {
+                    let limit = this.config.body_prefix_bytes;
+                    let mut ended = false;
+                    let mut failed = None;
+                    if let Some(inner) = body.as_mut() {
+                        while *read < limit && !inner.is_end_stream() {
+                            match ready!(inner.as_mut().poll_frame(cx)) {
+                                None => {
+                                    ended = true;
+                                    break;
+                                }
+                                Some(Ok(frame)) => {
+                                    let frame = frame_to_bytes(frame);
+                                    *read += frame.data_ref().map_or(0, Bytes::len);
+                                    frames.push_back(frame);
+                                }
+                                Some(Err(error)) => {
+                                    failed = Some(error.into());
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let head = head.take().expect("checking a response head once");
+                    if let Some(error) = failed {
+                        // The body broke while its start was read: a transport failure.
+                        let class = this.dispatched.on_error(&*error);
+                        Attempt::Error(error, class)
+                    } else {
+                        let rest = if ended { None } else { body.take() };
+                        let prefix = prefix_of(frames, limit);
+                        let classifier = this.config.feedback.classifier();
+                        let classified = match classifier.classify_body(&head, &prefix) {
+                            Some(class) => {
+                                this.dispatched.publish(class);
+                                Classified::Ready(class)
+                            }
+                            None => this.dispatched.on_response(&head),
+                        };
+                        let body = RetryBody::replay(std::mem::take(frames), rest);
+                        Attempt::Response(http::Response::from_parts(head, body), classified)
+                    }
+                }
+                StateProj::Waiting => {
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
+                    }
+                    this.slot.next_attempt();
+                    this.state.set(State::Readying);
+                    continue;
+                }
+                StateProj::Readying => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        if let Some(end) = this.end.take() {
+                            end.end(EndReason::Error);
+                        }
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let attempt = this.slot.attempt();
+                    let last = attempt + 1 >= this.config.max_attempts;
+                    let request = match this.template {
+                        Some(template) if !last => try_clone_request(template),
+                        _ => None,
+                    };
+                    let Some(mut request) = request.or_else(|| this.template.take()) else {
+                        unreachable!("a retry is only decided with a request to replay");
+                    };
+                    if let Some(name) = &this.config.attempt_header {
+                        request
+                            .headers_mut()
+                            .insert(name.clone(), HeaderValue::from(attempt));
+                    }
+                    *this.dispatched = this.slot.dispatch(&this.config.feedback);
+                    let future = this.service.call(request);
+                    if let Some(timeout) = this.config.attempt_timeout {
+                        arm(this.timer, Instant::now() + timeout);
+                    }
+                    this.state.set(State::Called { future });
+                    continue;
+                }
+            };
+
+            let delay = match &attempt {
+                Attempt::Response(response, Classified::Ready(class)) => retry_delay(
+                    this.config,
+                    this.slot,
+                    this.template.is_some(),
+                    Some(*class),
+                    Some((response.status(), response.headers())),
+                    *this.started,
+                    *this.previous_delay,
+                ),
+                // The class is only known at the end of the stream: too late to retry.
+                Attempt::Response(_, Classified::AtEndOfStream) => None,
+                Attempt::Error(_, class) => retry_delay(
+                    this.config,
+                    this.slot,
+                    this.template.is_some(),
+                    *class,
+                    None,
+                    *this.started,
+                    *this.previous_delay,
+                ),
+            };
+            match delay {
+                Some(delay) => {
+                    tracing::debug!(
+                        attempt = this.slot.attempt(),
+                        delay_ms = delay.as_millis() as u64,
+                        "gentlify retry after backoff"
+                    );
+                    drop(attempt);
+                    *this.previous_delay = delay;
+                    arm(this.timer, Instant::now() + delay);
+                    this.state.set(State::Waiting);
+                }
+                None => return Poll::Ready(finish(attempt, this.end.take(), this.dispatched)),
+            }
+        }
+    }
+}
+
+/// The first `limit` bytes of the frames read.
+fn prefix_of(frames: &VecDeque<Frame<Bytes>>, limit: usize) -> Bytes {
+    let mut data = frames.iter().filter_map(Frame::data_ref);
+    match (data.next(), data.next()) {
+        (None, _) => Bytes::new(),
+        (Some(only), None) => only.slice(..only.len().min(limit)),
+        (Some(_), Some(_)) => {
+            let mut prefix = Vec::with_capacity(limit);
+            for chunk in frames.iter().filter_map(Frame::data_ref) {
+                let room = limit - prefix.len();
+                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if prefix.len() == limit {
+                    break;
+                }
+            }
+            Bytes::from(prefix)
+        }
+    }
+}
+
+/// The delay before the next attempt, or `None` when the request must not be retried.
+fn retry_delay(
+    config: &Config,
+    slot: &Slot,
+    replayable: bool,
+    class: Option<Class>,
+    head: Option<(StatusCode, &HeaderMap)>,
+    started: Instant,
+    previous: Duration,
+) -> Option<Duration> {
+    // `None`: a local rejection (never reached the server) or a class only known later.
+    let class = class?;
+    let attempt = slot.attempt();
+    if !replayable || attempt.saturating_add(1) >= config.max_attempts {
+        return None;
+    }
+    let headers = head.map(|(_, headers)| headers);
+    let server_says = headers.and_then(should_retry);
+    let retryable = match server_says {
+        Some(false) => false,
+        // `x-should-retry: true` (OpenAI) makes any error status retryable, never a fatal one.
+        Some(true) => {
+            class.is_retryable()
+                || (class != Class::Fatal && head.is_some_and(|(status, _)| !status.is_success()))
+        }
+        None => class.is_retryable(),
+    };
+    if !retryable || config.feedback.circuit_state().rejects() {
+        return None;
+    }
+    let server_delay = class
+        .retry_after()
+        .or_else(|| headers.and_then(retry_after));
+    let paused_for = config.feedback.pause_gate().remaining();
+    if server_delay.max(paused_for) > Some(config.max_server_delay) {
+        return None;
+    }
+    let delay = server_delay
+        .unwrap_or_else(|| config.backoff.delay(attempt, previous))
+        .max(paused_for.unwrap_or_default());
+    if let Some(limit) = config.max_total_time {
+        if started.elapsed().saturating_add(delay) > limit {
+            return None;
+        }
+    }
+    if let Some(budget) = &config.budget {
+        if !budget.withdraw() {
+            tracing::debug!("gentlify retry budget spent; returning the last result");
+            return None;
+        }
+    }
+    Some(delay)
+}
+
+fn finish<B: Body>(
+    attempt: Attempt<B>,
+    end: Option<SlotEnd>,
+    dispatched: &Dispatched,
+) -> Result<http::Response<SlotBody<RetryBody<B>>>, BoxError> {
+    match attempt {
+        Attempt::Response(response, classified) => {
+            let eos = match classified {
+                Classified::Ready(_) => None,
+                Classified::AtEndOfStream => Some(dispatched.clone()),
+            };
+            Ok(SlotBody::wrap(response, end, eos))
+        }
+        Attempt::Error(error, _) => {
+            if let Some(end) = end {
+                end.end(EndReason::Error);
+            }
+            Err(error)
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<http::Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Checking { .. } => "checking body",
+            State::Waiting => "waiting",
+            State::Readying => "readying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("slot", &self.slot)
+            .field("replayable", &self.template.is_some())
+            .field("owns_slot", &self.end.is_some())
+            .finish()
+    }
+}

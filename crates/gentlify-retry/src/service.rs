@@ -1,0 +1,110 @@
+//! The retry service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use gentlify_core::{BoxError, Slot};
+use http::HeaderValue;
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::RetryBody;
+use crate::future::ResponseFuture;
+use crate::layer::{Config, RetryLayer};
+use crate::replay::{try_clone_request, TryCloneBody};
+
+/// Retries requests inside their [`Slot`]: made by [`RetryLayer`]; see the [crate docs](crate).
+///
+/// Each call takes the inner service instance that `poll_ready` made ready and keeps it for every
+/// attempt of the request (`poll_ready` then `call` on that same instance), as tower's `Retry`
+/// does. A concurrency limiter below it thus recognises a retry of a request it already admitted
+/// and lets it through on the permit the request holds.
+pub struct Retry<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Retry<S> {
+    /// Wraps `inner` with the default [`RetryLayer`] settings, on a handle of its own.
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&RetryLayer::new(), inner)
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Retry { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Retry<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: TryCloneBody,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = http::Response<gentlify_core::SlotBody<RetryBody<ResBody>>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The instance made ready serves every attempt of this request; the clone serves the next.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let config = &self.config;
+
+        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &config.feedback);
+        if let Some(name) = &config.idempotency_header {
+            if !request.headers().contains_key(name) {
+                let key = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                if let Ok(value) = HeaderValue::from_str(&key) {
+                    request.headers_mut().insert(name.clone(), value);
+                }
+            }
+        }
+        if let Some(name) = &config.attempt_header {
+            request
+                .headers_mut()
+                .insert(name.clone(), HeaderValue::from(slot.attempt()));
+        }
+        if slot.attempt() == 0 {
+            if let Some(budget) = &config.budget {
+                budget.deposit();
+            }
+        }
+        let template = if config.max_attempts > 1 {
+            try_clone_request(&request)
+        } else {
+            None
+        };
+        ResponseFuture::start(service, request, template, slot, end, self.config.clone())
+    }
+}
