@@ -130,13 +130,17 @@ impl ParseHeaders for AnthropicHeaders {
 /// An RFC 3339 time as a `SystemTime`, or `None` when malformed or not representable.
 fn parse_rfc3339(value: &str) -> Option<SystemTime> {
     let at = OffsetDateTime::parse(value, &Rfc3339).ok()?;
-    let nanos = at.unix_timestamp_nanos();
-    if nanos >= 0 {
-        let nanos = u64::try_from(nanos).ok()?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
+    // Seconds and nanoseconds apart: the nanoseconds since the epoch of year 9999 overflow u64.
+    let secs = at.unix_timestamp();
+    let since_epoch = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH
+            .checked_add(since_epoch)?
+            .checked_add(Duration::from_nanos(at.nanosecond().into()))
     } else {
-        let nanos = u64::try_from(nanos.checked_neg()?).ok()?;
-        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_nanos(nanos))
+        SystemTime::UNIX_EPOCH
+            .checked_sub(since_epoch)?
+            .checked_add(Duration::from_nanos(at.nanosecond().into()))
     }
 }
 
