@@ -9,7 +9,8 @@ use std::time::Duration;
 ///
 /// The last [`recent`](LatencyAnomaly::recent) latencies are compared with the
 /// [`baseline`](LatencyAnomaly::baseline) latencies before them: the breaker opens when
-/// `(mean(recent) - mean(baseline)) / stddev(baseline) >= z_score`. The standard deviation is
+/// `(min(recent) - mean(baseline)) / stddev(baseline) >= z_score`, that is when *every* recent
+/// latency stands that far above the mean (one slow outlier never trips it). The standard deviation is
 /// floored at 5 % of the baseline mean (and at 1 ms), so an upstream with very steady latency
 /// does not trip on a few milliseconds of noise.
 ///
@@ -33,8 +34,8 @@ pub struct LatencyAnomaly {
 
 impl Default for LatencyAnomaly {
     /// A baseline of 50 latencies (at least 20 before the trigger arms), 5 recent ones, and a
-    /// z-score of 3 (three standard deviations: under a normal distribution, a mean of 5 samples
-    /// lands there by chance far less than once in a thousand windows).
+    /// z-score of 3: under a normal distribution one latency lands 3 standard deviations above
+    /// the mean about once in 740 calls; five in a row, practically never.
     fn default() -> Self {
         LatencyAnomaly {
             baseline: 50,
@@ -52,7 +53,7 @@ impl LatencyAnomaly {
         self
     }
 
-    /// The number of recent latencies compared with the baseline (default 5).
+    /// The number of recent latencies that must all stand above the baseline (default 5).
     pub fn recent(mut self, calls: usize) -> Self {
         self.recent = calls;
         self
@@ -71,12 +72,12 @@ impl LatencyAnomaly {
     }
 }
 
-/// Running sums over two rings of latencies (seconds): O(1) per record.
+/// Running sums over the baseline ring (seconds), and a short recent ring scanned for its
+/// minimum: O(recent) per record, a small constant.
 #[derive(Debug)]
 pub(crate) struct AnomalyDetector {
     config: LatencyAnomaly,
     recent: VecDeque<f64>,
-    recent_sum: f64,
     baseline: VecDeque<f64>,
     baseline_sum: f64,
     baseline_sum_sq: f64,
@@ -87,7 +88,6 @@ impl AnomalyDetector {
         AnomalyDetector {
             config,
             recent: VecDeque::with_capacity(config.recent + 1),
-            recent_sum: 0.0,
             baseline: VecDeque::with_capacity(config.baseline + 1),
             baseline_sum: 0.0,
             baseline_sum_sq: 0.0,
@@ -98,10 +98,8 @@ impl AnomalyDetector {
     pub(crate) fn record(&mut self, latency: Duration) -> Option<f64> {
         let x = latency.as_secs_f64();
         self.recent.push_back(x);
-        self.recent_sum += x;
         if self.recent.len() > self.config.recent {
             let old = self.recent.pop_front().unwrap_or_default();
-            self.recent_sum -= old;
             self.baseline.push_back(old);
             self.baseline_sum += old;
             self.baseline_sum_sq += old * old;
@@ -119,8 +117,8 @@ impl AnomalyDetector {
         let mean = self.baseline_sum / n;
         let variance = (self.baseline_sum_sq / n - mean * mean).max(0.0);
         let std = variance.sqrt().max(mean * 0.05).max(0.001);
-        let recent_mean = self.recent_sum / self.recent.len() as f64;
-        let z = (recent_mean - mean) / std;
+        let lowest = self.recent.iter().copied().fold(f64::INFINITY, f64::min);
+        let z = (lowest - mean) / std;
         (z >= self.config.z_score).then_some(z)
     }
 
