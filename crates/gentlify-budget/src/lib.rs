@@ -1,3 +1,103 @@
-//! Requests and tokens per window for Tower: estimate, reserve, reconcile with real usage
+//! Requests and tokens per window for Tower: estimate, reserve, reconcile with real usage.
 //!
-//! Work in progress.
+//! [`TokenBudgetLayer`] keeps a client under its provider's published limits — requests, tokens,
+//! input tokens, output tokens, each per second, minute or day, all at once — so that the
+//! server's 429s become rare instead of the way the client learns its limits.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer};
+//! use gentlify_core::{Dimension, Feedback, Slot};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // An OpenAI tier: 500 RPM and 30 000 TPM, used to 90 % (the default safety ratio).
+//! let budget = TokenBudget::builder()
+//!     .limit(Limit::requests_per_minute(500))
+//!     .limit(Limit::tokens_per_minute(30_000))
+//!     .max_wait(Duration::from_secs(30))
+//!     .build()
+//!     .unwrap();
+//! let feedback = Feedback::new();
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(TokenBudgetLayer::new(budget.clone()).feedback(feedback.clone()))
+//!     .service_fn(|_request: http::Request<String>| async {
+//!         // Stands for the HTTP client; the server reports the real usage in the body.
+//!         let body = r#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":80}}"#;
+//!         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+//!     });
+//!
+//! // The built-in estimator reads the JSON: 6 prompt tokens (24 characters / 4) + max_tokens.
+//! let body = r#"{"model":"gpt-4o-mini","max_tokens":1000,
+//!     "messages":[{"role":"user","content":"Write a haiku about rain"}]}"#;
+//! let request = http::Request::post("/v1/chat/completions").body(body.to_string()).unwrap();
+//! let response = client.oneshot(request).await.unwrap();
+//! assert_eq!(budget.remaining(Dimension::Tokens), Some(27_000 - 1_006), "reserved while it runs");
+//!
+//! // Reading the body to its end ends the request: the reservation is reconciled with the usage
+//! // the server reported (100 tokens), and the rest comes back.
+//! response.into_body().collect().await.unwrap();
+//! assert_eq!(budget.remaining(Dimension::Tokens), Some(27_000 - 100));
+//! assert_eq!(budget.remaining(Dimension::Requests), Some(449));
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! 1. **Estimate.** A request's [`TokenCost`] comes from its extensions if it carries one, else
+//!    from the layer's [`Estimate`]: the built-in [`JsonEstimate`] (prompt characters / 4 plus
+//!    `max_tokens`), a closure, or [`FixedEstimate`].
+//! 2. **Reserve.** The response future waits for the handle's pause gate, then for every limit
+//!    of every budget to cover the cost, first come first served across all stacks sharing the
+//!    budget ([`TokenBudget`] explains the sliding-window algorithm and why it was chosen). A
+//!    request larger than a whole limit fails at once with
+//!    [`RequestTooLarge`](gentlify_core::error::RequestTooLarge); one that would wait longer than
+//!    the maximum wait fails with [`BudgetWaitTooLong`](gentlify_core::error::BudgetWaitTooLong).
+//! 3. **Reconcile.** The reservation is a [`Hold`](gentlify_core::Hold) in the request's
+//!    [`Slot`](gentlify_core::Slot), settled when the slot ends (the body read to its end or
+//!    dropped): with the tokens the inner service recorded
+//!    ([`Slot::record_tokens`](gentlify_core::Slot::record_tokens)), else with the usage the
+//!    [`UsageBody`] read from the JSON or server-sent events as they streamed past, else the
+//!    estimate stands. Unused tokens return to the budget, overruns are charged.
+//! 4. **Every attempt is charged.** A retry above the layer (gentlify's default order) reserves
+//!    again for each attempt; earlier attempts keep their estimate, since providers count failed
+//!    requests. Attempts made by a retry below the layer are charged when the slot ends.
+//! 5. **Server truth wins.** Registered on the [`Feedback`](gentlify_core::Feedback) handle, the
+//!    budget hears the header layer's quota reports: no limit believes it has more left than the
+//!    server's `remaining`, and the difference fades out by the server's reset time.
+//!
+//! # Gaps
+//!
+//! - The estimator counts characters, not tokens: no tokenizer feature yet.
+//! - Request bodies the estimator can read are those implementing [`RequestBytes`] (`String`,
+//!   `Vec<u8>`, `Bytes`, `&'static str`); for others, give a closure or put a [`TokenCost`] in the
+//!   request's extensions.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod budget;
+mod cost;
+mod error;
+pub mod future;
+mod layer;
+mod limit;
+mod service;
+mod usage;
+mod window;
+
+pub use budget::{
+    Reservation, Reserve, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT, DEFAULT_SAFETY_RATIO,
+    MAX_LIMITS,
+};
+pub use cost::{Estimate, FixedEstimate, JsonEstimate, RequestBytes, TokenCost};
+pub use error::BuildError;
+pub use layer::TokenBudgetLayer;
+pub use limit::Limit;
+pub use service::Budgeted;
+pub use usage::UsageBody;
+pub use window::Actual;

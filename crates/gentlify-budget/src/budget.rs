@@ -1,0 +1,683 @@
+//! The budget: a set of limits, shared by every stack that draws on it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use gentlify_core::error::{BudgetWaitTooLong, RequestTooLarge};
+use gentlify_core::{BoxError, Controller, Dimension, Feedback, QuotaReport, SnapshotPart};
+use tokio::time::{Instant, Sleep};
+
+use crate::cost::TokenCost;
+use crate::error::BuildError;
+use crate::limit::Limit;
+use crate::window::{Actual, Window};
+
+/// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
+/// and per day is eight). A reservation keeps its charges inline, without allocating.
+pub const MAX_LIMITS: usize = 8;
+
+/// The share of each limit the budget uses by default: 90 %, the margin chat-limiter uses, which
+/// absorbs the estimation error of requests in flight and requests sent by other clients on the
+/// same key before the server's headers report them.
+pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
+
+/// A wait that stands for "never" without overflowing `Instant`.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
+
+/// How long a request waits for the budget by default before it fails with
+/// [`BudgetWaitTooLong`]: one minute, the window of RPM and TPM limits, so that a request that
+/// waits longer than a whole refill is refused rather than left hanging.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A set of limits (RPM, TPM, RPD, input and output tokens, ...) that requests draw on: cheap to
+/// clone (an `Arc`), and shared by every [`TokenBudgetLayer`](crate::TokenBudgetLayer) given a
+/// clone, so that a chat stack and an embeddings stack can draw on one organisation's TPM.
+///
+/// # Algorithm: a sliding window per limit
+///
+/// Each limit keeps the amounts charged in its last window (a quantised sliding-window log) and
+/// admits a request when the amounts charged in the window ending now, plus the request's cost,
+/// fit in the capacity (the limit × the safety ratio). Capacity comes back continuously, each
+/// charge exactly one window after it was made; returns from reconciliation come back at once.
+///
+/// Why not the alternatives:
+/// - **Fixed windows** (a counter reset every minute) admit a full limit just before the boundary
+///   and another just after: twice the limit within one window's length, which a provider that
+///   counts over a sliding window or over shorter sub-windows (Azure OpenAI enforces RPM over 1 s
+///   and 10 s windows) answers with 429s.
+/// - **A token bucket / GCRA** (capacity C refilling at C per window) is smooth and O(1), but
+///   within any one window's length it admits its burst plus a window's refill: up to 2 C, again
+///   above the limit for a server counting over a sliding window.
+///
+/// The sliding window is the one of the three whose guarantee matches how limits are stated:
+/// **in every window of the limit's length, the tokens charged never exceed the capacity**. Its
+/// output also conforms to a server-side token bucket of the full limit. The cost is a small
+/// queue per limit, bounded at about 1 025 entries however busy (charges within 1/1024 of a
+/// window share an entry that expires with its latest charge, so merging can only delay
+/// capacity, by at most one slice).
+///
+/// # Waiting
+///
+/// A request that does not fit waits, first come first served across every stack sharing the
+/// budget: a small request never overtakes a large one waiting before it. A request whose cost
+/// exceeds a limit's whole capacity fails at once with [`RequestTooLarge`]; one that would wait
+/// longer than [`max_wait`](TokenBudgetBuilder::max_wait) fails with [`BudgetWaitTooLong`].
+///
+/// ```
+/// use gentlify_budget::{Limit, TokenBudget, TokenCost};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let budget = TokenBudget::builder()
+///     .limit(Limit::requests_per_minute(500))
+///     .limit(Limit::tokens_per_minute(10_000))
+///     .build()
+///     .unwrap();
+/// let reservation = budget.try_reserve(&TokenCost::new(6_000, 1_000)).unwrap();
+/// assert_eq!(budget.remaining(gentlify_core::Dimension::Tokens), Some(2_000)); // 9 000 - 7 000
+/// reservation.reconcile(gentlify_budget::Actual::Tokens(3_000));
+/// assert_eq!(budget.remaining(gentlify_core::Dimension::Tokens), Some(6_000));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenBudget {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    name: Option<Box<str>>,
+    max_wait: Duration,
+    safety_ratio: f64,
+    state: Mutex<State>,
+    registered: Mutex<Vec<Feedback>>,
+}
+
+struct State {
+    windows: Vec<Window>,
+    queue: VecDeque<Waiter>,
+    next_waiter: u64,
+}
+
+struct Waiter {
+    id: u64,
+    cost: TokenCost,
+    waker: Option<Waker>,
+}
+
+impl State {
+    fn wake_front(&mut self) {
+        if let Some(front) = self.queue.front_mut() {
+            if let Some(waker) = front.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn too_large(&self, cost: &TokenCost) -> Option<RequestTooLarge> {
+        self.windows.iter().find_map(|w| {
+            let amount = w.amount_of(cost);
+            (amount > w.capacity).then(|| RequestTooLarge::new(w.dimension(), amount, w.capacity))
+        })
+    }
+
+    /// Charges every limit, or none when one is short.
+    fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
+        if !self
+            .windows
+            .iter_mut()
+            .all(|w| w.fits(now, w.amount_of(cost)))
+        {
+            return None;
+        }
+        let mut charges = Charges::default();
+        for (i, w) in self.windows.iter_mut().enumerate() {
+            let amount = w.amount_of(cost);
+            charges.items[i] = Charge {
+                seq: w.charge(now, amount),
+                amount,
+            };
+        }
+        charges.len = self.windows.len();
+        Some(charges)
+    }
+
+    /// When `need` (the request and whoever waits before it) fits in every limit, and which limit
+    /// is the last to allow it.
+    fn time_to_fit(&mut self, now: Instant, need: &TokenCost) -> (Instant, Dimension) {
+        let mut latest = (now, Dimension::Requests);
+        for w in &mut self.windows {
+            let amount = w.amount_of(need);
+            let at = w.time_to_fit(now, amount).unwrap_or(now + NEVER);
+            if at > latest.0 {
+                latest = (at, w.dimension());
+            }
+        }
+        latest
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Charge {
+    seq: u64,
+    amount: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Charges {
+    items: [Charge; MAX_LIMITS],
+    len: usize,
+}
+
+/// Builds a [`TokenBudget`].
+#[derive(Debug, Clone)]
+pub struct TokenBudgetBuilder {
+    limits: Vec<Limit>,
+    safety_ratio: f64,
+    max_wait: Duration,
+    name: Option<Box<str>>,
+}
+
+impl Default for TokenBudgetBuilder {
+    fn default() -> Self {
+        TokenBudgetBuilder {
+            limits: Vec::new(),
+            safety_ratio: DEFAULT_SAFETY_RATIO,
+            max_wait: DEFAULT_MAX_WAIT,
+            name: None,
+        }
+    }
+}
+
+impl TokenBudgetBuilder {
+    /// Adds a limit. Any number of dimensions and windows at once, up to [`MAX_LIMITS`].
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// The share of each limit the budget uses, in `(0, 1]`; [`DEFAULT_SAFETY_RATIO`] unless set.
+    pub fn safety_ratio(mut self, ratio: f64) -> Self {
+        self.safety_ratio = ratio;
+        self
+    }
+
+    /// The longest a request waits for the budget; [`DEFAULT_MAX_WAIT`] unless set.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Names the budget in snapshots (`"org-tpm"`, say).
+    pub fn name(mut self, name: impl Into<Box<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Builds the budget, or says what is wrong with the configuration.
+    pub fn build(self) -> Result<TokenBudget, BuildError> {
+        if !(self.safety_ratio > 0.0 && self.safety_ratio <= 1.0) {
+            return Err(BuildError::SafetyRatio(self.safety_ratio));
+        }
+        if self.limits.len() > MAX_LIMITS {
+            return Err(BuildError::TooManyLimits(self.limits.len()));
+        }
+        let mut windows = Vec::with_capacity(self.limits.len());
+        for limit in self.limits {
+            if !matches!(
+                limit.dimension(),
+                Dimension::Requests
+                    | Dimension::Tokens
+                    | Dimension::InputTokens
+                    | Dimension::OutputTokens
+            ) || limit.amount() == 0
+                || limit.window().is_zero()
+            {
+                return Err(BuildError::Limit(limit));
+            }
+            let capacity = ((limit.amount() as f64 * self.safety_ratio) as u64).max(1);
+            windows.push(Window::new(limit, capacity));
+        }
+        Ok(TokenBudget {
+            shared: Arc::new(Shared {
+                name: self.name,
+                max_wait: self.max_wait,
+                safety_ratio: self.safety_ratio,
+                state: Mutex::new(State {
+                    windows,
+                    queue: VecDeque::new(),
+                    next_waiter: 0,
+                }),
+                registered: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+impl TokenBudget {
+    /// A builder.
+    pub fn builder() -> TokenBudgetBuilder {
+        TokenBudgetBuilder::default()
+    }
+
+    /// A budget of `limits` with the default safety ratio and maximum wait.
+    pub fn new(limits: impl IntoIterator<Item = Limit>) -> Result<TokenBudget, BuildError> {
+        limits
+            .into_iter()
+            .fold(TokenBudget::builder(), TokenBudgetBuilder::limit)
+            .build()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// True when both are clones of one budget.
+    pub fn same_as(&self, other: &TokenBudget) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The maximum wait of a reservation.
+    pub fn max_wait(&self) -> Duration {
+        self.shared.max_wait
+    }
+
+    /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
+    pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if !state.queue.is_empty() {
+            return None;
+        }
+        let charges = state.try_charge(now, cost)?;
+        drop(state);
+        Some(Reservation {
+            budget: self.clone(),
+            cost: *cost,
+            charges,
+        })
+    }
+
+    /// Reserves `cost`, waiting (first come, first served) until every limit covers it.
+    /// Fails with [`RequestTooLarge`] or [`BudgetWaitTooLong`].
+    pub fn reserve(&self, cost: TokenCost) -> Reserve {
+        Reserve {
+            budget: self.clone(),
+            cost,
+            waiter: None,
+            started: None,
+            short: Dimension::Requests,
+            sleep: None,
+        }
+    }
+
+    /// Charges `cost` now without waiting (an attempt that went out without asking, such as a
+    /// retry made below the budget layer).
+    pub fn charge_now(&self, cost: &TokenCost) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        for w in &mut state.windows {
+            let amount = w.amount_of(cost);
+            w.charge(now, amount);
+        }
+    }
+
+    /// What is left now of the first limit counting `dimension`.
+    pub fn remaining(&self, dimension: Dimension) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state
+            .windows
+            .iter_mut()
+            .find(|w| w.dimension() == dimension)
+            .map(|w| w.remaining(now))
+    }
+
+    /// Requests waiting for the budget now.
+    pub fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Applies what a server said about its limits: no limit of a reported dimension believes it
+    /// has more left than the server's `remaining`. The layer registers the budget on its
+    /// [`Feedback`] handle so that the header layer's reports arrive here by themselves.
+    pub fn report_quota(&self, report: &QuotaReport) {
+        self.shared.on_quota(report);
+    }
+
+    /// Registers the budget with `feedback` (once per handle): it then hears the server's quota
+    /// reports and shows in the handle's snapshots.
+    pub fn register(&self, feedback: &Feedback) {
+        let mut registered = self
+            .shared
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if registered.iter().any(|f| f.same_as(feedback)) {
+            return;
+        }
+        feedback.register(&self.shared);
+        registered.push(feedback.clone());
+    }
+
+    /// The budget's part of a snapshot (also what [`Feedback::snapshot`] shows under
+    /// `"budget"`): per limit, `<dimension>_per_<seconds>s_used`, `_remaining`, `_limit`,
+    /// `_reset` (time until everything charged has left the window) and, once a server reported
+    /// it, `_server_remaining`; and `waiting`.
+    pub fn snapshot(&self) -> SnapshotPart {
+        self.shared.part()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn part(&self) -> SnapshotPart {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut part = SnapshotPart::new("budget");
+        if let Some(name) = &self.name {
+            part = part.field("name", &**name);
+        }
+        part = part.field("safety_ratio", self.safety_ratio);
+        for w in &mut state.windows {
+            let key = format!("{}_per_{}s", w.dimension(), w.limit.window().as_secs());
+            part = part
+                .field(format!("{key}_limit"), w.limit.amount())
+                .field(format!("{key}_used"), w.used(now))
+                .field(format!("{key}_remaining"), w.remaining(now))
+                .field(format!("{key}_reset"), w.reset_in(now));
+            if let Some(server) = w.server {
+                part = part.field(format!("{key}_server_remaining"), server.remaining);
+                if let Some(at) = server.reset_at {
+                    part = part.field(
+                        format!("{key}_server_reset"),
+                        at.saturating_duration_since(now),
+                    );
+                }
+            }
+        }
+        part.field("waiting", state.queue.len())
+    }
+}
+
+impl Controller for Shared {
+    fn on_quota(&self, report: &QuotaReport) {
+        let now = Instant::now();
+        // The report describes the server at `observed_at`; what has passed since is refill.
+        let elapsed = now.saturating_duration_since(report.observed_at);
+        let mut state = self.lock();
+        for quota in &report.quotas {
+            let Some(remaining) = quota.remaining else {
+                continue;
+            };
+            let reset_after = quota.reset_after.map(|d| d.saturating_sub(elapsed));
+            for w in &mut state.windows {
+                if w.dimension() == quota.dimension {
+                    w.server_says(now, remaining, reset_after);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Option<SnapshotPart> {
+        Some(self.part())
+    }
+}
+
+impl fmt::Debug for TokenBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("TokenBudget")
+            .field("name", &self.shared.name)
+            .field(
+                "limits",
+                &state.windows.iter().map(|w| w.limit).collect::<Vec<_>>(),
+            )
+            .field("safety_ratio", &self.shared.safety_ratio)
+            .field("max_wait", &self.shared.max_wait)
+            .field("waiting", &state.queue.len())
+            .finish()
+    }
+}
+
+/// A cost reserved in a [`TokenBudget`]. [`reconcile`](Reservation::reconcile) it with what the
+/// request really used: unused tokens go back to the budget, overruns are charged. Dropped
+/// without reconciling, the estimate stands.
+pub struct Reservation {
+    budget: TokenBudget,
+    cost: TokenCost,
+    charges: Charges,
+}
+
+impl Reservation {
+    /// The cost reserved.
+    pub fn cost(&self) -> TokenCost {
+        self.cost
+    }
+
+    /// The budget it was reserved in.
+    pub fn budget(&self) -> &TokenBudget {
+        &self.budget
+    }
+
+    /// Replaces the estimate by the real consumption.
+    pub fn reconcile(self, actual: Actual) {
+        let now = Instant::now();
+        let mut state = self.budget.lock();
+        let mut returned = false;
+        for (w, charge) in state
+            .windows
+            .iter_mut()
+            .zip(&self.charges.items[..self.charges.len])
+        {
+            let to = w.amount_of_actual(actual, charge.amount);
+            returned |= w.adjust(now, charge.seq, charge.amount, to);
+        }
+        if returned {
+            state.wake_front();
+        }
+    }
+}
+
+impl Reservation {
+    /// Gives the whole reservation back, the request included: for a request that was never
+    /// sent.
+    pub fn cancel(self) {
+        let now = Instant::now();
+        let mut state = self.budget.lock();
+        for (w, charge) in state
+            .windows
+            .iter_mut()
+            .zip(&self.charges.items[..self.charges.len])
+        {
+            w.adjust(now, charge.seq, charge.amount, 0);
+        }
+        state.wake_front();
+    }
+
+    /// Moves the charge to now: for a reservation granted before the request could be sent
+    /// (while it waited for another budget), so that it leaves the window one window after the
+    /// request really went out.
+    pub(crate) fn restamp(&mut self) {
+        let now = Instant::now();
+        let mut state = self.budget.lock();
+        for (w, charge) in state
+            .windows
+            .iter_mut()
+            .zip(&mut self.charges.items[..self.charges.len])
+        {
+            w.adjust(now, charge.seq, charge.amount, 0);
+            charge.seq = w.charge(now, charge.amount);
+        }
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("cost", &self.cost)
+            .finish()
+    }
+}
+
+/// The future of [`TokenBudget::reserve`]: resolves to a [`Reservation`] once every limit covers
+/// the cost and every request that waited before it was served.
+pub struct Reserve {
+    budget: TokenBudget,
+    cost: TokenCost,
+    waiter: Option<u64>,
+    started: Option<Instant>,
+    short: Dimension,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Reserve {
+    /// Polls for the reservation (for futures that hold a `Reserve` by value).
+    pub fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reservation, BoxError>> {
+        let max_wait = self.budget.shared.max_wait;
+        loop {
+            let now = Instant::now();
+            let started = *self.started.get_or_insert(now);
+            let wake_at = {
+                let mut state = self.budget.lock();
+                if self.waiter.is_none() {
+                    if let Some(err) = state.too_large(&self.cost) {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                }
+                let my_turn = match self.waiter {
+                    None => state.queue.is_empty(),
+                    Some(id) => state.queue.front().is_some_and(|w| w.id == id),
+                };
+                let mut wake_at = started + max_wait;
+                if my_turn {
+                    if let Some(charges) = state.try_charge(now, &self.cost) {
+                        if self.waiter.take().is_some() {
+                            state.queue.pop_front();
+                            state.wake_front();
+                        }
+                        return Poll::Ready(Ok(Reservation {
+                            budget: self.budget.clone(),
+                            cost: self.cost,
+                            charges,
+                        }));
+                    }
+                    let (at, dimension) = state.time_to_fit(now, &self.cost);
+                    self.short = dimension;
+                    wake_at = wake_at.min(at);
+                    if self.waiter.is_none() && at > started + max_wait {
+                        return Poll::Ready(Err(BudgetWaitTooLong::new(
+                            dimension,
+                            at - now,
+                            max_wait,
+                        )
+                        .into()));
+                    }
+                } else if self.waiter.is_none() {
+                    // Everyone before it is served first: it fits once their costs and its own do.
+                    let ahead = state.queue.iter().fold(self.cost, |sum, w| {
+                        TokenCost::new(
+                            sum.input_tokens.saturating_add(w.cost.input_tokens),
+                            sum.output_tokens.saturating_add(w.cost.output_tokens),
+                        )
+                    });
+                    let (at, dimension) = state.time_to_fit(now, &ahead);
+                    self.short = dimension;
+                    if at > started + max_wait {
+                        return Poll::Ready(Err(BudgetWaitTooLong::new(
+                            dimension,
+                            at - now,
+                            max_wait,
+                        )
+                        .into()));
+                    }
+                }
+                if now >= started + max_wait {
+                    leave(&mut self.waiter, &mut state);
+                    return Poll::Ready(Err(BudgetWaitTooLong::new(
+                        self.short,
+                        now - started,
+                        max_wait,
+                    )
+                    .into()));
+                }
+                match self.waiter {
+                    Some(id) => {
+                        if let Some(w) = state.queue.iter_mut().find(|w| w.id == id) {
+                            w.waker = Some(cx.waker().clone());
+                        }
+                    }
+                    None => {
+                        let id = state.next_waiter;
+                        state.next_waiter += 1;
+                        state.queue.push_back(Waiter {
+                            id,
+                            cost: self.cost,
+                            waker: Some(cx.waker().clone()),
+                        });
+                        self.waiter = Some(id);
+                    }
+                }
+                // Rounding in the fade of a server deficit can make "fits at t" one tick early:
+                // never spin.
+                wake_at.max(now + Duration::from_millis(1))
+            };
+            match &mut self.sleep {
+                Some(sleep) => {
+                    if sleep.deadline() != wake_at {
+                        sleep.as_mut().reset(wake_at);
+                    }
+                }
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(wake_at))),
+            }
+            if let Some(sleep) = &mut self.sleep {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// Takes a waiter out of the queue, waking the next if it was first.
+fn leave(waiter: &mut Option<u64>, state: &mut State) {
+    if let Some(id) = waiter.take() {
+        let was_front = state.queue.front().is_some_and(|w| w.id == id);
+        state.queue.retain(|w| w.id != id);
+        if was_front {
+            state.wake_front();
+        }
+    }
+}
+
+impl Future for Reserve {
+    type Output = Result<Reservation, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().poll_reserve(cx)
+    }
+}
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        if self.waiter.is_some() {
+            let mut state = self.budget.shared.lock();
+            leave(&mut self.waiter, &mut state);
+        }
+    }
+}
+
+impl fmt::Debug for Reserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reserve")
+            .field("cost", &self.cost)
+            .field("waiting", &self.waiter.is_some())
+            .finish()
+    }
+}

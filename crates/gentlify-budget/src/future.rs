@@ -1,0 +1,183 @@
+//! The response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use gentlify_core::{
+    settle, BoxError, Dispatched, EndReason, Feedback, HoldKey, PauseWait, Slot, SlotBody, SlotEnd,
+};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::budget::{Reservation, Reserve, TokenBudget};
+use crate::cost::TokenCost;
+use crate::service::ChargeBook;
+use crate::usage::UsageBody;
+
+pin_project! {
+    /// The response future of [`Budgeted`](crate::Budgeted): waits for the pause gate, reserves
+    /// the request's cost in each budget, sends it, and wraps the response's body.
+    pub struct ResponseFuture<F, S, B> {
+        #[pin]
+        state: State<F>,
+        waiting: Option<Waiting<S, B>>,
+        slot: Slot,
+        end: Option<SlotEnd>,
+        dispatched: Option<Dispatched>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Waiting,
+        Called {
+            #[pin]
+            future: F,
+        },
+    }
+}
+
+struct Waiting<S, B> {
+    service: S,
+    request: Option<http::Request<B>>,
+    cost: TokenCost,
+    budgets: Arc<[TokenBudget]>,
+    feedback: Feedback,
+    pause: PauseWait,
+    reserve: Option<Reserve>,
+    granted: Vec<(Reservation, tokio::time::Instant)>,
+    book: ChargeBook,
+    key: HoldKey,
+}
+
+impl<S, B> Drop for Waiting<S, B> {
+    fn drop(&mut self) {
+        // Reservations of a request that was never sent go back whole.
+        for (reservation, _) in self.granted.drain(..) {
+            reservation.cancel();
+        }
+    }
+}
+
+impl<F, S, B> ResponseFuture<F, S, B> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        service: S,
+        request: http::Request<B>,
+        cost: TokenCost,
+        budgets: Arc<[TokenBudget]>,
+        feedback: Feedback,
+        slot: Slot,
+        end: Option<SlotEnd>,
+        book: ChargeBook,
+        key: HoldKey,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Waiting,
+            waiting: Some(Waiting {
+                service,
+                request: Some(request),
+                cost,
+                budgets,
+                pause: PauseWait::new(feedback.clone()),
+                feedback,
+                reserve: None,
+                granted: Vec::new(),
+                book,
+                key,
+            }),
+            slot,
+            end,
+            dispatched: None,
+        }
+    }
+}
+
+impl<F, S, B, ResBody, E> Future for ResponseFuture<F, S, B>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    S: Service<http::Request<B>, Future = F>,
+    E: Into<BoxError>,
+    ResBody: Body,
+{
+    type Output = Result<http::Response<SlotBody<UsageBody<ResBody>>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting => {
+                    let waiting = this.waiting.as_mut().expect("polled after completion");
+                    // Reserve only once the gate is open: a charge counts from when it is made,
+                    // so it must be made when the request is really sent.
+                    if waiting.granted.is_empty() && waiting.reserve.is_none() {
+                        ready!(waiting.pause.poll_wait(cx));
+                    }
+                    while waiting.granted.len() < waiting.budgets.len() {
+                        let budget = &waiting.budgets[waiting.granted.len()];
+                        let reserve = waiting
+                            .reserve
+                            .get_or_insert_with(|| budget.reserve(waiting.cost));
+                        match ready!(reserve.poll_reserve(cx)) {
+                            Ok(reservation) => {
+                                waiting.reserve = None;
+                                waiting
+                                    .granted
+                                    .push((reservation, tokio::time::Instant::now()));
+                            }
+                            Err(error) => {
+                                waiting.reserve = None;
+                                this.waiting.take();
+                                if let Some(end) = this.end.take() {
+                                    end.end(EndReason::Error);
+                                }
+                                return Poll::Ready(Err(error));
+                            }
+                        }
+                    }
+                    let now = tokio::time::Instant::now();
+                    let reservations: Vec<Reservation> = waiting
+                        .granted
+                        .drain(..)
+                        .map(|(mut reservation, at)| {
+                            if at < now {
+                                reservation.restamp();
+                            }
+                            reservation
+                        })
+                        .collect();
+                    let attempt = this.slot.attempt();
+                    if waiting.book.record(waiting.key, attempt, reservations) {
+                        this.slot.hold(waiting.key, waiting.book.hold(waiting.key));
+                    }
+                    let request = waiting.request.take().expect("request sent once");
+                    *this.dispatched = Some(this.slot.dispatch(&waiting.feedback));
+                    let future = waiting.service.call(request);
+                    this.waiting.take();
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    let slot = this.slot.clone();
+                    let result = result.map(|response| UsageBody::wrap(response, slot));
+                    let dispatched = this.dispatched.as_ref().expect("dispatched before called");
+                    return Poll::Ready(settle(result, dispatched, this.end.take()));
+                }
+            }
+        }
+    }
+}
+
+impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("waiting", &self.waiting.is_some())
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
