@@ -1,0 +1,535 @@
+//! The layer in virtual time: what every response does to the handle.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{at, ms, secs};
+use gentlify_core::{BoxError, Controller, Dimension, Feedback, QuotaReport, Slot, SnapshotValue};
+use gentlify_headers::{AnthropicHeaders, HeaderFeedbackLayer, OpenAiHeaders};
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+type Body = Full<Bytes>;
+
+/// An upstream answering every request with `status` and the header `lines` (`name: value`).
+#[derive(Debug, Clone)]
+struct Upstream {
+    status: u16,
+    lines: &'static str,
+}
+
+fn upstream(status: u16, lines: &'static str) -> Upstream {
+    Upstream { status, lines }
+}
+
+impl Service<http::Request<()>> for Upstream {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: http::Request<()>) -> Self::Future {
+        let mut response = http::Response::builder().status(self.status);
+        for (name, value) in self.lines.lines().filter_map(|l| l.trim().split_once(':')) {
+            response = response.header(name.trim(), value.trim());
+        }
+        std::future::ready(Ok(response.body(Full::new(Bytes::from("{}"))).unwrap()))
+    }
+}
+
+/// Sends one request through `service` and reads its body to the end.
+async fn send<S>(service: &mut S)
+where
+    S: Service<http::Request<()>, Response = http::Response<gentlify_core::SlotBody<Body>>>,
+    S::Error: std::fmt::Debug,
+{
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    response.into_body().collect().await.unwrap();
+}
+
+#[derive(Default)]
+struct Reports(Mutex<Vec<QuotaReport>>);
+
+impl Controller for Reports {
+    fn on_quota(&self, report: &QuotaReport) {
+        self.0.lock().unwrap().push(report.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_2_on_a_429_holds_the_gate_exactly_2_s() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "retry-after: 2"));
+    send(&mut service).await;
+
+    let gate = feedback.pause_gate();
+    assert_eq!(gate.remaining(), Some(secs(2)));
+    tokio::time::advance(ms(1999)).await;
+    assert_eq!(gate.remaining(), Some(ms(1)));
+    tokio::time::advance(ms(1)).await;
+    assert_eq!(gate.remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_dispatch_waits_for_the_pause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "retry-after: 2"));
+    send(&mut service).await;
+
+    let start = Instant::now();
+    let mut ready = tokio_test::task::spawn(service.ready());
+    assert_pending!(ready.poll());
+    tokio::time::advance(ms(1999)).await;
+    assert_pending!(ready.poll());
+    tokio::time::advance(ms(1)).await;
+    assert_ready_ok!(ready.poll());
+    assert_eq!(start.elapsed(), secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_dispatch_off_leaves_waiting_to_other_layers() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .hold_dispatch(false)
+        .layer(upstream(429, "retry-after: 2"));
+    send(&mut service).await;
+    assert!(feedback.pause_gate().remaining().is_some());
+    let mut ready = tokio_test::task::spawn(service.ready());
+    assert_ready_ok!(ready.poll());
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_0_with_reset_1_5_s_pauses_1_5_s() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-requests: 0
+         x-ratelimit-reset-requests: 1.5s
+         x-ratelimit-remaining-tokens: 1000
+         x-ratelimit-reset-tokens: 30s",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(ms(1500)));
+    tokio::time::advance(ms(1500)).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_latest_reset_of_the_exhausted_quotas_wins() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-requests: 0
+         x-ratelimit-reset-requests: 1.5s
+         x-ratelimit-remaining-tokens: 0
+         x-ratelimit-reset-tokens: 4s",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(secs(4)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_left_or_unknown_reset_does_not_pause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-requests: 1
+         x-ratelimit-reset-requests: 10s
+         x-ratelimit-remaining-tokens: 0",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_reports_reach_a_registered_controller() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-limit-requests: 60
+         x-ratelimit-remaining-requests: 59
+         x-ratelimit-reset-requests: 1s",
+        ));
+    let sent = Instant::now();
+    send(&mut service).await;
+
+    let reports = reports.0.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    let report = &reports[0];
+    assert_eq!(report.source, "openai");
+    assert_eq!(report.observed_at, sent);
+    assert_eq!(report.quotas.len(), 1);
+    assert_eq!(report.quotas[0].dimension, Dimension::Requests);
+    assert_eq!(report.quotas[0].limit, Some(60));
+    assert_eq!(report.quotas[0].remaining, Some(59));
+    assert_eq!(report.quotas[0].reset_after, Some(secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_read_not_only_the_final_one() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "x-ratelimit-remaining-tokens: 0"));
+
+    // Two attempts of one logical request, as a retry layer outside would send them.
+    let (slot, end) = Slot::new(&feedback);
+    for attempt in 0..2 {
+        if attempt > 0 {
+            slot.next_attempt();
+        }
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(slot.clone());
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        drop(response);
+    }
+    drop(end);
+    assert_eq!(reports.0.lock().unwrap().len(), 2);
+    assert_eq!(feedback.snapshot().attempts_overloaded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_a_success_does_not_pause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(200, "retry-after: 5"));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_503_and_529_pauses() {
+    for status in [503, 529] {
+        let feedback = Feedback::new();
+        let mut service = HeaderFeedbackLayer::new()
+            .feedback(feedback.clone())
+            .layer(upstream(status, "retry-after-ms: 750"));
+        send(&mut service).await;
+        assert_eq!(feedback.pause_gate().remaining(), Some(ms(750)), "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_should_retry_false_sets_no_pause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "retry-after: 5\nx-should-retry: false"));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_delay_wins_over_a_reset_in_the_same_response() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            429,
+            "retry-after: 1
+         x-ratelimit-remaining-tokens: 0
+         x-ratelimit-reset-tokens: 30s",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_delay_can_be_turned_off() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .server_delay(false)
+        .layer(upstream(429, "retry-after: 2"));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_resource_exhausted_pushback_pauses() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "content-type: application/grpc
+         grpc-status: 8
+         grpc-retry-pushback-ms: 500",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(ms(500)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pauses_are_bounded_by_max_pause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "retry-after: 3600"));
+    send(&mut service).await;
+    assert_eq!(
+        feedback.pause_gate().remaining(),
+        Some(secs(60)),
+        "default bound"
+    );
+
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .max_pause(secs(5))
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 2h",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(secs(5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_delays_are_ignored() {
+    for lines in [
+        "retry-after: 99999999999",
+        "retry-after-ms: 1e300",
+        "retry-after: Fri, 31 Dec 9999 23:59:59 GMT",
+        "retry-after: -5",
+        "retry-after: NaN",
+    ] {
+        let feedback = Feedback::new();
+        let mut service = HeaderFeedbackLayer::new()
+            .feedback(feedback.clone())
+            .layer(upstream(429, lines));
+        send(&mut service).await;
+        assert_eq!(feedback.pause_gate().remaining(), None, "{lines}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_pause_zero_publishes_but_never_pauses() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .max_pause(Duration::ZERO)
+        .layer(upstream(
+            429,
+            "retry-after: 2\nx-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), None);
+    assert_eq!(reports.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_resets_are_measured_from_the_given_wall_clock() {
+    let feedback = Feedback::new();
+    // 2025-08-21T12:40:58.500Z
+    let now = at(1_755_780_058_500);
+    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
+        .feedback(feedback.clone())
+        .wall_clock(move || now)
+        .layer(upstream(
+            200,
+            "anthropic-ratelimit-output-tokens-remaining: 0
+             anthropic-ratelimit-output-tokens-reset: 2025-08-21T12:41:00Z",
+        ));
+    send(&mut service).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(ms(1500)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn parsers_selected_individually_ignore_other_families() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
+        ));
+    send(&mut service).await;
+    assert!(reports.0.lock().unwrap().is_empty());
+    assert_eq!(feedback.pause_gate().remaining(), None);
+
+    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
+        .parser(OpenAiHeaders::groq())
+        .feedback(feedback.clone())
+        .layer(upstream(200, "x-ratelimit-remaining-tokens: 5"));
+    send(&mut service).await;
+    let reports = reports.0.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].source, "groq");
+    assert_eq!(reports[0].quotas[0].window, Some(secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_shows_the_last_quota_per_dimension_and_its_source() {
+    let feedback = Feedback::new();
+    let layer = HeaderFeedbackLayer::new().feedback(feedback.clone());
+    let mut openai = layer.layer(upstream(
+        200,
+        "x-ratelimit-limit-requests: 60
+         x-ratelimit-remaining-requests: 59
+         x-ratelimit-reset-requests: 10s",
+    ));
+    let mut ietf = layer.layer(upstream(
+        200,
+        "ratelimit-policy: \"burst\";q=100;w=60
+         ratelimit: \"burst\";r=7;t=30",
+    ));
+    send(&mut openai).await;
+    send(&mut ietf).await;
+    tokio::time::advance(secs(4)).await;
+
+    let snapshot = feedback.snapshot();
+    let headers: Vec<_> = snapshot
+        .parts
+        .iter()
+        .filter(|p| p.component == "headers")
+        .collect();
+    assert_eq!(
+        headers.len(),
+        1,
+        "one part per handle, however many services"
+    );
+    let part = headers[0];
+    assert_eq!(part.get("reports"), Some(&SnapshotValue::U64(2)));
+    assert_eq!(part.get("requests.source"), Some(&"openai".into()));
+    assert_eq!(part.get("requests.limit"), Some(&SnapshotValue::U64(60)));
+    assert_eq!(
+        part.get("requests.remaining"),
+        Some(&SnapshotValue::U64(59))
+    );
+    assert_eq!(
+        part.get("requests.reset_in"),
+        Some(&SnapshotValue::Duration(secs(6)))
+    );
+    assert_eq!(part.get("requests.window"), Some(&SnapshotValue::Unknown));
+    assert_eq!(part.get("requests.burst.source"), Some(&"ietf".into()));
+    assert_eq!(
+        part.get("requests.burst.remaining"),
+        Some(&SnapshotValue::U64(7))
+    );
+    assert_eq!(
+        part.get("requests.burst.window"),
+        Some(&SnapshotValue::Duration(secs(60)))
+    );
+
+    // A newer report replaces the older one of the same dimension.
+    let mut newer = layer.layer(upstream(200, "x-ratelimit-remaining-requests: 3"));
+    send(&mut newer).await;
+    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    assert_eq!(part.get("requests.remaining"), Some(&SnapshotValue::U64(3)));
+    assert_eq!(part.get("requests.limit"), Some(&SnapshotValue::Unknown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_records_the_last_pause_and_its_cause() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "x-ratelimit-remaining-tokens: 0\nx-ratelimit-reset-tokens: 1.5s",
+        ));
+    send(&mut service).await;
+    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    assert_eq!(part.get("pauses"), Some(&SnapshotValue::U64(1)));
+    assert_eq!(
+        part.get("last_pause"),
+        Some(&SnapshotValue::Duration(ms(1500)))
+    );
+    assert_eq!(part.get("last_pause_cause"), Some(&"openai:tokens".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_slot_ends_at_the_end_of_the_body_and_the_outcome_is_published_once() {
+    let feedback = Feedback::new();
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(upstream(429, "retry-after: 1"));
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(feedback.open_slots(), 1, "body unread");
+    response.into_body().collect().await.unwrap();
+    assert_eq!(feedback.open_slots(), 0);
+    let snapshot = feedback.snapshot();
+    assert_eq!(snapshot.attempts(), 1);
+    assert_eq!(snapshot.attempts_overloaded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_pass_through_and_end_the_slot() {
+    let feedback = Feedback::new();
+    let failing = service_fn(|_req: http::Request<()>| async {
+        Err::<http::Response<Body>, BoxError>("connection reset".into())
+    });
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(failing);
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "connection reset");
+    assert_eq!(feedback.open_slots(), 0);
+    assert_eq!(feedback.snapshot().attempts_failure, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_response_future_ends_the_slot() {
+    let feedback = Feedback::new();
+    let never = service_fn(|_req: http::Request<()>| {
+        std::future::pending::<Result<http::Response<Body>, Infallible>>()
+    });
+    let mut service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(never);
+    let future = service.ready().await.unwrap().call(http::Request::new(()));
+    assert_eq!(feedback.open_slots(), 1);
+    drop(future);
+    assert_eq!(feedback.open_slots(), 0);
+}
