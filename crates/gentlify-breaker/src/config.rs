@@ -280,7 +280,9 @@ impl CircuitBreakerBuilder {
     }
 
     /// Called on every state change, after the breaker's lock is released. It runs on the task
-    /// that caused the change, so keep it short; it must not register controllers on the handle.
+    /// that caused the change, often from inside the handle's publishing of an outcome: keep it
+    /// short and do not call back into the [`Feedback`] handle from it (send the transition to
+    /// a channel instead).
     pub fn on_transition(mut self, callback: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.config.on_transition = Some(Arc::new(callback));
         self

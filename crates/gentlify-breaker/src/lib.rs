@@ -74,7 +74,14 @@
 //! Failures (5xx, transport errors, timeouts) count as failures. Overload answers (429, 503, 529)
 //! are **not** failures by default: the adaptive concurrency layer slows down for them, and a
 //! breaker that also opened would turn a rate limit into an outage. [`Verdict`]s change that per
-//! class; the handle's classifier decides the class.
+//! class; the handle's classifier decides the class. Each state judges only the attempts sent
+//! after it began: a slow straggler sent before the breaker opened does not decide a half-open
+//! breaker's fate.
+//!
+//! Admission is decided in `poll_ready`, before the request is known, so put the breaker
+//! *outside* a retry layer (gentlify's default order): retries then happen inside one admitted
+//! call. A retry layer outside the breaker makes every retry pass admission again, and in
+//! half-open a retry competes for the probe permits like any new request.
 //!
 //! Every state change sets the handle's [`CircuitState`] (so the concurrency layer does not grow
 //! while half-open, and the retry layer does not retry a rejection), emits a `tracing` event and
