@@ -1,0 +1,895 @@
+//! Behaviour of the retry layer through its public API, in virtual time.
+
+// The upstream helpers return `impl Service<...>` with their future types spelled out.
+#![allow(clippy::type_complexity)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream;
+use gentlify_core::error::CircuitOpen;
+use gentlify_core::{
+    BoxError, CircuitState, Controller, Feedback, HoldKey, Outcome, Slot, SlotEnded,
+};
+use gentlify_retry::{
+    AttemptTimeout, Backoff, ConfigError, Jitter, ReplayBody, ReplayBodyLayer, RetryBudget,
+    RetryLayer,
+};
+use http_body::Frame;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use tokio::time::Instant;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+type ResBody = BoxBody<Bytes, Infallible>;
+
+fn body(bytes: impl Into<Bytes>) -> ResBody {
+    Full::new(bytes.into()).boxed()
+}
+
+fn response(status: u16) -> http::Response<ResBody> {
+    http::Response::builder()
+        .status(status)
+        .body(body("{}"))
+        .unwrap()
+}
+
+fn with_header(status: u16, name: &'static str, value: &str) -> http::Response<ResBody> {
+    http::Response::builder()
+        .status(status)
+        .header(name, value)
+        .body(body("{}"))
+        .unwrap()
+}
+
+fn request() -> http::Request<Full<Bytes>> {
+    http::Request::new(Full::new(Bytes::from_static(b"{\"prompt\":\"hi\"}")))
+}
+
+/// What the upstream saw of one attempt.
+#[derive(Clone)]
+struct Seen {
+    at: Duration,
+    attempt: Option<u32>,
+    slot: Option<Slot>,
+    headers: http::HeaderMap,
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Seen>>>);
+
+impl Log {
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+    fn calls(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn times(&self) -> Vec<Duration> {
+        self.seen().iter().map(|s| s.at).collect()
+    }
+}
+
+/// An upstream that logs every attempt and answers with `answer(attempt seen, calls so far)`.
+fn upstream(
+    answer: impl Fn(&Seen, usize) -> http::Response<ResBody> + Clone + Send + Sync + 'static,
+) -> (
+    impl Service<
+            http::Request<Full<Bytes>>,
+            Response = http::Response<ResBody>,
+            Error = Infallible,
+            Future = impl std::future::Future<Output = Result<http::Response<ResBody>, Infallible>>
+                         + Send,
+        > + Clone
+        + Send,
+    Log,
+) {
+    let start = Instant::now();
+    let log = Log::default();
+    let seen = log.clone();
+    let service = service_fn(move |request: http::Request<Full<Bytes>>| {
+        let slot = Slot::from_extensions(request.extensions()).cloned();
+        let this = Seen {
+            at: start.elapsed(),
+            attempt: slot.as_ref().map(Slot::attempt),
+            slot,
+            headers: request.headers().clone(),
+        };
+        let calls = {
+            let mut seen = seen.0.lock().unwrap();
+            seen.push(this.clone());
+            seen.len()
+        };
+        std::future::ready(Ok::<_, Infallible>(answer(&this, calls)))
+    });
+    (service, log)
+}
+
+/// An upstream answering with `script` in order, then 200s.
+fn scripted(
+    script: Vec<http::Response<ResBody>>,
+) -> (
+    impl Service<
+            http::Request<Full<Bytes>>,
+            Response = http::Response<ResBody>,
+            Error = Infallible,
+            Future = impl std::future::Future<Output = Result<http::Response<ResBody>, Infallible>>
+                         + Send,
+        > + Clone
+        + Send,
+    Log,
+) {
+    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    upstream(move |_, _| {
+        script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| response(200))
+    })
+}
+
+fn layer() -> gentlify_retry::RetryLayerBuilder {
+    RetryLayer::builder().backoff(Backoff::constant(Duration::from_millis(100)))
+}
+
+async fn read(
+    response: http::Response<impl http_body::Body<Error = impl std::fmt::Debug>>,
+) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+// ---- server-directed delays ----
+
+async fn delay_before_second_attempt(first: http::Response<ResBody>) -> (Duration, usize) {
+    let (upstream, log) = scripted(vec![first]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let times = log.times();
+    (times[1] - times[0], log.calls())
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_ms_is_honoured_to_the_millisecond() {
+    let (delay, calls) =
+        delay_before_second_attempt(with_header(429, "retry-after-ms", "1234")).await;
+    assert_eq!((delay, calls), (Duration::from_millis(1234), 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_seconds_are_honoured_to_the_millisecond() {
+    let (delay, _) = delay_before_second_attempt(with_header(503, "retry-after", "2")).await;
+    assert_eq!(delay, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fractional_retry_after_is_honoured_to_the_millisecond() {
+    let (delay, _) = delay_before_second_attempt(with_header(429, "retry-after", "1.5")).await;
+    assert_eq!(delay, Duration::from_millis(1500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_ms_wins_over_retry_after() {
+    let first = http::Response::builder()
+        .status(429)
+        .header("retry-after", "3")
+        .header("retry-after-ms", "750")
+        .body(body("{}"))
+        .unwrap();
+    let (delay, _) = delay_before_second_attempt(first).await;
+    assert_eq!(delay, Duration::from_millis(750));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_http_date_is_honoured_to_its_second() {
+    // An HTTP-date has a resolution of one second and is read against the system clock.
+    let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
+    let (delay, _) = delay_before_second_attempt(with_header(429, "retry-after", &at)).await;
+    assert!(
+        delay > Duration::from_secs(2) && delay <= Duration::from_secs(3),
+        "{delay:?}"
+    );
+}
+
+fn grpc(status: &str, pushback: Option<&str>) -> http::Response<ResBody> {
+    let mut builder = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", status);
+    if let Some(ms) = pushback {
+        builder = builder.header("grpc-retry-pushback-ms", ms);
+    }
+    builder.body(body("")).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_retry_pushback_is_honoured_to_the_millisecond() {
+    let (delay, _) = delay_before_second_attempt(grpc("8", Some("700"))).await;
+    assert_eq!(delay, Duration::from_millis(700));
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_grpc_pushback_is_not_retried() {
+    let (upstream, log) = scripted(vec![grpc("8", Some("-1"))]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert_eq!(log.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_should_retry_false_is_not_retried() {
+    let (upstream, log) = scripted(vec![with_header(500, "x-should-retry", "false")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (500, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_should_retry_true_retries_an_error_status() {
+    let (upstream, log) = scripted(vec![with_header(409, "x-should-retry", "true")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (200, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_delay_over_the_maximum_returns_the_response() {
+    let (upstream, log) = scripted(vec![with_header(429, "retry-after", "121")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let start = Instant::now();
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "121");
+    assert_eq!((start.elapsed(), log.calls()), (Duration::ZERO, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_raised_maximum_waits_for_the_long_delay() {
+    let (upstream, log) = scripted(vec![with_header(429, "retry-after", "121")]);
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .max_server_delay(Duration::from_secs(180))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(log.times()[1], Duration::from_secs(121));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pause_gate_lengthens_the_backoff() {
+    let feedback = Feedback::new();
+    let gate = feedback.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        let times = times.clone();
+        move |_request: http::Request<Full<Bytes>>| {
+            times.lock().unwrap().push(start.elapsed());
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                // What the header layer does with a reset hint.
+                gate.pause_gate().pause_for(Duration::from_secs(3));
+                return std::future::ready(Ok::<_, Infallible>(response(500)));
+            }
+            std::future::ready(Ok(response(200)))
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback).build().unwrap())
+        .service(upstream);
+    client.oneshot(request()).await.unwrap();
+    assert_eq!(
+        *times.lock().unwrap(),
+        [Duration::ZERO, Duration::from_secs(3)]
+    );
+}
+
+// ---- what is never retried ----
+
+fn fatal_body() -> ResBody {
+    // The fatal marker in the first frame, then more than the 8 KiB prefix in further frames.
+    let mut frames = vec![Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+        br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","#,
+    )))];
+    for i in 0..12u8 {
+        frames.push(Ok(Frame::data(Bytes::from(vec![b'a' + i; 1024]))));
+    }
+    frames.push(Ok(Frame::data(Bytes::from_static(b"}}"))));
+    StreamBody::new(stream::iter(frames)).boxed()
+}
+
+async fn all_bytes(body: ResBody) -> Bytes {
+    body.collect().await.unwrap().to_bytes()
+}
+
+#[derive(Default)]
+struct Classes(Mutex<Vec<(u32, &'static str)>>);
+
+impl Controller for Classes {
+    fn on_outcome(&self, outcome: &Outcome) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((outcome.attempt, outcome.class.as_str()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_429_is_not_retried_and_its_body_comes_back_intact() {
+    let feedback = Feedback::new();
+    let classes = Arc::new(Classes::default());
+    feedback.register(&classes);
+    let fatal = http::Response::builder()
+        .status(429)
+        .body(fatal_body())
+        .unwrap();
+    let (upstream, log) = scripted(vec![fatal]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (429, 1));
+    assert_eq!(read(response).await, all_bytes(fatal_body()).await);
+    assert_eq!(*classes.0.lock().unwrap(), [(0, "fatal")]);
+    assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_429_body_is_read_then_replayed_when_retries_run_out() {
+    let transient = || {
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+                br#"{"error":{"code":"rate_limit_exceeded","#,
+            ))),
+            Ok(Frame::data(Bytes::from(vec![b'x'; 9000]))),
+            Ok(Frame::data(Bytes::from_static(b"}}"))),
+        ];
+        http::Response::builder()
+            .status(429)
+            .body(StreamBody::new(stream::iter(frames)).boxed())
+            .unwrap()
+    };
+    let expected = all_bytes(transient().into_body()).await;
+    let (upstream, log) = scripted(vec![transient(), transient()]);
+    let client = ServiceBuilder::new()
+        .layer(layer().max_attempts(2).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (429, 2));
+    assert_eq!(read(response).await, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_are_not_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        move |_request: http::Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Err::<http::Response<ResBody>, BoxError>(Box::new(
+                CircuitOpen::new(Duration::from_secs(5)),
+            )))
+        }
+    });
+    let feedback = Feedback::new();
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let error = client.oneshot(request()).await.unwrap_err();
+    assert!(error.downcast_ref::<CircuitOpen>().is_some());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_retried_while_the_circuit_is_open() {
+    let feedback = Feedback::new();
+    feedback.set_circuit_state(CircuitState::Open);
+    let (upstream, log) = scripted(vec![response(500)]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (500, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_and_client_errors_are_not_retried() {
+    for status in [200, 400, 404] {
+        let (upstream, log) = scripted(vec![response(status)]);
+        let client = ServiceBuilder::new()
+            .layer(layer().build().unwrap())
+            .service(upstream);
+        let response = client.oneshot(request()).await.unwrap();
+        assert_eq!((response.status().as_u16(), log.calls()), (status, 1));
+    }
+}
+
+// ---- limits ----
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_bounds_the_retries() {
+    let (upstream, log) = scripted((0..10).map(|_| response(500)).collect());
+    let client = ServiceBuilder::new()
+        .layer(layer().max_attempts(4).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (500, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_total_time_stops_retries_that_would_start_too_late() {
+    let (upstream, log) = scripted((0..10).map(|_| response(500)).collect());
+    let client = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .backoff(Backoff::constant(Duration::from_secs(1)))
+                .max_attempts(10)
+                .max_total_time(Duration::from_millis(3500))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        log.times(),
+        [0, 1, 2, 3].map(Duration::from_secs).to_vec(),
+        "a fifth attempt would start at 4 s, past 3.5 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_times_out_and_is_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        let times = times.clone();
+        move |_request: http::Request<Full<Bytes>>| {
+            times.lock().unwrap().push(start.elapsed());
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<_, Infallible>(response(200))
+            }
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .attempt_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        *times.lock().unwrap(),
+        [Duration::ZERO, Duration::from_millis(2100)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_attempt_timeout_is_a_typed_error() {
+    let upstream = service_fn(|_request: http::Request<Full<Bytes>>| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, Infallible>(response(200))
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .max_attempts(2)
+                .attempt_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let start = Instant::now();
+    let error = client.oneshot(request()).await.unwrap_err();
+    let timeout = error.downcast_ref::<AttemptTimeout>().expect("typed");
+    assert_eq!(timeout.timeout(), Duration::from_secs(1));
+    assert_eq!(start.elapsed(), Duration::from_millis(2100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_stops_a_retry_storm() {
+    // Finagle's default budget: 20 % of requests, plus 10 per second over a 10 s window.
+    let (failing, log) = upstream(|_, _| response(500));
+    let client = ServiceBuilder::new()
+        .layer(layer().max_attempts(10).build().unwrap())
+        .service(failing);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(client.clone().oneshot(request())))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().status(), 500);
+    }
+    let retries = log.calls() - 1000;
+    assert!(
+        (200..=300).contains(&retries),
+        "{retries} retries for 1000 failing requests: 0.2 × 1000 + 10 × 10 at most"
+    );
+
+    // The same storm without a budget: every request uses all its attempts.
+    let (failing, log) = upstream(|_, _| response(500));
+    let client = ServiceBuilder::new()
+        .layer(layer().max_attempts(10).without_budget().build().unwrap())
+        .service(failing);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(client.clone().oneshot(request())))
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(log.calls() - 1000, 9000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stacks_on_one_handle_share_one_budget() {
+    let feedback = Feedback::new();
+    // Two first attempts pay for one retry: only a budget both stacks draw on has it.
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap());
+    let failing = || {
+        let (upstream, log) = scripted((0..10).map(|_| response(500)).collect());
+        (upstream, log)
+    };
+    let (a, log_a) = failing();
+    let (b, log_b) = failing();
+    let with_budget = |budget: Arc<RetryBudget>| {
+        layer()
+            .feedback(feedback.clone())
+            .budget(budget)
+            .max_attempts(10)
+            .build()
+            .unwrap()
+    };
+    let layer_on = |feedback: &Feedback| {
+        layer()
+            .feedback(feedback.clone())
+            .max_attempts(10)
+            .build()
+            .unwrap()
+    };
+    let stack_a = ServiceBuilder::new()
+        .layer(with_budget(budget.clone()))
+        .service(a);
+    let stack_b = ServiceBuilder::new().layer(with_budget(budget)).service(b);
+    stack_a.oneshot(request()).await.unwrap();
+    stack_b.oneshot(request()).await.unwrap();
+    assert_eq!((log_a.calls(), log_b.calls()), (1, 2));
+
+    // Without an explicit budget, a layer draws on the handle's: here one that never pays out.
+    let stingy = Feedback::new();
+    stingy.shared(|| RetryBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let (c, log_c) = failing();
+    let stack_c = ServiceBuilder::new().layer(layer_on(&stingy)).service(c);
+    stack_c.oneshot(request()).await.unwrap();
+    assert_eq!(log_c.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_a_thousand_clients_at_the_cap() {
+    // Each client's first attempt fails; the cap is reached at once (base = cap = 1 s).
+    let (failing_once, log) =
+        upstream(|seen, _| response(if seen.attempt == Some(0) { 500 } else { 200 }));
+    let client = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .backoff(Backoff::exponential(
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                ))
+                .without_budget()
+                .build()
+                .unwrap(),
+        )
+        .service(failing_once);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(client.clone().oneshot(request())))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().status(), 200);
+    }
+    let retries: Vec<Duration> = log
+        .seen()
+        .iter()
+        .filter(|s| s.attempt == Some(1))
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(retries.len(), 1000);
+    let millis: std::collections::HashSet<u128> = retries.iter().map(|d| d.as_millis()).collect();
+    let (min, max) = (retries.iter().min().unwrap(), retries.iter().max().unwrap());
+    assert!(millis.len() > 500, "{} distinct milliseconds", millis.len());
+    assert!(*min < Duration::from_millis(50) && *max > Duration::from_millis(950));
+    assert!(*max <= Duration::from_secs(1), "the cap holds after jitter");
+}
+
+// ---- the slot ----
+
+#[tokio::test(start_paused = true)]
+async fn attempts_count_up_in_one_slot() {
+    let (upstream, log) = scripted(vec![response(500), with_header(429, "retry-after-ms", "5")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = log.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.attempt).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2)]
+    );
+    let first = seen[0].slot.clone().unwrap();
+    assert!(seen
+        .iter()
+        .all(|s| s.slot.as_ref().unwrap().same_as(&first)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_published_to_the_controllers() {
+    let feedback = Feedback::new();
+    let classes = Arc::new(Classes::default());
+    feedback.register(&classes);
+    let (upstream, _log) = scripted(vec![
+        with_header(429, "retry-after-ms", "10"),
+        response(500),
+    ]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        *classes.0.lock().unwrap(),
+        [(0, "overloaded"), (1, "failure"), (2, "success")]
+    );
+    assert_eq!(feedback.open_slots(), 1, "held until the body is read");
+    read(response).await;
+    assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_during_the_backoff_releases_the_holds() {
+    let feedback = Feedback::new();
+    let released = Arc::new(AtomicBool::new(false));
+    let upstream = service_fn({
+        let released = released.clone();
+        move |request: http::Request<Full<Bytes>>| {
+            let slot = Slot::from_extensions(request.extensions()).unwrap();
+            if slot.attempt() == 0 {
+                // What a concurrency limiter or a token budget below does.
+                let flag = released.clone();
+                slot.hold(
+                    HoldKey::unique(),
+                    Box::new(move |_: &SlotEnded<'_>| flag.store(true, Ordering::SeqCst)),
+                );
+            }
+            std::future::ready(Ok::<_, Infallible>(response(500)))
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .feedback(feedback.clone())
+                .backoff(Backoff::constant(Duration::from_secs(10)))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let mut call = tokio_test::task::spawn(client.oneshot(request()));
+    tokio_test::assert_pending!(call.poll());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio_test::assert_pending!(call.poll());
+    assert!(!released.load(Ordering::SeqCst), "held across the backoff");
+    assert_eq!(feedback.open_slots(), 1);
+    drop(call);
+    assert!(released.load(Ordering::SeqCst));
+    assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idempotency_key_is_the_same_on_every_attempt() {
+    let (upstream, log) = scripted(vec![response(500), response(502)]);
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .idempotency_header(http::HeaderName::from_static("idempotency-key"))
+                .attempt_header(http::HeaderName::from_static("x-attempt"))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream.clone());
+    client.oneshot(request()).await.unwrap();
+    let seen = log.seen();
+    let keys: Vec<_> = seen
+        .iter()
+        .map(|s| s.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == keys[0]) && keys[0].len() == 32);
+    let attempts: Vec<_> = seen
+        .iter()
+        .map(|s| s.headers["x-attempt"].clone())
+        .collect();
+    assert_eq!(attempts, ["0", "1", "2"]);
+
+    // A key the caller set is kept.
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .idempotency_header(http::HeaderName::from_static("idempotency-key"))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let mut mine = request();
+    mine.headers_mut()
+        .insert("idempotency-key", http::HeaderValue::from_static("mine"));
+    client.oneshot(mine).await.unwrap();
+    assert_eq!(
+        log.seen().last().unwrap().headers["idempotency-key"],
+        "mine"
+    );
+}
+
+// ---- bodies that are not Clone ----
+
+type Streamed = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+fn streamed(chunks: usize, chunk_len: usize) -> http::Request<Streamed> {
+    let frames: Vec<_> = (0..chunks)
+        .map(|i| Ok(Frame::data(Bytes::from(vec![b'0' + i as u8; chunk_len]))))
+        .collect();
+    http::Request::new(StreamBody::new(stream::iter(frames)))
+}
+
+fn body_recording_upstream(
+    failures: usize,
+) -> (
+    impl Service<
+            http::Request<ReplayBody<Streamed>>,
+            Response = http::Response<ResBody>,
+            Error = Infallible,
+        > + Clone,
+    Arc<Mutex<Vec<Bytes>>>,
+) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let service = service_fn(move |request: http::Request<ReplayBody<Streamed>>| {
+        let seen = seen.clone();
+        async move {
+            let bytes = request.into_body().collect().await.unwrap().to_bytes();
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(bytes);
+                seen.len()
+            };
+            Ok::<_, Infallible>(response(if n <= failures { 500 } else { 200 }))
+        }
+    });
+    (service, bodies)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_clone_body_under_the_bound_is_replayed() {
+    let (upstream, bodies) = body_recording_upstream(1);
+    let client = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new(1024))
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(streamed(4, 256)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let expected = all_streamed(4, 256).await;
+    assert_eq!(*bodies.lock().unwrap(), [expected.clone(), expected]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_clone_body_over_the_bound_goes_out_once_intact() {
+    let (upstream, bodies) = body_recording_upstream(1);
+    let client = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new(1024))
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(streamed(8, 256)).await.unwrap();
+    assert_eq!(
+        response.status(),
+        500,
+        "not retried: the body cannot be replayed"
+    );
+    let expected = all_streamed(8, 256).await;
+    assert_eq!(*bodies.lock().unwrap(), [expected]);
+}
+
+async fn all_streamed(chunks: usize, chunk_len: usize) -> Bytes {
+    streamed(chunks, chunk_len)
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+}
+
+// ---- configuration ----
+
+#[test]
+fn the_builder_refuses_what_cannot_work() {
+    let err = |b: gentlify_retry::RetryLayerBuilder| b.build().unwrap_err();
+    assert_eq!(
+        err(RetryLayer::builder().max_attempts(0)),
+        ConfigError::ZeroAttempts
+    );
+    assert!(matches!(
+        err(RetryLayer::builder().backoff(Backoff::exponential(
+            Duration::from_secs(2),
+            Duration::from_secs(1)
+        ))),
+        ConfigError::BaseAboveCap { .. }
+    ));
+    assert!(matches!(
+        err(RetryLayer::builder().backoff(Backoff::default().multiplier(0.5))),
+        ConfigError::Multiplier(_)
+    ));
+    assert!(matches!(
+        err(RetryLayer::builder().attempt_timeout(Duration::ZERO)),
+        ConfigError::ZeroDuration(_)
+    ));
+    assert!(matches!(
+        RetryBudget::new(Duration::from_secs(61), 1, 0.2),
+        Err(ConfigError::BudgetTtl(_))
+    ));
+    assert!(matches!(
+        RetryBudget::new(Duration::from_secs(10), 1, -1.0),
+        Err(ConfigError::BudgetRatio(_))
+    ));
+}
+
+#[test]
+fn jitters_stay_within_their_bounds() {
+    let base = Duration::from_millis(100);
+    let cap = Duration::from_secs(2);
+    let exp = |jitter| Backoff::exponential(base, cap).jitter(jitter);
+    for retry in 0..20 {
+        let capped = (base * 2u32.saturating_pow(retry.min(10))).min(cap);
+        let full = exp(Jitter::Full).delay(retry, Duration::ZERO);
+        assert!(full <= capped);
+        let equal = exp(Jitter::Equal).delay(retry, Duration::ZERO);
+        assert!(equal >= capped / 2 && equal <= capped);
+        assert_eq!(exp(Jitter::None).delay(retry, Duration::ZERO), capped);
+    }
+    let mut previous = Duration::ZERO;
+    for retry in 0..20 {
+        let d = exp(Jitter::Decorrelated).delay(retry, previous);
+        assert!(d >= base && d <= cap, "{d:?}");
+        assert!(d <= (previous.max(base) * 3).min(cap));
+        previous = d;
+    }
+    assert_eq!(
+        Backoff::constant(Duration::from_millis(300)).delay(7, Duration::ZERO),
+        Duration::from_millis(300)
+    );
+}
