@@ -1,0 +1,448 @@
+//! The layer's behaviour, through its public API, in virtual time.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{json, sse, tpm, Chunks};
+use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer, TokenCost};
+use gentlify_core::error::{BudgetWaitTooLong, RequestTooLarge};
+use gentlify_core::{Dimension, Feedback, Quota, QuotaReport, Slot};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn request(input: u64, output: u64) -> http::Request<String> {
+    let mut request = http::Request::new(String::new());
+    request
+        .extensions_mut()
+        .insert(TokenCost::new(input, output));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_tokens_return_when_the_json_usage_is_smaller() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(|_req| async {
+        json(r#"{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":50}}"#)
+    }));
+    let response = svc.oneshot(request(1_000, 2_000)).await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_000));
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_850));
+}
+
+#[tokio::test(start_paused = true)]
+async fn overruns_are_charged() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(|_req| async {
+        json(r#"{"usage":{"input_tokens":3000,"output_tokens":1500}}"#)
+    }));
+    let response = svc.oneshot(request(1_000, 1_000)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(5_500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn recorded_tokens_win_over_the_body_usage() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(
+        |req: http::Request<String>| async move {
+            Slot::from_extensions(req.extensions())
+                .unwrap()
+                .record_tokens(400);
+            json(r#"{"usage":{"prompt_tokens":100,"completion_tokens":50}}"#)
+        },
+    ));
+    let response = svc.oneshot(request(1_000, 1_000)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_whole_budget_fails_at_once() {
+    let budget = tpm(10_000);
+    let calls = Arc::new(Mutex::new(0));
+    let seen = calls.clone();
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(move |_req| {
+        *seen.lock().unwrap() += 1;
+        async { json("{}") }
+    }));
+    let start = Instant::now();
+    let error = svc.oneshot(request(9_000, 2_000)).await.unwrap_err();
+    let too_large = error
+        .downcast_ref::<RequestTooLarge>()
+        .expect("typed error");
+    assert_eq!(too_large.dimension(), Dimension::Tokens);
+    assert_eq!((too_large.cost(), too_large.capacity()), (11_000, 10_000));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(*calls.lock().unwrap(), 0);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(1_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_budget_makes_the_request_wait_until_the_window_frees() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(|_req| async { json("{}") }));
+    let start = Instant::now();
+    let first = svc.clone().oneshot(request(6_000, 0)).await.unwrap();
+    drop(first); // no usage reported: the estimate stands
+    tokio::time::advance(Duration::from_secs(10)).await;
+    svc.oneshot(request(6_000, 0)).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(60),
+        "when the first charge leaves"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_longer_than_the_maximum_fails_with_budget_wait_too_long() {
+    let budget = TokenBudget::builder()
+        .limit(Limit::tokens_per_minute(10_000))
+        .safety_ratio(1.0)
+        .max_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(|_req| async { json("{}") }));
+    drop(svc.clone().oneshot(request(6_000, 0)).await.unwrap());
+    let start = Instant::now();
+    let error = svc.clone().oneshot(request(6_000, 0)).await.unwrap_err();
+    let too_long = error.downcast_ref::<BudgetWaitTooLong>().expect("typed");
+    assert_eq!(too_long.dimension(), Dimension::Tokens);
+    assert_eq!(too_long.needed(), Duration::from_secs(60));
+    assert_eq!(too_long.max_wait(), Duration::from_secs(30));
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "refused at once, not after hanging"
+    );
+    // 35 s later the same request needs 25 s: it waits.
+    tokio::time::advance(Duration::from_secs(35)).await;
+    let start = Instant::now();
+    svc.oneshot(request(6_000, 0)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(25));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_gives_up_at_the_maximum_wait() {
+    // The waiter is expected to fit within the maximum wait, but an overrun charged while it
+    // waits pushes the free capacity past it: it fails when its maximum wait is over.
+    let budget = TokenBudget::builder()
+        .limit(Limit::tokens_per_minute(10_000))
+        .safety_ratio(1.0)
+        .max_wait(Duration::from_secs(65))
+        .build()
+        .unwrap();
+    let _held = budget.try_reserve(&TokenCost::new(6_000, 0)).unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let start = Instant::now();
+    let waiting = tokio::spawn(budget.reserve(TokenCost::new(6_000, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!(budget.waiting(), 1, "expected to fit at 60 s, within 65 s");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // An overrun charged at 40 s holds 5 000 until 100 s: past the waiter's deadline at 95 s.
+    budget.charge_now(&TokenCost::new(5_000, 0));
+    let error = waiting.await.unwrap().unwrap_err();
+    let too_long = error.downcast_ref::<BudgetWaitTooLong>().expect("typed");
+    assert_eq!(too_long.dimension(), Dimension::Tokens);
+    assert_eq!(start.elapsed(), Duration::from_secs(65));
+    assert_eq!(budget.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_stacks_sharing_a_budget_are_served_first_come_first_served() {
+    let budget = tpm(10_000);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let stack = |name: &'static str| {
+        let order = order.clone();
+        TokenBudgetLayer::new(budget.clone()).layer(service_fn(move |_req| {
+            order.lock().unwrap().push((name, Instant::now()));
+            async { json("{}") }
+        }))
+    };
+    let (chat, embeddings) = (stack("chat"), stack("embeddings"));
+    drop(chat.clone().oneshot(request(9_000, 0)).await.unwrap());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The large chat request waits first; the small embeddings request would fit now (1 000 left)
+    // but must not overtake it.
+    let big = tokio::spawn(chat.oneshot(request(5_000, 0)));
+    tokio::task::yield_now().await;
+    let small = tokio::spawn(embeddings.oneshot(request(500, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!(budget.waiting(), 2);
+    small.await.unwrap().unwrap();
+    big.await.unwrap().unwrap();
+    let order = order.lock().unwrap();
+    assert_eq!(order[1].0, "chat");
+    assert_eq!(order[2].0, "embeddings");
+    assert_eq!(
+        order[1].1, order[2].1,
+        "served together once the first charge left"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_leaves_the_queue() {
+    let budget = tpm(10_000);
+    let _held = budget.try_reserve(&TokenCost::new(9_000, 0)).unwrap();
+    let first = tokio::spawn(budget.reserve(TokenCost::new(5_000, 0)));
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(budget.reserve(TokenCost::new(500, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!(budget.waiting(), 2);
+    first.abort();
+    let start = Instant::now();
+    second.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(budget.waiting(), 0);
+}
+
+const OPENAI_STREAM: [&str; 4] = [
+    "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+    "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":120,\"comp",
+    "letion_tokens\":30,\"total_tokens\":150}}\n\ndata: [DONE]\n\n",
+];
+
+const ANTHROPIC_STREAM: [&str; 6] = [
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":200,\"output_tokens\":1}}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"!\"}}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":40}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+];
+
+#[tokio::test(start_paused = true)]
+async fn openai_stream_usage_chunk_reconciles_the_reservation() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .layer(service_fn(|_req| async { sse(Chunks::ok(OPENAI_STREAM)) }));
+    let response = svc.oneshot(request(500, 1_000)).await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(8_500));
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(text.ends_with(b"data: [DONE]\n\n"), "frames pass through");
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_850));
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_stream_takes_message_start_input_and_the_last_delta() {
+    let budget = TokenBudget::builder()
+        .limit(Limit::input_tokens_per_minute(10_000))
+        .limit(Limit::output_tokens_per_minute(2_000))
+        .safety_ratio(1.0)
+        .build()
+        .unwrap();
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(|_req| async {
+        sse(Chunks::ok(ANTHROPIC_STREAM))
+    }));
+    let response = svc.oneshot(request(500, 1_000)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::InputTokens), Some(9_800));
+    assert_eq!(budget.remaining(Dimension::OutputTokens), Some(1_960));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_before_its_usage_keeps_the_estimate() {
+    for stream in [
+        Chunks::cut(OPENAI_STREAM[..2].iter().copied()),
+        Chunks::cut(ANTHROPIC_STREAM[..2].iter().copied()),
+    ] {
+        let budget = tpm(10_000);
+        let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(move |_req| {
+            let stream = stream.clone();
+            async move { sse(stream) }
+        }));
+        let response = svc.oneshot(request(500, 1_000)).await.unwrap();
+        assert!(response.into_body().collect().await.is_err());
+        assert_eq!(budget.remaining(Dimension::Tokens), Some(8_500));
+    }
+    // Dropping the body mid-stream too.
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .layer(service_fn(|_req| async { sse(Chunks::ok(OPENAI_STREAM)) }));
+    let mut body = svc.oneshot(request(500, 1_000)).await.unwrap().into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(8_500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_of_a_retry_above_the_layer_is_charged() {
+    let budget = tpm(10_000);
+    let feedback = Feedback::new();
+    let extensions = Arc::new(Mutex::new(None));
+    let seen = extensions.clone();
+    let mut svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |req: http::Request<String>| {
+            *seen.lock().unwrap() = Some(req.extensions().clone());
+            let attempt = Slot::from_extensions(req.extensions()).unwrap().attempt();
+            async move {
+                if attempt == 0 {
+                    let mut r = json(r#"{"error":{"code":"rate_limit_exceeded"}}"#).unwrap();
+                    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                    Ok::<_, Infallible>(r)
+                } else {
+                    json(r#"{"usage":{"prompt_tokens":100,"completion_tokens":100}}"#)
+                }
+            }
+        }));
+    // What a retry layer above does: the first attempt's response is read and discarded, the
+    // request is sent again with the same extensions (and so the same slot).
+    let (slot, end) = Slot::new(&feedback);
+    let mut first = request(1_000, 1_000);
+    first.extensions_mut().insert(slot.clone());
+    let response = svc.ready().await.unwrap().call(first).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(8_000));
+    slot.next_attempt();
+    let mut second = request(1_000, 1_000);
+    *second.extensions_mut() = extensions.lock().unwrap().take().unwrap();
+    let response = svc.ready().await.unwrap().call(second).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
+    end.end(gentlify_core::EndReason::BodyEnded);
+    // The 429 keeps its estimate; the final attempt is reconciled to its usage.
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_800));
+    assert_eq!(budget.remaining(Dimension::Requests), Some(998));
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_made_below_the_layer_are_charged_when_the_slot_ends() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(
+        |req: http::Request<String>| async move {
+            // A retry layer below the budget: two more attempts, unseen by the budget.
+            let slot = Slot::from_extensions(req.extensions()).unwrap();
+            slot.next_attempt();
+            slot.next_attempt();
+            json("{}")
+        },
+    ));
+    let response = svc.oneshot(request(1_000, 0)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(budget.remaining(Dimension::Requests), Some(997));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_server_remaining_lowers_the_budget_and_never_raises_it() {
+    let budget = tpm(10_000);
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(10_000)
+            .with_remaining(2_000)
+            .with_reset_after(Duration::from_secs(20))],
+    ));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(2_000));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens).with_remaining(9_000)],
+    ));
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(2_000),
+        "never raised"
+    );
+    // The server's bucket refills by its reset: so does what the budget believes.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(10_000));
+    let part = feedback.snapshot();
+    let part = part.part("budget").expect("registered on the handle");
+    assert_eq!(
+        part.get("tokens_per_60s_server_remaining"),
+        Some(&gentlify_core::SnapshotValue::U64(9_000))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_for_the_pause_gate_before_reserving() {
+    let budget = tpm(10_000);
+    let feedback = Feedback::new();
+    let sent = Arc::new(Mutex::new(None));
+    let at = sent.clone();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |_req| {
+            *at.lock().unwrap() = Some(Instant::now());
+            async { json("{}") }
+        }));
+    let start = Instant::now();
+    feedback.pause_gate().pause_for(Duration::from_secs(3));
+    let call = tokio::spawn(svc.oneshot(request(1_000, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(10_000),
+        "nothing reserved while paused"
+    );
+    call.await.unwrap().unwrap();
+    assert_eq!(
+        sent.lock().unwrap().unwrap() - start,
+        Duration::from_secs(3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_shows_used_remaining_reset_and_waiting() {
+    let budget = tpm(10_000);
+    let feedback = Feedback::new();
+    let _layer = TokenBudgetLayer::new(budget.clone()).feedback(feedback.clone());
+    let _svc = _layer.layer(service_fn(|_req: http::Request<String>| async {
+        json("{}")
+    }));
+    let _held = budget.try_reserve(&TokenCost::new(9_000, 0)).unwrap();
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let waiter = tokio::spawn(budget.reserve(TokenCost::new(5_000, 0)));
+    tokio::task::yield_now().await;
+    let snapshot = feedback.snapshot();
+    let part = snapshot.part("budget").unwrap();
+    use gentlify_core::SnapshotValue::{Duration as D, U64};
+    assert_eq!(part.get("tokens_per_60s_used"), Some(&U64(9_000)));
+    assert_eq!(part.get("tokens_per_60s_remaining"), Some(&U64(1_000)));
+    assert_eq!(
+        part.get("tokens_per_60s_reset"),
+        Some(&D(Duration::from_secs(45)))
+    );
+    assert_eq!(part.get("requests_per_60s_used"), Some(&U64(1)));
+    assert_eq!(part.get("waiting"), Some(&U64(1)));
+    assert_eq!(snapshot.parts.len(), 1, "registered once");
+    waiter.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_s_own_limits_apply_on_top_of_the_shared_budget() {
+    let shared = tpm(100_000);
+    let own = TokenBudget::builder()
+        .limit(Limit::requests_per_minute(2))
+        .safety_ratio(1.0)
+        .build()
+        .unwrap();
+    let svc = TokenBudgetLayer::new(shared.clone())
+        .with_budget(own.clone())
+        .layer(service_fn(|_req| async { json("{}") }));
+    let start = Instant::now();
+    for _ in 0..3 {
+        drop(svc.clone().oneshot(request(1_000, 0)).await.unwrap());
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(60),
+        "the third waits for its own RPM"
+    );
+    assert_eq!(shared.remaining(Dimension::Tokens), Some(100_000 - 1_000));
+    assert_eq!(shared.remaining(Dimension::Requests), Some(999));
+}
