@@ -41,7 +41,7 @@ impl fmt::Display for TransitionReason {
         match self {
             TransitionReason::FailureRate(r) => write!(f, "failure rate {:.0}%", r * 100.0),
             TransitionReason::SlowCallRate(r) => write!(f, "slow-call rate {:.0}%", r * 100.0),
-            TransitionReason::ConsecutiveFailures(n) => write!(f, "{n} failures in a row"),
+            TransitionReason::ConsecutiveFailures(n) => write!(f, "{n} consecutive failures"),
             TransitionReason::LatencyAnomaly(z) => write!(f, "latency z-score {z:.1}"),
             TransitionReason::OpenPeriodOver => f.write_str("open period over"),
             TransitionReason::ProbesFailed(r) => write!(f, "probes failed ({:.0}%)", r * 100.0),
@@ -339,6 +339,7 @@ impl Breaker {
     fn announce(&self, t: &Transition) {
         if t.to == CircuitState::Open {
             tracing::warn!(
+                handle = self.feedback.name().unwrap_or_default(),
                 from = t.from.as_str(),
                 to = t.to.as_str(),
                 reason = %t.reason,
@@ -347,6 +348,7 @@ impl Breaker {
             );
         } else {
             tracing::info!(
+                handle = self.feedback.name().unwrap_or_default(),
                 from = t.from.as_str(),
                 to = t.to.as_str(),
                 reason = %t.reason,
