@@ -249,7 +249,8 @@ impl Breaker {
     fn take_probe(self: &Arc<Self>, m: &mut Machine, now: Instant) -> Admission {
         let deadline = self.config.probe_deadline;
         let before = m.probes.len();
-        m.probes.retain(|&(_, started)| now < started + deadline);
+        m.probes
+            .retain(|&(_, started)| now < expiry(started, deadline));
         if m.probes.len() < before {
             tracing::warn!(
                 replaced = before - m.probes.len(),
@@ -269,7 +270,7 @@ impl Breaker {
         let wait = m
             .probes
             .iter()
-            .map(|&(_, started)| (started + deadline) - now)
+            .map(|&(_, started)| expiry(started, deadline).saturating_duration_since(now))
             .min()
             .unwrap_or_default();
         Admission::Reject(CircuitOpen::new(wait))
@@ -300,12 +301,12 @@ impl Breaker {
                     m.reopenings = 0;
                 }
                 let factor = open_factor(m.reopenings, self.config.open_backoff_max);
-                let mut period = self.config.open_for.mul_f64(factor);
+                let mut secs = self.config.open_for.as_secs_f64() * factor;
                 if self.config.open_jitter > 0.0 {
-                    let spread = 1.0 + self.config.open_jitter * (2.0 * fastrand::f64() - 1.0);
-                    period = period.mul_f64(spread);
+                    secs *= 1.0 + self.config.open_jitter * (2.0 * fastrand::f64() - 1.0);
                 }
-                let mut until = now + period;
+                let period = Duration::try_from_secs_f64(secs).unwrap_or(MAX_OPEN);
+                let mut until = expiry(now, period);
                 if let Some(paused) = self.feedback.pause_gate().paused_until() {
                     until = until.max(paused);
                 }
@@ -469,7 +470,9 @@ impl Breaker {
             } else {
                 m.probes
                     .iter()
-                    .map(|&(_, s)| (s + self.config.probe_deadline).saturating_duration_since(now))
+                    .map(|&(_, s)| {
+                        expiry(s, self.config.probe_deadline).saturating_duration_since(now)
+                    })
                     .min()
                     .unwrap_or_default()
             }),
@@ -490,6 +493,15 @@ impl Breaker {
             open_factor: open_factor(next_reopenings, self.config.open_backoff_max),
         }
     }
+}
+
+/// The longest open period the breaker represents (a year), so that no configuration makes the
+/// arithmetic on instants overflow.
+const MAX_OPEN: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `start + period`, saturated at [`MAX_OPEN`] from `start`.
+fn expiry(start: Instant, period: Duration) -> Instant {
+    start.checked_add(period.min(MAX_OPEN)).unwrap_or(start)
 }
 
 fn open_factor(reopenings: u32, max: f64) -> f64 {

@@ -618,3 +618,22 @@ async fn snapshot_reports_state_rates_and_time_until_the_next_probe() {
     assert_eq!(typed.next_probe_in, Some(Duration::from_secs(7)));
     assert_eq!(typed.open_factor, 2.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn huge_periods_saturate_instead_of_overflowing() {
+    let mut h = tripped(
+        CircuitBreakerLayer::builder()
+            .open_for(Duration::MAX)
+            .probe_deadline(Duration::MAX),
+    )
+    .await;
+    let wait = h.rejected().await;
+    assert!(wait >= Duration::from_secs(300 * 24 * 3600), "{wait:?}");
+    h.breaker.half_open();
+    let _probes = [
+        h.start_hanging().await,
+        h.start_hanging().await,
+        h.start_hanging().await,
+    ];
+    assert!(h.rejected().await >= Duration::from_secs(300 * 24 * 3600));
+}
