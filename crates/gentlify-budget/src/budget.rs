@@ -150,8 +150,17 @@ impl State {
     fn time_to_fit(&mut self, now: Instant, need: &TokenCost) -> (Instant, Dimension) {
         let mut latest = (now, Dimension::Requests);
         for w in &mut self.windows {
+            // More than a whole capacity (a long queue before it) takes a window per capacity
+            // after the first; an estimate, the deadline catches the rest.
             let amount = w.amount_of(need);
-            let at = w.time_to_fit(now, amount).unwrap_or(now + NEVER);
+            let whole_windows = amount.saturating_sub(1) / w.capacity;
+            let at = w
+                .time_to_fit(now, amount.min(w.capacity))
+                .and_then(|at| {
+                    let whole_windows = u32::try_from(whole_windows).ok()?;
+                    at.checked_add(w.limit.window().checked_mul(whole_windows)?)
+                })
+                .unwrap_or(now + NEVER);
             if at > latest.0 {
                 latest = (at, w.dimension());
             }

@@ -1,0 +1,185 @@
+//! The budget's guarantee over random workloads, in virtual time: in every window of each
+//! limit's length, the tokens really sent never exceed the limit by more than the estimation
+//! error of the requests in flight; with exact estimates, never at all.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Chunks;
+use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer, TokenCost};
+use gentlify_core::Slot;
+use proptest::prelude::*;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, ServiceExt};
+
+/// One request of a workload.
+#[derive(Debug, Clone)]
+struct Job {
+    /// When it arrives, after the previous one.
+    gap_ms: u64,
+    estimate: u64,
+    real: u64,
+    latency_ms: u64,
+}
+
+/// The real cost of a request, known only to the upstream.
+#[derive(Debug, Clone, Copy)]
+struct Real(u64);
+
+/// What the upstream saw: sent at, real tokens, estimated tokens, answered at.
+type Sent = (Instant, u64, u64, Instant);
+
+const TPM: u64 = 10_000;
+const REQUESTS: u64 = 20;
+const REQUEST_WINDOW: Duration = Duration::from_secs(10);
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn jobs(exact: bool) -> impl Strategy<Value = Vec<Job>> {
+    let job = (0u64..4_000, 1u64..4_000, 0u64..=100, 0u64..30_000).prop_map(
+        move |(gap_ms, estimate, error_pct, latency_ms)| {
+            // Real usage between half and one and a half times the estimate.
+            let real = if exact {
+                estimate
+            } else {
+                (estimate * (50 + error_pct) / 100).max(1)
+            };
+            Job {
+                gap_ms,
+                estimate,
+                real,
+                latency_ms,
+            }
+        },
+    );
+    prop::collection::vec(job, 10..60)
+}
+
+fn run(jobs: Vec<Job>, safety_ratio: f64) -> Vec<Sent> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let budget = TokenBudget::builder()
+            .limit(Limit::tokens_per_minute(TPM))
+            .limit(Limit::new(
+                gentlify_core::Dimension::Requests,
+                REQUESTS,
+                REQUEST_WINDOW,
+            ))
+            .safety_ratio(safety_ratio)
+            .max_wait(Duration::from_secs(86_400))
+            .build()
+            .unwrap();
+        let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+        let log = sent.clone();
+        let svc =
+            TokenBudgetLayer::new(budget).layer(service_fn(move |req: http::Request<String>| {
+                let log = log.clone();
+                let at = Instant::now();
+                let real = req.extensions().get::<Real>().unwrap().0;
+                let estimate = req.extensions().get::<TokenCost>().unwrap().total();
+                let latency = req.extensions().get::<Duration>().copied().unwrap();
+                Slot::from_extensions(req.extensions())
+                    .unwrap()
+                    .record_tokens(real);
+                async move {
+                    tokio::time::sleep(latency).await;
+                    log.lock()
+                        .unwrap()
+                        .push((at, real, estimate, Instant::now()));
+                    // An empty body: the slot ends, and the budget reconciles, right now.
+                    Ok::<_, Infallible>(http::Response::new(Chunks::ok([])))
+                }
+            }));
+        let mut tasks = Vec::new();
+        for job in jobs {
+            tokio::time::sleep(Duration::from_millis(job.gap_ms)).await;
+            let mut request = http::Request::new(String::new());
+            request
+                .extensions_mut()
+                .insert(TokenCost::new(job.estimate, 0));
+            request.extensions_mut().insert(Real(job.real));
+            request
+                .extensions_mut()
+                .insert(Duration::from_millis(job.latency_ms));
+            tasks.push(tokio::spawn(svc.clone().oneshot(request)));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let sent = sent.lock().unwrap().clone();
+        sent
+    })
+}
+
+/// For every window of `window` ending at a dispatch: the sum of `weight` sent in it, and the
+/// overrun of the requests sent in it and still unanswered at its end.
+fn worst_excess(
+    sent: &[Sent],
+    window: Duration,
+    limit: u64,
+    weight: impl Fn(&Sent) -> u64,
+    overrun: impl Fn(&Sent) -> u64,
+) -> Option<String> {
+    for end in sent.iter().map(|s| s.0) {
+        let in_window: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.0 <= end && s.0 + window > end)
+            .collect();
+        let total: u64 = in_window.iter().map(|s| weight(s)).sum();
+        let in_flight: u64 = in_window
+            .iter()
+            .filter(|s| s.3 >= end)
+            .map(|s| overrun(s))
+            .sum();
+        if total > limit + in_flight {
+            return Some(format!(
+                "window ending {:?}: {total} sent, limit {limit}, in-flight overrun {in_flight}",
+                end
+            ));
+        }
+    }
+    None
+}
+
+fn check(sent: &[Sent], exact: bool) -> Result<(), TestCaseError> {
+    let overrun = |s: &Sent| if exact { 0 } else { s.1.saturating_sub(s.2) };
+    if let Some(e) = worst_excess(sent, MINUTE, TPM, |s| s.1, overrun) {
+        return Err(TestCaseError::fail(format!("tokens: {e}")));
+    }
+    if let Some(e) = worst_excess(sent, REQUEST_WINDOW, REQUESTS, |_| 1, |_| 0) {
+        return Err(TestCaseError::fail(format!("requests: {e}")));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn with_exact_estimates_no_window_ever_exceeds_the_limit(
+        jobs in jobs(true),
+        ratio in prop::sample::select(vec![1.0, 0.9, 0.5]),
+    ) {
+        let n = jobs.len();
+        let sent = run(jobs, ratio);
+        prop_assert_eq!(sent.len(), n);
+        check(&sent, true)?;
+    }
+
+    #[test]
+    fn with_wrong_estimates_the_excess_is_bounded_by_the_overrun_in_flight(
+        jobs in jobs(false),
+        ratio in prop::sample::select(vec![1.0, 0.9]),
+    ) {
+        let n = jobs.len();
+        let sent = run(jobs, ratio);
+        prop_assert_eq!(sent.len(), n);
+        check(&sent, false)?;
+    }
+}
