@@ -1,0 +1,130 @@
+//! The cost of reading one response's headers: each parser on its own documented block, all the
+//! default parsers on a response without rate-limit headers (the common case for most APIs), and
+//! the layer around an instant upstream against the bare upstream, in the same run.
+//!
+//! `cargo bench -p gentlify-headers -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use gentlify_headers::{
+    default_parsers, AnthropicHeaders, HeaderFeedbackLayer, IetfHeaders, OpenAiHeaders,
+    ParseHeaders,
+};
+use http::HeaderMap;
+use http_body_util::Full;
+use tower::{service_fn, Layer, Service};
+
+fn block(text: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in text.lines().filter_map(|l| l.trim().split_once(':')) {
+        headers.append(
+            http::HeaderName::from_bytes(line.0.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(line.1.trim()).unwrap(),
+        );
+    }
+    headers
+}
+
+const OPENAI: &str = "
+x-ratelimit-limit-requests: 5000
+x-ratelimit-limit-tokens: 160000
+x-ratelimit-limit-tokens_usage_based: 160000
+x-ratelimit-remaining-requests: 4999
+x-ratelimit-remaining-tokens: 159976
+x-ratelimit-remaining-tokens_usage_based: 159976
+x-ratelimit-reset-requests: 12ms
+x-ratelimit-reset-tokens: 9ms
+x-ratelimit-reset-tokens_usage_based: 9ms
+content-type: application/json
+";
+
+const ANTHROPIC: &str = "
+anthropic-ratelimit-input-tokens-limit: 80000
+anthropic-ratelimit-input-tokens-remaining: 80000
+anthropic-ratelimit-input-tokens-reset: 2025-08-21T12:40:59Z
+anthropic-ratelimit-output-tokens-limit: 16000
+anthropic-ratelimit-output-tokens-remaining: 16000
+anthropic-ratelimit-output-tokens-reset: 2025-08-21T12:41:00Z
+anthropic-ratelimit-requests-limit: 1000
+anthropic-ratelimit-requests-remaining: 999
+anthropic-ratelimit-requests-reset: 2025-08-21T12:40:59Z
+anthropic-ratelimit-tokens-limit: 96000
+anthropic-ratelimit-tokens-remaining: 96000
+anthropic-ratelimit-tokens-reset: 2025-08-21T12:40:59Z
+";
+
+const IETF: &str = r#"
+RateLimit-Policy: "burst";q=100;w=60,"daily";q=1000;w=86400
+RateLimit: "burst";r=50;t=30
+"#;
+
+fn parsers(c: &mut Criterion) {
+    let now = SystemTime::now();
+    let mut group = c.benchmark_group("parse");
+    let openai = block(OPENAI);
+    group.bench_function("openai", |b| {
+        b.iter(|| OpenAiHeaders::new().parse(black_box(&openai), now))
+    });
+    let anthropic = block(ANTHROPIC);
+    group.bench_function("anthropic", |b| {
+        b.iter(|| AnthropicHeaders::new().parse(black_box(&anthropic), now))
+    });
+    let ietf = block(IETF);
+    group.bench_function("ietf", |b| {
+        b.iter(|| IetfHeaders::new().parse(black_box(&ietf), now))
+    });
+    let all = default_parsers();
+    let plain = block("content-type: application/json\nx-request-id: req_123");
+    group.bench_function("all_defaults_no_rate_limit_headers", |b| {
+        b.iter(|| {
+            all.iter()
+                .filter_map(|p| p.parse(black_box(&plain), now))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+/// Calls a service whose futures complete at once, polling by hand (no runtime in the loop).
+fn call_ready<S>(svc: &mut S) -> bool
+where
+    S: Service<http::Request<()>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let future = pin!(svc.call(http::Request::new(())));
+    matches!(future.poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let headers = block(OPENAI);
+    let upstream = service_fn(move |_req: http::Request<()>| {
+        let mut response = http::Response::new(Full::new(Bytes::new()));
+        *response.headers_mut() = headers.clone();
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+
+    let mut group = c.benchmark_group("per_request_openai_headers");
+    let mut bare = upstream.clone();
+    group.bench_function("bare", |b| b.iter(|| call_ready(&mut bare)));
+    let mut layered = HeaderFeedbackLayer::new().layer(upstream.clone());
+    group.bench_function("header_feedback", |b| b.iter(|| call_ready(&mut layered)));
+    group.finish();
+}
+
+criterion_group!(benches, parsers, layer);
+criterion_main!(benches);
