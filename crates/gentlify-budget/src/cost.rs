@@ -150,6 +150,23 @@ impl JsonEstimate {
 
     /// The estimate for a body, given whether the request is for embeddings.
     pub fn estimate_bytes(&self, body: &[u8], embeddings: bool) -> TokenCost {
+        self.estimate_counting(
+            body,
+            embeddings,
+            &|text| text.chars().count() as u64,
+            |chars| chars_to_tokens(chars),
+        )
+    }
+
+    /// The estimate for a body, counting each piece of prompt text with `count` and turning the
+    /// sum into tokens with `to_tokens`.
+    pub(crate) fn estimate_counting(
+        &self,
+        body: &[u8],
+        embeddings: bool,
+        count: &dyn Fn(&str) -> u64,
+        to_tokens: fn(u64) -> u64,
+    ) -> TokenCost {
         let default_output = if embeddings {
             0
         } else {
@@ -162,7 +179,7 @@ impl JsonEstimate {
             Ok(json @ Value::Object(_)) => json,
             _ => return TokenCost::new(chars_to_tokens(body.len() as u64), default_output),
         };
-        let mut chars = 0u64;
+        let mut units = 0u64;
         for key in [
             "messages",
             "system",
@@ -172,14 +189,25 @@ impl JsonEstimate {
             "tools",
         ] {
             if let Some(v) = json.get(key) {
-                chars += text_chars(v);
+                visit_text(v, &mut |text| units += count(text));
             }
         }
         let output = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
             .iter()
             .find_map(|k| json.get(*k).and_then(Value::as_u64))
             .unwrap_or(default_output);
-        TokenCost::new(chars_to_tokens(chars), output)
+        TokenCost::new(to_tokens(units), output)
+    }
+
+    fn output_without_body(&self, embeddings: bool) -> TokenCost {
+        TokenCost::new(
+            0,
+            if embeddings {
+                0
+            } else {
+                self.default_output_tokens
+            },
+        )
     }
 }
 
@@ -188,14 +216,7 @@ impl<B: RequestBytes> Estimate<B> for JsonEstimate {
         let embeddings = request.uri().path().ends_with("/embeddings");
         match request.body().request_bytes() {
             Some(bytes) => self.estimate_bytes(bytes, embeddings),
-            None => TokenCost::new(
-                0,
-                if embeddings {
-                    0
-                } else {
-                    self.default_output_tokens
-                },
-            ),
+            None => self.output_without_body(embeddings),
         }
     }
 }
@@ -204,16 +225,16 @@ fn chars_to_tokens(chars: u64) -> u64 {
     chars.div_ceil(4)
 }
 
-/// Characters of text in a prompt value: strings, and the `text` / `content` / `description` of
-/// nested parts; image and audio data are not text and are skipped.
-fn text_chars(value: &Value) -> u64 {
+/// Calls `f` with each piece of text in a prompt value: strings, and the `text` / `content` /
+/// `description` (and tool schemas) of nested parts; image and audio data are not text and are
+/// skipped.
+fn visit_text(value: &Value, f: &mut dyn FnMut(&str)) {
     match value {
-        Value::String(s) => s.chars().count() as u64,
-        Value::Array(items) => items.iter().map(text_chars).sum(),
-        Value::Object(map) => map
-            .iter()
-            .filter(|(k, _)| {
-                matches!(
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().for_each(|v| visit_text(v, f)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if matches!(
                     k.as_str(),
                     "content"
                         | "text"
@@ -223,13 +244,92 @@ fn text_chars(value: &Value) -> u64 {
                         | "function"
                         | "arguments"
                         | "name"
-                )
-            })
-            .map(|(_, v)| text_chars(v))
-            .sum(),
-        _ => 0,
+                        | "properties"
+                ) {
+                    visit_text(v, f);
+                }
+            }
+        }
+        _ => {}
     }
 }
+
+#[cfg(feature = "tiktoken")]
+mod tiktoken {
+    use super::{Estimate, JsonEstimate, RequestBytes, TokenCost};
+
+    /// OpenAI's byte-pair encodings.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum Encoding {
+        /// `o200k_base`: GPT-4o, GPT-4.1, o-series.
+        O200kBase,
+        /// `cl100k_base`: GPT-4, GPT-3.5-turbo, text-embedding-3.
+        Cl100kBase,
+    }
+
+    /// Like [`JsonEstimate`], but counts the prompt's tokens exactly with OpenAI's tokenizer
+    /// (feature `tiktoken`). Message framing (a few tokens per message) is not counted; the
+    /// output side is the same as [`JsonEstimate`]'s. The tokenizer is loaded once per process,
+    /// on first use (tens of milliseconds).
+    ///
+    /// ```
+    /// use gentlify_budget::{Encoding, Estimate, TiktokenEstimate, TokenCost};
+    ///
+    /// let body = r#"{"max_tokens":5,"messages":[{"role":"user","content":"hello world"}]}"#;
+    /// let request = http::Request::new(body.to_string());
+    /// let estimate = TiktokenEstimate::new(Encoding::O200kBase);
+    /// assert_eq!(estimate.estimate(&request), TokenCost::new(2, 5));
+    /// ```
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TiktokenEstimate {
+        encoding: Encoding,
+        json: JsonEstimate,
+    }
+
+    impl TiktokenEstimate {
+        /// An estimator with `encoding` and [`JsonEstimate`]'s default output.
+        pub fn new(encoding: Encoding) -> Self {
+            TiktokenEstimate {
+                encoding,
+                json: JsonEstimate::new(),
+            }
+        }
+
+        /// The output tokens assumed when the body names no maximum.
+        pub fn default_output_tokens(mut self, tokens: u64) -> Self {
+            self.json = self.json.default_output_tokens(tokens);
+            self
+        }
+
+        /// The estimate for a body, given whether the request is for embeddings.
+        pub fn estimate_bytes(&self, body: &[u8], embeddings: bool) -> TokenCost {
+            let bpe = match self.encoding {
+                Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
+                Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+            };
+            self.json.estimate_counting(
+                body,
+                embeddings,
+                &|text| bpe.encode_ordinary(text).len() as u64,
+                |tokens| tokens,
+            )
+        }
+    }
+
+    impl<B: RequestBytes> Estimate<B> for TiktokenEstimate {
+        fn estimate(&self, request: &http::Request<B>) -> TokenCost {
+            let embeddings = request.uri().path().ends_with("/embeddings");
+            match request.body().request_bytes() {
+                Some(bytes) => self.estimate_bytes(bytes, embeddings),
+                None => self.json.output_without_body(embeddings),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tiktoken")]
+pub use tiktoken::{Encoding, TiktokenEstimate};
 
 /// An estimator that reads nothing: every request without a [`TokenCost`] extension costs the
 /// same, fixed amount. For request bodies the [`JsonEstimate`] cannot read when a closure is not

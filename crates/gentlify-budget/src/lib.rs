@@ -50,7 +50,8 @@
 //!
 //! 1. **Estimate.** A request's [`TokenCost`] comes from its extensions if it carries one, else
 //!    from the layer's [`Estimate`]: the built-in [`JsonEstimate`] (prompt characters / 4 plus
-//!    `max_tokens`), a closure, or [`FixedEstimate`].
+//!    `max_tokens`), a closure, [`FixedEstimate`], or with the `tiktoken` feature an exact count
+//!    of OpenAI prompt tokens.
 //! 2. **Reserve.** The response future waits for the handle's pause gate, then for every limit
 //!    of every budget to cover the cost, first come first served across all stacks sharing the
 //!    budget ([`TokenBudget`] explains the sliding-window algorithm and why it was chosen). A
@@ -72,7 +73,9 @@
 //!
 //! # Gaps
 //!
-//! - The estimator counts characters, not tokens: no tokenizer feature yet.
+//! - The built-in [`JsonEstimate`] counts characters / 4. With the `tiktoken` feature,
+//!   `TiktokenEstimate` counts OpenAI prompts exactly (o200k / cl100k); there is no tokenizer for
+//!   Anthropic's models (they publish none), whose prompts keep the character estimate.
 //! - Request bodies the estimator can read are those implementing [`RequestBytes`] (`String`,
 //!   `Vec<u8>`, `Bytes`, `&'static str`); for others, give a closure or put a [`TokenCost`] in the
 //!   request's extensions.
@@ -94,6 +97,8 @@ pub use budget::{
     Reservation, Reserve, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT, DEFAULT_SAFETY_RATIO,
     MAX_LIMITS,
 };
+#[cfg(feature = "tiktoken")]
+pub use cost::{Encoding, TiktokenEstimate};
 pub use cost::{Estimate, FixedEstimate, JsonEstimate, RequestBytes, TokenCost};
 pub use error::BuildError;
 pub use layer::TokenBudgetLayer;
