@@ -50,7 +50,8 @@ impl Observer {
             let Some(report) = parser.parse(headers, now) else {
                 continue;
             };
-            let report = report.observed_at(observed_at);
+            let mut report = report.observed_at(observed_at);
+            bound_durations(&mut report);
             for quota in report.quotas.iter().filter(|q| q.is_exhausted()) {
                 let Some(reset) = quota.reset_after else {
                     continue;
@@ -93,6 +94,15 @@ impl Observer {
             feedback.pause_until(until);
             self.board.paused(pause, cause);
         }
+    }
+}
+
+/// Clamps a report's durations to [`MAX_SERVER_DELAY`] before it is published: a parser of the
+/// user's own could return `Duration::MAX`, and every controller adds resets to instants.
+fn bound_durations(report: &mut QuotaReport) {
+    for quota in &mut report.quotas {
+        quota.reset_after = quota.reset_after.map(|d| d.min(MAX_SERVER_DELAY));
+        quota.window = quota.window.map(|d| d.min(MAX_SERVER_DELAY));
     }
 }
 

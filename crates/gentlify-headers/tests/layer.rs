@@ -533,3 +533,39 @@ async fn dropping_the_response_future_ends_the_slot() {
     drop(future);
     assert_eq!(feedback.open_slots(), 0);
 }
+
+/// A parser of the user's own that reports absurd durations.
+#[derive(Debug)]
+struct Forever;
+
+impl gentlify_headers::ParseHeaders for Forever {
+    fn name(&self) -> &'static str {
+        "forever"
+    }
+    fn parse(&self, _: &http::HeaderMap, _: std::time::SystemTime) -> Option<QuotaReport> {
+        let quota = gentlify_core::Quota::new(Dimension::Requests)
+            .with_remaining(0)
+            .with_reset_after(Duration::MAX)
+            .with_window(Duration::MAX);
+        Some(QuotaReport::new(self.name(), vec![quota]))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_parser_cannot_publish_durations_that_overflow() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::only(Forever)
+        .feedback(feedback.clone())
+        .layer(upstream(200, ""));
+    send(&mut service).await;
+    let reports = reports.0.lock().unwrap();
+    let quota = &reports[0].quotas[0];
+    assert_eq!(quota.reset_after, Some(gentlify_core::MAX_SERVER_DELAY));
+    assert_eq!(quota.window, Some(gentlify_core::MAX_SERVER_DELAY));
+    assert!(reports[0].exhausted_until().is_some(), "no overflow");
+    assert_eq!(feedback.pause_gate().remaining(), None, "absurd: ignored");
+    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    assert_eq!(part.get("requests.source"), Some(&"forever".into()));
+}
