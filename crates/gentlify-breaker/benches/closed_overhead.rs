@@ -2,6 +2,11 @@
 //! tower-resilience's circuit breaker around the same instant upstream, in the same run.
 //!
 //! `cargo bench -p gentlify-breaker -- --warm-up-time 1 --measurement-time 3`
+//!
+//! One run on the shared 2-core development machine (2026-11-24, medians): bare 48.9 ns,
+//! gentlify 692 ns, tower-resilience 691 ns per call. gentlify's figure includes the whole
+//! gentlify-core protocol every layer pays (slot in the extensions, dispatch, outcome published
+//! to the handle, body wrapper); tower-resilience's includes its boxed future and async mutex.
 
 #![allow(missing_docs)]
 
