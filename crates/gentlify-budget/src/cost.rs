@@ -154,7 +154,7 @@ impl JsonEstimate {
             body,
             embeddings,
             &|text| text.chars().count() as u64,
-            |chars| chars_to_tokens(chars),
+            chars_to_tokens,
         )
     }
 
