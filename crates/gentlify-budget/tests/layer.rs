@@ -446,3 +446,28 @@ async fn a_stack_s_own_limits_apply_on_top_of_the_shared_budget() {
     assert_eq!(shared.remaining(Dimension::Tokens), Some(100_000 - 1_000));
     assert_eq!(shared.remaining(Dimension::Requests), Some(999));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_charge_made_while_waiting_for_another_budget_counts_from_dispatch() {
+    let shared = tpm(10_000);
+    let own = TokenBudget::builder()
+        .limit(Limit::requests_per_minute(1))
+        .safety_ratio(1.0)
+        .build()
+        .unwrap();
+    let svc = TokenBudgetLayer::new(shared.clone())
+        .with_budget(own)
+        .layer(service_fn(|_req| async { json("{}") }));
+    drop(svc.clone().oneshot(request(1_000, 0)).await.unwrap());
+    // Reserved in the shared budget at 0 s, but sent at 60 s when its own RPM allows.
+    let start = Instant::now();
+    drop(svc.oneshot(request(1_000, 0)).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    assert_eq!(
+        shared.remaining(Dimension::Tokens),
+        Some(9_000),
+        "the second request's tokens stay charged a full window after they were sent"
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(shared.remaining(Dimension::Tokens), Some(10_000));
+}
