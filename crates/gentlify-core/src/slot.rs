@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::{Extensions, HeaderMap};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::classify::{Classified, ResponseParts};
@@ -55,21 +56,46 @@ struct SlotInner {
 #[derive(Default)]
 struct SlotState {
     ended: bool,
-    holds: Vec<(HoldKey, Box<dyn Hold>)>,
-    handles: Vec<HandleState>,
+    // Inline room for a full stack's holds (permit, reservation, probe): no allocation per
+    // request beyond the holds themselves.
+    holds: SmallVec<[(HoldKey, Box<dyn Hold>); 3]>,
+    /// Publication marks for the handle that made the slot (the common case: one handle).
+    owner_marks: Marks,
+    /// Publication marks for any other handle the request passed through.
+    other_marks: Vec<(Feedback, Marks)>,
     usage: Option<Usage>,
     last_outcome: Option<Outcome>,
 }
 
 /// What the slot remembers per handle, to publish each attempt exactly once to each.
-struct HandleState {
-    feedback: Feedback,
+#[derive(Default, Clone, Copy)]
+struct Marks {
     /// Attempts below this number have been published to this handle.
     published_below: u32,
     /// The last attempt dispatched on this handle, and when.
     dispatched: Option<(u32, Instant)>,
     /// The class last published to this handle, with its attempt.
     last_class: Option<(u32, Class)>,
+}
+
+impl Marks {
+    /// The attempt dispatched but not yet published, if any.
+    fn unpublished(&self) -> Option<(u32, Instant)> {
+        self.dispatched
+            .filter(|&(attempt, _)| attempt >= self.published_below)
+    }
+}
+
+impl SlotState {
+    fn marks(&mut self, owner: &Feedback, feedback: &Feedback) -> Option<&mut Marks> {
+        if owner.same_as(feedback) {
+            return Some(&mut self.owner_marks);
+        }
+        self.other_marks
+            .iter_mut()
+            .find(|(f, _)| f.same_as(feedback))
+            .map(|(_, m)| m)
+    }
 }
 
 /// Token usage of a request, as the server reported it.
@@ -289,19 +315,18 @@ impl Slot {
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
         let attempt = self.attempt();
         let sent_at = Instant::now();
-        let mut state = self.lock();
-        match state
-            .handles
-            .iter_mut()
-            .find(|h| h.feedback.same_as(feedback))
         {
-            Some(h) => h.dispatched = Some((attempt, sent_at)),
-            None => state.handles.push(HandleState {
-                feedback: feedback.clone(),
-                published_below: 0,
-                dispatched: Some((attempt, sent_at)),
-                last_class: None,
-            }),
+            let mut state = self.lock();
+            match state.marks(&self.inner.owner, feedback) {
+                Some(marks) => marks.dispatched = Some((attempt, sent_at)),
+                None => state.other_marks.push((
+                    feedback.clone(),
+                    Marks {
+                        dispatched: Some((attempt, sent_at)),
+                        ..Marks::default()
+                    },
+                )),
+            }
         }
         Dispatched {
             slot: self.clone(),
@@ -319,18 +344,14 @@ impl Slot {
     fn publish_once(&self, feedback: &Feedback, outcome: Outcome) -> bool {
         {
             let mut state = self.lock();
-            let Some(h) = state
-                .handles
-                .iter_mut()
-                .find(|h| h.feedback.same_as(feedback))
-            else {
+            let Some(marks) = state.marks(&self.inner.owner, feedback) else {
                 return false;
             };
-            if outcome.attempt < h.published_below {
+            if outcome.attempt < marks.published_below {
                 return false;
             }
-            h.published_below = outcome.attempt + 1;
-            h.last_class = Some((outcome.attempt, outcome.class));
+            marks.published_below = outcome.attempt + 1;
+            marks.last_class = Some((outcome.attempt, outcome.class));
             state.last_outcome = Some(outcome.clone());
         }
         feedback.publish(&outcome);
@@ -338,48 +359,42 @@ impl Slot {
     }
 
     fn is_published(&self, feedback: &Feedback, attempt: u32) -> Option<Class> {
-        let state = self.lock();
-        let h = state
-            .handles
-            .iter()
-            .find(|h| h.feedback.same_as(feedback))?;
-        match h.last_class {
+        let mut state = self.lock();
+        let marks = state.marks(&self.inner.owner, feedback)?;
+        match marks.last_class {
             Some((published, class)) if published == attempt => Some(class),
             // An older attempt, published long ago: its class no longer matters to anyone.
-            _ if attempt < h.published_below => Some(Class::Cancelled),
+            _ if attempt < marks.published_below => Some(Class::Cancelled),
             _ => None,
         }
     }
 
     fn end(&self, reason: EndReason) {
-        let (holds, unpublished, usage, last_outcome) = {
+        let (holds, owner_unpublished, others_unpublished, usage) = {
             let mut state = self.lock();
             if state.ended {
                 return;
             }
             state.ended = true;
-            let unpublished: Vec<(Feedback, u32, Instant)> = state
-                .handles
+            let others: Vec<(Feedback, (u32, Instant))> = state
+                .other_marks
                 .iter()
-                .filter_map(|h| match h.dispatched {
-                    Some((attempt, sent_at)) if attempt >= h.published_below => {
-                        Some((h.feedback.clone(), attempt, sent_at))
-                    }
-                    _ => None,
-                })
+                .filter_map(|(f, m)| m.unpublished().map(|u| (f.clone(), u)))
                 .collect();
             (
                 std::mem::take(&mut state.holds),
-                unpublished,
+                state.owner_marks.unpublished(),
+                others,
                 state.usage,
-                state.last_outcome.clone(),
             )
         };
         // An attempt sent but never answered (the caller went away) is published as cancelled,
         // so every attempt publishes exactly one outcome.
-        for (feedback, attempt, sent_at) in unpublished {
+        let owner = owner_unpublished.map(|u| (self.inner.owner.clone(), u));
+        for (feedback, (attempt, sent_at)) in owner.into_iter().chain(others_unpublished) {
             self.publish_once(&feedback, Outcome::new(Class::Cancelled, attempt, sent_at));
         }
+        let last_outcome = self.lock().last_outcome.clone();
         let summary = SlotEnded {
             reason,
             attempts: self.attempt() + 1,
