@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use gentlify_core::{settle, BoxError, Controller, Feedback, HoldKey, Outcome, Slot, SlotEnded};
 use http_body_util::Full;
 
