@@ -1,8 +1,12 @@
 //! Uncontended reserve + reconcile of a [`TokenBudget`] against `governor`'s `check`, in the same
-//! run. Run with `cargo bench -p gentlify-budget -- --warm-up-time 1 --measurement-time 3`.
+//! run, with the primitives a reservation cannot avoid measured alongside (one clock read, two
+//! uncontended mutex lock/unlock pairs, one `Arc` clone/drop).
+//!
+//! Run with `cargo bench -p gentlify-budget -- --warm-up-time 1 --measurement-time 3`.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gentlify_budget::{Actual, Limit, TokenBudget, TokenCost};
@@ -29,6 +33,19 @@ fn uncontended(c: &mut Criterion) {
     ));
     group.bench_function("governor_check", |b| {
         b.iter(|| black_box(limiter.check()).unwrap())
+    });
+
+    // The floor of a reservation on this machine.
+    group.bench_function("floor_tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let mutex = Mutex::new(0u64);
+    group.bench_function("floor_mutex_lock_unlock", |b| {
+        b.iter(|| *black_box(&mutex).lock().unwrap() += 1)
+    });
+    let arc = Arc::new(0u64);
+    group.bench_function("floor_arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(Arc::clone(&arc))))
     });
     group.finish();
 }

@@ -477,7 +477,7 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
-        let now = Instant::now();
+        let mut now = lazy_now();
         let mut state = self.budget.lock();
         let mut returned = false;
         for (w, charge) in state
@@ -486,7 +486,7 @@ impl Reservation {
             .zip(&self.charges.items[..self.charges.len])
         {
             let to = w.amount_of_actual(actual, charge.amount);
-            returned |= w.adjust(now, charge.seq, charge.amount, to);
+            returned |= w.adjust(charge.seq, charge.amount, to, &mut now);
         }
         if returned {
             state.wake_front();
@@ -494,18 +494,32 @@ impl Reservation {
     }
 }
 
+/// Reads the clock on first use only.
+fn lazy_now() -> impl FnMut() -> Instant {
+    let mut now = None;
+    move || *now.get_or_insert_with(Instant::now)
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("cost", &self.cost)
+            .finish()
+    }
+}
+
 impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
-        let now = Instant::now();
+        let mut now = lazy_now();
         let mut state = self.budget.lock();
         for (w, charge) in state
             .windows
             .iter_mut()
             .zip(&self.charges.items[..self.charges.len])
         {
-            w.adjust(now, charge.seq, charge.amount, 0);
+            w.adjust(charge.seq, charge.amount, 0, &mut now);
         }
         state.wake_front();
     }
@@ -521,17 +535,9 @@ impl Reservation {
             .iter_mut()
             .zip(&mut self.charges.items[..self.charges.len])
         {
-            w.adjust(now, charge.seq, charge.amount, 0);
+            w.adjust(charge.seq, charge.amount, 0, &mut || now);
             charge.seq = w.charge(now, charge.amount);
         }
-    }
-}
-
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("cost", &self.cost)
-            .finish()
     }
 }
 

@@ -185,9 +185,17 @@ impl Window {
 
     /// Replaces a charge of `from` made as entry `seq` by `to`: a return when less was used, an
     /// overrun when more. A charge that has left the window already counted fully; an overrun on
-    /// it is charged now. Returns whether capacity came back.
-    pub(crate) fn adjust(&mut self, now: Instant, seq: u64, from: u64, to: u64) -> bool {
-        self.expire(now);
+    /// it is charged `now()`. Returns whether capacity came back.
+    ///
+    /// An entry still in the queue is adjusted in place even if its time is up (it leaves with
+    /// its adjusted amount at the next expiry), so the common path reads no clock.
+    pub(crate) fn adjust(
+        &mut self,
+        seq: u64,
+        from: u64,
+        to: u64,
+        now: &mut impl FnMut() -> Instant,
+    ) -> bool {
         if from == to {
             return false;
         }
@@ -199,6 +207,8 @@ impl Window {
             }
         }
         if to > from {
+            let now = now();
+            self.expire(now);
             self.charge(now, to - from);
         }
         false
