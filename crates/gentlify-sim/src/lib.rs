@@ -18,6 +18,7 @@
 //! From the workspace: `cargo run --release -p gentlify-sim -- all` (or a scenario name),
 //! which prints a table per scenario and writes `sim-out/<scenario>.{json,svg}`.
 
+mod check;
 mod client;
 mod contenders;
 mod http;
@@ -27,6 +28,7 @@ mod run;
 mod scenario;
 mod upstream;
 
+pub use check::{check_expectations, check_figures};
 pub use client::{
     box_response, send, take_virtual_rtt, ClientBody, ClientMeter, ClientStack, FailureClass,
     MeteredUpstream, RequestResult,

@@ -39,6 +39,11 @@ pub struct Oracle {
     pub segments: Vec<(f64, f64, f64)>,
     /// Which bound is tightest in the first segment.
     pub bound: &'static str,
+    /// Requests the API's full buckets let through at once at the start (when the first
+    /// segment is bound by RPM or TPM): the oracle gets them too.
+    pub initial_burst_requests: f64,
+    #[serde(skip)]
+    cost: (f64, f64),
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -99,11 +104,13 @@ impl Oracle {
                         rate = 0.0;
                         name = "outage";
                     }
+                    // A refused request takes no capacity, but it takes a request from the RPM
+                    // bucket.
                     Fault::OverloadBurst {
                         from_s,
                         to_s,
                         probability,
-                    } if (from_s..to_s).contains(&at) => rate *= 1.0 - probability,
+                    } if (from_s..to_s).contains(&at) && name == "rpm" => rate *= 1.0 - probability,
                     Fault::Drop {
                         from_s,
                         to_s,
@@ -127,7 +134,31 @@ impl Oracle {
         let concurrency = (1..=cap0)
             .find(|k| *k as f64 / lat.service_time(mean_out, *k, cap0).as_secs_f64() >= goodput_rps)
             .unwrap_or(cap0);
+        let burst_s = scenario.limits.burst_seconds;
+        let initial_burst_requests = match bound {
+            "rpm" => scenario
+                .limits
+                .requests_per_minute
+                .map_or(0.0, |r| (r as f64 * burst_s / 60.0).max(1.0)),
+            "tpm" => scenario
+                .limits
+                .tokens_per_minute
+                .map_or(0.0, |t| t as f64 * burst_s / 60.0 / mean_charged),
+            _ => 0.0,
+        };
+        // The work a request represents in the bound resource, relative to a mean request:
+        // tokens charged when TPM binds, service time when the concurrency cap binds.
+        let cost = match bound {
+            "tpm" => (0.0, 1.0 / mean_charged),
+            "concurrency" => {
+                let mean = lat.ttft_ms + mean_out * lat.per_token_ms;
+                (lat.ttft_ms / mean, lat.per_token_ms / mean)
+            }
+            _ => (1.0, 0.0),
+        };
         Oracle {
+            initial_burst_requests,
+            cost,
             goodput_rps,
             concurrency,
             unloaded_latency: lat.service_time(mean_out, 1, cap0),
@@ -138,12 +169,25 @@ impl Oracle {
         }
     }
 
-    /// Requests the oracle completes between 0 and `t` seconds.
+    /// Requests (of mean size) the oracle completes between 0 and `t` seconds.
     pub fn requests_until(&self, t: f64) -> f64 {
-        self.segments
-            .iter()
-            .map(|&(from, to, rate)| (to.min(t) - from).max(0.0) * rate)
-            .sum()
+        self.initial_burst_requests
+            + self
+                .segments
+                .iter()
+                .map(|&(from, to, rate)| (to.min(t) - from).max(0.0) * rate)
+                .sum::<f64>()
+    }
+
+    /// The work of a request of `prompt` and `output` tokens in units of a mean request, in the
+    /// resource that bounds the oracle (tokens charged when TPM binds, service time when the
+    /// concurrency cap binds, 1 otherwise). Goodput is counted in these units, so a client that
+    /// completes only the small requests is not credited for more than it did.
+    pub fn weight(&self, prompt: u64, output: u64) -> f64 {
+        match self.bound {
+            "tpm" => (prompt + output) as f64 * self.cost.1,
+            _ => self.cost.0 + output as f64 * self.cost.1,
+        }
     }
 
     /// The oracle's goodput at `t` seconds.

@@ -40,7 +40,7 @@ pub fn table(report: &ScenarioReport) -> String {
             .map_or_else(|| "-".to_string(), |s| format!("{s:.1}"));
         let _ = writeln!(
             out,
-            "{:<26} {:>9.3} {:>9.1} {:>6} {:>7} {:>8.2} {:>8.2} {:>10} {:>8} {:>9}",
+            "{:<26} {:>9.3} {:>9.1} {:>6} {:>7} {:>8.2} {:>8.2} {:>10} {:>8} {:>9} {:>6.3}",
             f.contender,
             f.goodput_ratio,
             f.overloads_per_1000,
@@ -51,6 +51,7 @@ pub fn table(report: &ScenarioReport) -> String {
             format!("{}/{}", f.peak_concurrency, f.cap),
             f.sent_before_retry_after,
             settle,
+            f.fairness,
         );
     }
     out
@@ -69,7 +70,7 @@ pub fn footnotes(contenders: &[Contender]) -> String {
            columns: good/orc = completed / oracle's requests over the same virtual duration; \
          429s/1k = 429+503+529 per 1000 attempts; early = attempts sent before a retry-after had \
          expired; peak/C = highest concurrency requested of the API / C at start; settle = \
-         longest settling time after a capacity step.\n",
+         longest settling time after a capacity step; fair = Jain's index of per-client goodput.\n",
     );
     out
 }
@@ -140,18 +141,11 @@ pub fn write_svg(report: &ScenarioReport, dir: &Path) -> Result<(), Box<dyn std:
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN));
         }
         // 429/503/529 answers, binned per sample interval so the file stays small.
-        let bins = 400.0;
-        let mut marks: Vec<f64> = tl
-            .overloads_s
-            .iter()
-            .map(|t| (t / t_max * bins).floor())
-            .collect();
-        marks.dedup();
         chart
             .draw_series(
-                marks
+                tl.overloads
                     .iter()
-                    .map(|b| Circle::new((b / bins * t_max, y_max * 0.03), 2, RED.filled())),
+                    .map(|(t, _)| Circle::new((*t, y_max * 0.03), 2, RED.filled())),
             )?
             .label("429/503/529")
             .legend(|(x, y)| Circle::new((x + 8, y), 2, RED.filled()));

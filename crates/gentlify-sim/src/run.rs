@@ -31,7 +31,8 @@ pub struct Figures {
     pub goodput_rps: f64,
     /// The oracle's requests over the same duration, per second.
     pub oracle_rps: f64,
-    /// `completed / oracle requests over the same duration`.
+    /// Completed work / the oracle's work over the same duration, with work counted in mean
+    /// requests of the bound resource (see [`Oracle::weight`]).
     pub goodput_ratio: f64,
     /// Attempts the API saw.
     pub attempts: u64,
@@ -51,8 +52,7 @@ pub struct Figures {
     pub cap: usize,
     /// Highest (requested concurrency / cap in force).
     pub peak_over_cap: f64,
-    /// Longest settling time after a capacity step, s (`None` without steps, or if a step up
-    /// was never used).
+    /// Longest settling time after a capacity step, s (`None` without steps).
     pub settling_s: Option<f64>,
     /// Jain's fairness index of per-client goodput (1 = equal shares).
     pub fairness: f64,
@@ -63,8 +63,9 @@ pub struct Figures {
 pub struct Timeline {
     /// `(t_s, api_in_flight, cap, client_limit_sum)`.
     pub samples: Vec<(f64, usize, usize, f64)>,
-    /// Times of 429/503/529 answers, s.
-    pub overloads_s: Vec<f64>,
+    /// 429/503/529 answers, binned by sample interval: `(bin_start_s, count)`, empty bins
+    /// left out.
+    pub overloads: Vec<(f64, u32)>,
 }
 
 /// One contender's run.
@@ -131,6 +132,7 @@ pub fn run_scenario(
 }
 
 struct Done {
+    index: usize,
     client: usize,
     latency: Duration,
     end: Duration,
@@ -207,6 +209,7 @@ pub async fn run_one(
                             .await;
                             let now = Instant::now();
                             done.lock().expect("lock").push(Done {
+                                index: i,
                                 client,
                                 latency: now - began,
                                 end: now - start,
@@ -245,6 +248,7 @@ pub async fn run_one(
                     .await;
                     let now = Instant::now();
                     done.lock().expect("lock").push(Done {
+                        index: i,
                         client,
                         latency: now - at,
                         end: now - start,
@@ -300,7 +304,7 @@ pub async fn run_one(
         scenario,
         oracle,
         &done,
-        sizes.len(),
+        &sizes,
         &stats,
         &meters,
         &samples,
@@ -308,8 +312,8 @@ pub async fn run_one(
     Run {
         figures,
         timeline: Timeline {
+            overloads: bin(&stats.overload_times_s, interval.as_secs_f64()),
             samples,
-            overloads_s: stats.overload_times_s,
         },
     }
 }
@@ -320,12 +324,17 @@ fn figures(
     scenario: &Scenario,
     oracle: &Oracle,
     done: &[Done],
-    total: usize,
+    sizes: &[(u64, u64)],
     stats: &crate::upstream::ServerStats,
     meters: &[MeteredUpstream],
     samples: &[(f64, usize, usize, f64)],
 ) -> Figures {
     let completed = done.iter().filter(|d| d.result.failure.is_none()).count() as u64;
+    let completed_work: f64 = done
+        .iter()
+        .filter(|d| d.result.failure.is_none())
+        .map(|d| oracle.weight(sizes[d.index].0, sizes[d.index].1))
+        .sum();
     let mut failed = BTreeMap::new();
     for d in done {
         if let Some(class) = d.result.failure {
@@ -339,6 +348,7 @@ fn figures(
             *failed.entry(key.to_string()).or_insert(0) += 1;
         }
     }
+    let total = sizes.len();
     let lost = (total - done.len()) as u64;
     let duration_s = done
         .iter()
@@ -391,7 +401,7 @@ fn figures(
         goodput_rps: completed as f64 / duration_s,
         oracle_rps: oracle_requests / duration_s,
         goodput_ratio: if oracle_requests > 0.0 {
-            completed as f64 / oracle_requests
+            completed_work / oracle_requests
         } else {
             0.0
         },
@@ -418,7 +428,7 @@ fn figures(
 
 /// Settling time after each capacity step: for a step down, until the last refusal at the cap
 /// before the next step; for a step up, until the API's in-flight count first reaches 80 % of
-/// the new cap. The longest over the steps.
+/// the level it had before the first step (at most the new cap). The longest over the steps.
 fn settling(
     scenario: &Scenario,
     stats: &crate::upstream::ServerStats,
@@ -437,6 +447,12 @@ fn settling(
         return None;
     }
     steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let before = samples
+        .iter()
+        .filter(|s| s.0 < steps[0].0)
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0);
     let mut worst: Option<f64> = None;
     let mut prev_cap = scenario.limits.concurrency;
     for (i, &(at, cap)) in steps.iter().enumerate() {
@@ -450,19 +466,30 @@ fn settling(
                 .iter()
                 .filter(|t| (at..until).contains(*t))
                 .fold(at, |a, &b| a.max(b));
-            Some(last - at)
+            last - at
         } else {
-            let target = (cap as f64 * 0.8).floor() as usize;
+            // Back up: until the API is used again at 80 % of what it was before the first
+            // step (or of the new cap); the whole segment if that never happens.
+            let target = (0.8 * cap.min(before) as f64).floor() as usize;
             samples
                 .iter()
                 .find(|s| (at..until).contains(&s.0) && s.1 >= target)
-                .map(|s| s.0 - at)
+                .map_or(until.min(end_s) - at, |s| s.0 - at)
         };
-        match s {
-            Some(v) => worst = Some(worst.map_or(v, |w: f64| w.max(v))),
-            None => return None,
-        }
+        worst = Some(worst.map_or(s, |w: f64| w.max(s)));
         prev_cap = cap;
     }
     worst
+}
+
+fn bin(times: &[f64], width: f64) -> Vec<(f64, u32)> {
+    let mut out: Vec<(f64, u32)> = Vec::new();
+    for t in times {
+        let start = (t / width).floor() * width;
+        match out.last_mut() {
+            Some(last) if (last.0 - start).abs() < width * 0.5 => last.1 += 1,
+            _ => out.push((start, 1)),
+        }
+    }
+    out
 }
