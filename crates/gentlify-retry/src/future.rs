@@ -1,4 +1,5 @@
-//! The response future: one logical request, attempt after attempt.
+//! The response futures: [`ResponseFuture`] of [`Retry`](crate::Retry), one logical request
+//! attempt after attempt, and [`ReplayFuture`] of [`ReplayBodyService`](crate::ReplayBodyService).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,6 +24,8 @@ use crate::body::{frame_to_bytes, RetryBody};
 use crate::error::AttemptTimeout;
 use crate::layer::Config;
 use crate::replay::{try_clone_request, TryCloneBody};
+
+pub use crate::replay::ReplayFuture;
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry): sends the attempts of one logical request
@@ -108,6 +111,14 @@ where
     }
 }
 
+/// True when the attempt's timeout (if any) has elapsed; registers the waker otherwise.
+fn timed_out(config: &Config, timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    match (config.attempt_timeout, timer) {
+        (Some(_), Some(timer)) => timer.as_mut().poll(cx).is_ready(),
+        _ => false,
+    }
+}
+
 fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
     match timer {
         Some(timer) => timer.as_mut().reset(deadline),
@@ -132,19 +143,12 @@ where
                 StateProj::Called { future } => {
                     let result = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
-                        Poll::Pending => {
-                            let timeout = this.config.attempt_timeout;
-                            let elapsed = match (timeout, this.timer.as_mut()) {
-                                (Some(_), Some(timer)) => timer.as_mut().poll(cx).is_ready(),
-                                _ => false,
-                            };
-                            match timeout {
-                                Some(timeout) if elapsed => {
-                                    Err(Box::new(AttemptTimeout::new(timeout)) as BoxError)
-                                }
-                                _ => return Poll::Pending,
+                        Poll::Pending => match this.config.attempt_timeout {
+                            Some(timeout) if timed_out(this.config, this.timer, cx) => {
+                                Err(Box::new(AttemptTimeout::new(timeout)) as BoxError)
                             }
-                        }
+                            _ => return Poll::Pending,
+                        },
                     };
                     match result {
                         Ok(response) => {
@@ -180,7 +184,14 @@ where
                     let mut failed = None;
                     if let Some(inner) = body.as_mut() {
                         while *read < limit && !inner.is_end_stream() {
-                            match ready!(inner.as_mut().poll_frame(cx)) {
+                            let polled = match inner.as_mut().poll_frame(cx) {
+                                Poll::Ready(polled) => polled,
+                                // A body that stalls past the attempt's timeout is classified
+                                // from what has arrived, and handed on unread beyond it.
+                                Poll::Pending if timed_out(this.config, this.timer, cx) => break,
+                                Poll::Pending => return Poll::Pending,
+                            };
+                            match polled {
                                 None => {
                                     ended = true;
                                     break;

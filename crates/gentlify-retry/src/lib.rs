@@ -108,5 +108,5 @@ pub use error::{AttemptTimeout, ConfigError};
 pub use layer::{
     RetryLayer, RetryLayerBuilder, DEFAULT_BODY_PREFIX_BYTES, DEFAULT_MAX_SERVER_DELAY,
 };
-pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService, ReplayFuture, TryCloneBody};
+pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService, TryCloneBody};
 pub use service::Retry;

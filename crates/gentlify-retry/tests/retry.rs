@@ -304,6 +304,38 @@ async fn the_pause_gate_lengthens_the_backoff() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_a_server_error_is_honoured() {
+    let (delay, _) = delay_before_second_attempt(with_header(502, "retry-after", "4")).await;
+    assert_eq!(delay, Duration::from_secs(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_429_body_is_judged_on_what_arrived_by_the_attempt_timeout() {
+    let stalled = || {
+        let first = stream::iter(vec![Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+            br#"{"error":{"code":"rate_limit_exceeded""#,
+        )))]);
+        let body = StreamBody::new(futures_util::StreamExt::chain(first, stream::pending()));
+        http::Response::builder()
+            .status(429)
+            .body(body.boxed())
+            .unwrap()
+    };
+    let (upstream, log) = scripted(vec![stalled()]);
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .attempt_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(log.times(), [Duration::ZERO, Duration::from_millis(1100)]);
+}
+
 // ---- what is never retried ----
 
 fn fatal_body() -> ResBody {
