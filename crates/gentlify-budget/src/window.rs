@@ -199,11 +199,16 @@ impl Window {
         if from == to {
             return false;
         }
+        let window = self.limit.window();
         if seq >= self.first_seq {
             if let Some(entry) = self.entries.get_mut((seq - self.first_seq) as usize) {
-                entry.amount = entry.amount - from.min(entry.amount) + to;
-                self.used = self.used - from.min(self.used) + to;
-                return to < from;
+                // A return is safe on an entry whose time is up; an overrun on one would leave
+                // with it, uncounted: it is charged now instead.
+                if to < from || entry.last + window > now() {
+                    entry.amount = entry.amount - from.min(entry.amount) + to;
+                    self.used = self.used - from.min(self.used) + to;
+                    return to < from;
+                }
             }
         }
         if to > from {
@@ -301,6 +306,40 @@ mod tests {
         assert_eq!(w.time_to_fit(now, 101), None);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(w.remaining(Instant::now()), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merged_charges_leave_with_the_latest_of_them() {
+        let mut w = Window::new(Limit::tokens_per_minute(100), 100);
+        let start = Instant::now();
+        w.charge(start, 30);
+        w.charge(start + Duration::from_millis(10), 30);
+        assert_eq!(w.entries.len(), 1, "within one 58 ms slice");
+        assert_eq!(w.remaining(start + Duration::from_secs(60)), 40);
+        assert_eq!(
+            w.remaining(start + Duration::from_secs(60) + Duration::from_millis(10)),
+            100
+        );
+        w.charge(start + Duration::from_millis(70), 10);
+        assert_eq!(w.entries.len(), 1, "the old slice left, a new one opened");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_that_left_the_window_takes_no_return_and_its_overrun_counts_now() {
+        let mut w = Window::new(Limit::tokens_per_minute(100), 100);
+        let start = Instant::now();
+        let seq = w.charge(start, 50);
+        let later = start + Duration::from_secs(61);
+        w.adjust(seq, 50, 10, &mut || later);
+        assert_eq!(w.remaining(later), 100);
+        let seq = w.charge(later, 0);
+        let last = later + Duration::from_secs(61);
+        w.adjust(seq, 0, 30, &mut || last);
+        assert_eq!(
+            w.remaining(last),
+            70,
+            "an overrun on a charge whose time is up counts now"
+        );
     }
 
     #[tokio::test(start_paused = true)]
