@@ -37,8 +37,10 @@ const REQUESTS: u64 = 20;
 const REQUEST_WINDOW: Duration = Duration::from_secs(10);
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Arrivals far faster than the budget allows (so requests queue), latencies up to 90 s (longer
+/// than the minute window, so some reconcile after their charge left it).
 fn jobs(exact: bool) -> impl Strategy<Value = Vec<Job>> {
-    let job = (0u64..4_000, 1u64..4_000, 0u64..=100, 0u64..30_000).prop_map(
+    let job = (0u64..4_000, 1u64..4_000, 0u64..=100, 0u64..90_000).prop_map(
         move |(gap_ms, estimate, error_pct, latency_ms)| {
             // Real usage between half and one and a half times the estimate.
             let real = if exact {
