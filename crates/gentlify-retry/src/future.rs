@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gentlify_core::{
-    retry_after, should_retry, BoxError, Class, Classified, Dispatched, EndReason, Slot, SlotBody,
-    SlotEnd,
+    error::CircuitOpen, retry_after, should_retry, BoxError, Class, Classified, Dispatched,
+    EndReason, Slot, SlotBody, SlotEnd,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::{Body, Frame};
@@ -279,15 +279,24 @@ where
                 ),
                 // The class is only known at the end of the stream: too late to retry.
                 Attempt::Response(_, Classified::AtEndOfStream) => None,
-                Attempt::Error(_, class) => retry_delay(
-                    this.config,
-                    this.slot,
-                    this.template.is_some(),
-                    *class,
-                    None,
-                    *this.started,
-                    *this.previous_delay,
-                ),
+                Attempt::Error(error, class) => match circuit_open(error) {
+                    Some(open) => probe_delay(
+                        this.config,
+                        this.slot,
+                        this.template.is_some(),
+                        open,
+                        *this.started,
+                    ),
+                    None => retry_delay(
+                        this.config,
+                        this.slot,
+                        this.template.is_some(),
+                        *class,
+                        None,
+                        *this.started,
+                        *this.previous_delay,
+                    ),
+                },
             };
             match delay {
                 Some(delay) => {
@@ -325,6 +334,41 @@ fn prefix_of(frames: &VecDeque<Frame<Bytes>>, limit: usize) -> Bytes {
             Bytes::from(prefix)
         }
     }
+}
+
+/// The breaker's rejection in `error`'s chain, if that is what it is.
+fn circuit_open(error: &BoxError) -> Option<&CircuitOpen> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+            return Some(open);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The wait for the breaker's next probe when the layer is configured to wait for it
+/// ([`RetryLayerBuilder::wait_for_probe`](crate::RetryLayerBuilder::wait_for_probe)) and the
+/// probe is near enough; `None` (return the rejection) otherwise. The attempt never reached the
+/// server, so nothing is drawn from the retry budget.
+fn probe_delay(
+    config: &Config,
+    slot: &Slot,
+    replayable: bool,
+    open: &CircuitOpen,
+    started: Instant,
+) -> Option<Duration> {
+    let max_wait = config.wait_for_probe?;
+    let wait = open.retry_in();
+    let within_total = config
+        .max_total_time
+        .is_none_or(|limit| started.elapsed().saturating_add(wait) <= limit);
+    let ok = replayable
+        && wait <= max_wait
+        && within_total
+        && slot.attempt().saturating_add(1) < config.max_attempts;
+    ok.then_some(wait)
 }
 
 /// The delay before the next attempt, or `None` when the request must not be retried.

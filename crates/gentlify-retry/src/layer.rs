@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) body_prefix_bytes: usize,
     pub(crate) attempt_header: Option<HeaderName>,
     pub(crate) idempotency_header: Option<HeaderName>,
+    pub(crate) wait_for_probe: Option<Duration>,
 }
 
 impl fmt::Debug for Config {
@@ -49,6 +50,7 @@ impl fmt::Debug for Config {
             .field("body_prefix_bytes", &self.body_prefix_bytes)
             .field("attempt_header", &self.attempt_header)
             .field("idempotency_header", &self.idempotency_header)
+            .field("wait_for_probe", &self.wait_for_probe)
             .finish()
     }
 }
@@ -144,6 +146,7 @@ pub struct RetryLayerBuilder {
     body_prefix_bytes: usize,
     attempt_header: Option<HeaderName>,
     idempotency_header: Option<HeaderName>,
+    wait_for_probe: Option<Duration>,
 }
 
 impl Default for RetryLayerBuilder {
@@ -159,6 +162,7 @@ impl Default for RetryLayerBuilder {
             body_prefix_bytes: DEFAULT_BODY_PREFIX_BYTES,
             attempt_header: None,
             idempotency_header: None,
+            wait_for_probe: None,
         }
     }
 }
@@ -237,6 +241,16 @@ impl RetryLayerBuilder {
         self
     }
 
+    /// When a circuit breaker inside this layer refuses an attempt ([`CircuitOpen`]) and lets its
+    /// next probe through within `max_wait`, waits for it and tries again (an attempt of its own,
+    /// not drawn from the budget). Off by default: the rejection goes back to the caller at once.
+    ///
+    /// [`CircuitOpen`]: gentlify_core::error::CircuitOpen
+    pub fn wait_for_probe(mut self, max_wait: Duration) -> Self {
+        self.wait_for_probe = Some(max_wait);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<RetryLayer, ConfigError> {
         if self.max_attempts == 0 {
@@ -276,6 +290,7 @@ impl RetryLayerBuilder {
                 body_prefix_bytes: self.body_prefix_bytes,
                 attempt_header: self.attempt_header,
                 idempotency_header: self.idempotency_header,
+                wait_for_probe: self.wait_for_probe,
             }),
         })
     }

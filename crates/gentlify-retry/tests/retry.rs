@@ -434,6 +434,38 @@ async fn local_rejections_are_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_breaker_rejection_can_wait_for_the_probe() {
+    let start = Instant::now();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service_fn({
+        let times = times.clone();
+        move |_request: http::Request<Full<Bytes>>| {
+            let mut times = times.lock().unwrap();
+            times.push(start.elapsed());
+            std::future::ready(if times.len() == 1 {
+                Err::<_, BoxError>(Box::new(CircuitOpen::new(Duration::from_secs(2))))
+            } else {
+                Ok(response(200))
+            })
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            layer()
+                .wait_for_probe(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        )
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        *times.lock().unwrap(),
+        [Duration::ZERO, Duration::from_secs(2)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn nothing_is_retried_while_the_circuit_is_open() {
     let feedback = Feedback::new();
     feedback.set_circuit_state(CircuitState::Open);
