@@ -12,8 +12,8 @@ use crate::error::ConfigError;
 /// sends little still retry. When the budget is spent, the last response or error goes back to
 /// the caller instead of a retry.
 ///
-/// This is tower's [`TpsBudget`] (a port of Finagle's `RetryBudget`; the gRPC retry throttle works
-/// alike), wrapped so that its limits are checked by a `Result` instead of panicking. The default
+/// This is tower's [`TpsBudget`] (a port of Finagle's `RetryBudget`; gRPC's retry throttling
+/// pursues the same aim with a token bucket), wrapped so that its limits are checked by a `Result` instead of panicking. The default
 /// is Finagle's: deposits live 10 s, `retry_ratio` 0.2 (one retry per five requests), and a reserve
 /// of 10 retries per second over that window. A burst of `n` failing requests thus produces at most
 /// about `0.2 × n + 10 × 10` retries.

@@ -82,12 +82,58 @@
 //! ends when the final response's body ends or is dropped, or when the caller drops the future,
 //! during a backoff sleep included.
 //!
+//! # Where it goes in a stack
+//!
+//! gentlify's recommended order (outermost first) is breaker → adaptive concurrency → **retry** →
+//! token budget → header feedback → the client: a retry then stays inside the concurrency permit
+//! and the breaker sees one logical request, while the budget and the header layer see every
+//! attempt. Put the layers in another order and the contract still holds, because it travels in
+//! the slot and the handle, not in the position: with retry outside the concurrency layer, the
+//! retry goes back through the same limiter instance, which recognises the request by its slot and
+//! lets it through on the permit it holds.
+//!
+//! Build every layer of a stack on one [`Feedback`] handle (`.feedback(handle.clone())`), so that
+//! they share the classifier, the pause gate, the circuit state and the retry budget.
+//!
+//! # Defaults, and where they come from
+//!
+//! | setting | default | source |
+//! |---|---|---|
+//! | [`max_attempts`](RetryLayerBuilder::max_attempts) | 3 | the OpenAI and Anthropic SDKs' 2 retries |
+//! | [`backoff`](RetryLayerBuilder::backoff) | 500 ms × 2ⁿ, capped at 8 s, full jitter | the same SDKs' curve; full jitter from Brooker, "Exponential Backoff And Jitter" (AWS, 2015) |
+//! | [`max_server_delay`](RetryLayerBuilder::max_server_delay) | 120 s | a minute-window quota resets within it |
+//! | [`budget`](RetryLayerBuilder::budget) | the handle's: 20 % + 10/s over 10 s | Finagle's `RetryBudget`, through tower's [`TpsBudget`](tower::retry::budget::TpsBudget) |
+//! | [`body_prefix_bytes`](RetryLayerBuilder::body_prefix_bytes) | 8 KiB | provider error bodies name their type in the first few hundred bytes |
+//! | [`attempt_timeout`](RetryLayerBuilder::attempt_timeout), [`max_total_time`](RetryLayerBuilder::max_total_time), [`wait_for_probe`](RetryLayerBuilder::wait_for_probe) | off | |
+//!
+//! # Bodies
+//!
+//! Requests: a `Clone` body (`Full<Bytes>`, `String`, `Bytes`...) is replayed as is. Put a
+//! [`ReplayBodyLayer`] outside the retry layer for bodies that are not `Clone`: bodies within its
+//! bound are buffered and replayed, larger ones go out once, unretried, never truncated.
+//!
+//! Responses come back as `http::Response<SlotBody<RetryBody<B>>>`: [`RetryBody`] yields the
+//! inner body's bytes exactly (the prefix read to classify a 429 is replayed first), and
+//! [`SlotBody`] ends the slot at the end of the body.
+//!
+//! # reqwest
+//!
+//! There is no `Service<reqwest::Request>` here: reqwest 0.13's `Request` has no public
+//! extensions, so the slot could not travel in it to the layers below, nor could the inner service
+//! read [`Slot::attempt`]. Use `http::Request`s through the stack and convert at the bottom, in a
+//! `service_fn` around the client: `reqwest::Request::try_from(http_request)` (the body must be
+//! `Into<reqwest::Body>`; read the slot from the extensions before converting), then
+//! `http::Response::from(reqwest_response)`, whose `reqwest::Body` is an `http_body::Body`.
+//!
+//!
 //! [`Feedback::classifier`]: gentlify_core::Feedback::classifier
 //! [`Feedback::circuit_state`]: gentlify_core::Feedback::circuit_state
 //! [`Classify::classify_body`]: gentlify_core::Classify::classify_body
 //! [`is_local_rejection`]: gentlify_core::error::is_local_rejection
 //! [`Slot`]: gentlify_core::Slot
 //! [`Slot::attempt`]: gentlify_core::Slot::attempt
+//! [`Feedback`]: gentlify_core::Feedback
+//! [`SlotBody`]: gentlify_core::SlotBody
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

@@ -55,8 +55,8 @@ pub(crate) fn try_clone_request<B: TryCloneBody>(
 /// of the body as it streams, and the request goes out once, unretried. A body whose size hint is
 /// already over the bound is not read at all.
 ///
-/// This is the approach of tower's retry examples and of `reqwest::Request::try_clone`: only a
-/// body held whole in memory is replayed.
+/// As with `reqwest::Request::try_clone` (`None` for a streaming body) and tower's
+/// `Policy::clone_request`, only a body held whole in memory is replayed.
 ///
 /// ```
 /// use std::convert::Infallible;
