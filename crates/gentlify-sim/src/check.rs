@@ -51,7 +51,7 @@ pub fn check_expectations(scenario: &Scenario, report: &ScenarioReport) -> Vec<S
 /// Checks one contender's figures against `ranges`; a missing range is not checked.
 pub fn check_figures(f: &Figures, ranges: &FigureRanges) -> Vec<String> {
     let failed: u64 = f.failed.values().sum();
-    let checks: [(&str, Option<f64>, Option<Range>); 8] = [
+    let checks: [(&str, Option<f64>, Option<Range>); 9] = [
         ("goodput_ratio", Some(f.goodput_ratio), ranges.goodput_ratio),
         (
             "overloads_per_1000",
@@ -68,6 +68,7 @@ pub fn check_figures(f: &Figures, ranges: &FigureRanges) -> Vec<String> {
         ),
         ("settling_s", f.settling_s, ranges.settling_s),
         ("fairness", Some(f.fairness), ranges.fairness),
+        ("peak_limit", f.peak_limit, ranges.peak_limit),
     ];
     checks
         .into_iter()

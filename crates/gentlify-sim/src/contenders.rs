@@ -1,29 +1,6 @@
 //! The contenders: one function per client stack, run side by side on the same scenario.
 //!
-//! # Adding a contender (e.g. a gentlify stack)
-//!
-//! Write a `fn(MeteredUpstream, &ContenderCtx<'_>) -> ClientStack` that wraps the upstream in
-//! your layers and ends with `.map_response(box_response)` and `BoxCloneService::new`, then add
-//! a [`Contender`] to the list in [`contenders`]:
-//!
-//! ```ignore
-//! fn gentlify_full(up: MeteredUpstream, ctx: &ContenderCtx<'_>) -> ClientStack {
-//!     let feedback = gentlify_core::Feedback::new();
-//!     // report the adaptive limit for the plot: ctx.limit.set(limit as f64) from a controller
-//!     BoxCloneService::new(
-//!         ServiceBuilder::new()
-//!             .map_response(box_response)
-//!             .layer(/* breaker, concurrency, retry, budget, headers on `feedback` */)
-//!             .service(up),
-//!     )
-//! }
-//! // in contenders():
-//! Contender { name: "gentlify", retry: RetryMode::Own, build: gentlify_full, note: "" },
-//! ```
-//!
-//! A contender whose name starts with `gentlify` is checked against the scenario's
-//! `[expect.gentlify]` ranges by the test suite. `RetryMode::Own` skips the shared SDK-like retry
-//! (for stacks that retry themselves, so that a request keeps its slot across attempts).
+//! See [`contenders`] for how to add one.
 
 use std::fmt;
 use std::future::Future;
@@ -117,6 +94,31 @@ impl fmt::Debug for Contender {
 }
 
 /// Every contender, in table order.
+///
+/// # Adding a contender (e.g. a gentlify stack)
+///
+/// Write a `fn(MeteredUpstream, &ContenderCtx<'_>) -> ClientStack` that wraps the upstream in
+/// your layers and ends with `.map_response(box_response)` and `BoxCloneService::new`, then add
+/// a [`Contender`] to the list in [`contenders`]:
+///
+/// ```ignore
+/// fn gentlify_full(up: MeteredUpstream, ctx: &ContenderCtx<'_>) -> ClientStack {
+///     let feedback = gentlify_core::Feedback::new();
+///     // report the adaptive limit for the plot: ctx.limit.set(limit as f64) from a controller
+///     BoxCloneService::new(
+///         ServiceBuilder::new()
+///             .map_response(box_response)
+///             .layer(/* breaker, concurrency, retry, budget, headers on `feedback` */)
+///             .service(up),
+///     )
+/// }
+/// // in contenders():
+/// Contender { name: "gentlify", retry: RetryMode::Own, build: gentlify_full, note: "" },
+/// ```
+///
+/// A contender whose name starts with `gentlify` is checked against the scenario's
+/// `[expect.gentlify]` ranges by the test suite. `RetryMode::Own` skips the shared SDK-like retry
+/// (for stacks that retry themselves, so that a request keeps its slot across attempts).
 pub fn contenders() -> Vec<Contender> {
     use RetryMode::Shared;
     vec![
@@ -154,7 +156,7 @@ pub fn contenders() -> Vec<Contender> {
             name: "tower-resilience-aimd",
             retry: Shared,
             build: tower_resilience_aimd,
-            note: "tower-resilience-adaptive Aimd defaults but latency_threshold = 2x unloaded latency (the 100 ms default reads every LLM call as congestion); 429/503/529 mapped to errors; its circuit breaker left out (times its open state with std::time::Instant)",
+            note: "tower-resilience-adaptive Aimd defaults but latency_threshold = 2x unloaded latency (the 100 ms default reads every LLM call as congestion); 429/503/529 mapped to errors (it counts only Err as failure); its retry layer replaced by the shared retry so all contenders retry alike; its circuit breaker left out (times its open state with std::time::Instant)",
         },
         Contender {
             name: "tower-acc-aimd",

@@ -20,7 +20,7 @@ pub fn table(report: &ScenarioReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>9} {:>9} {:>6} {:>7} {:>8} {:>8} {:>10} {:>8} {:>9}",
+        "{:<26} {:>9} {:>9} {:>6} {:>7} {:>8} {:>8} {:>13} {:>8} {:>9} {:>6} {:>7}",
         "contender",
         "good/orc",
         "429s/1k",
@@ -30,7 +30,9 @@ pub fn table(report: &ScenarioReport) -> String {
         "p99 s",
         "peak/C",
         "early",
-        "settle s"
+        "settle s",
+        "fair",
+        "limit^"
     );
     for run in &report.runs {
         let f = &run.figures;
@@ -40,7 +42,7 @@ pub fn table(report: &ScenarioReport) -> String {
             .map_or_else(|| "-".to_string(), |s| format!("{s:.1}"));
         let _ = writeln!(
             out,
-            "{:<26} {:>9.3} {:>9.1} {:>6} {:>7} {:>8.2} {:>8.2} {:>10} {:>8} {:>9} {:>6.3}",
+            "{:<26} {:>9.3} {:>9.1} {:>6} {:>7} {:>8.2} {:>8.2} {:>13} {:>8} {:>9} {:>6.3} {:>7}",
             f.contender,
             f.goodput_ratio,
             f.overloads_per_1000,
@@ -48,10 +50,12 @@ pub fn table(report: &ScenarioReport) -> String {
             failed,
             f.attempts_per_request,
             f.p99_s,
-            format!("{}/{}", f.peak_concurrency, f.cap),
+            format!("{}/{} {:.2}", f.peak_concurrency, f.cap, f.peak_over_cap),
             f.sent_before_retry_after,
             settle,
             f.fairness,
+            f.peak_limit
+                .map_or_else(|| "-".to_string(), |l| format!("{l:.0}")),
         );
     }
     out
@@ -69,8 +73,8 @@ pub fn footnotes(contenders: &[Contender]) -> String {
          for 30 s of wall time, i.e. the rest of a simulated run).\n\
            columns: good/orc = completed / oracle's requests over the same virtual duration; \
          429s/1k = 429+503+529 per 1000 attempts; early = attempts sent before a retry-after had \
-         expired; peak/C = highest concurrency requested of the API / C at start; settle = \
-         longest settling time after a capacity step; fair = Jain's index of per-client goodput.\n",
+         expired; peak/C = highest concurrency requested of the API / C at start, then the highest ratio of requested concurrency to the C in force; settle = \
+         longest settling time after a capacity step; fair = Jain's index of per-client goodput; limit^ = highest client-side limit the contender reported (summed over clients).\n",
     );
     out
 }

@@ -56,6 +56,9 @@ pub struct Figures {
     pub settling_s: Option<f64>,
     /// Jain's fairness index of per-client goodput (1 = equal shares).
     pub fairness: f64,
+    /// Highest client-side limit the contender reported (summed over clients), if it reports
+    /// one: a limit far above the concurrency actually used has inflated.
+    pub peak_limit: Option<f64>,
 }
 
 /// A time series for the plot.
@@ -423,6 +426,10 @@ fn figures(
         peak_over_cap: stats.peak_over_cap,
         settling_s: settling(scenario, stats, samples, duration_s),
         fairness,
+        peak_limit: {
+            let peak = samples.iter().map(|s| s.3).fold(0.0, f64::max);
+            (peak > 0.0).then_some(peak)
+        },
     }
 }
 

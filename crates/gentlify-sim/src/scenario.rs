@@ -391,6 +391,10 @@ pub struct FigureRanges {
     /// Jain's fairness index across clients.
     #[serde(default)]
     pub fairness: Option<Range>,
+    /// Highest client-side limit reported, summed over clients (e.g. to check that a limit
+    /// does not inflate when the sender is the bound).
+    #[serde(default)]
+    pub peak_limit: Option<Range>,
 }
 
 /// Error reading a scenario file.
