@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use crate::cost::TokenCost;
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{Actual, Window};
+use crate::window::{nanos, Actual, Tick, Window};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -97,6 +97,8 @@ pub(crate) struct Shared {
 }
 
 struct State {
+    /// Tick 0 of the windows.
+    base: Instant,
     windows: Vec<Window>,
     queue: VecDeque<Waiter>,
     next_waiter: u64,
@@ -109,6 +111,14 @@ struct Waiter {
 }
 
 impl State {
+    fn tick(&self, t: Instant) -> Tick {
+        nanos(t.saturating_duration_since(self.base))
+    }
+
+    fn instant(&self, t: Tick) -> Instant {
+        self.base + Duration::from_nanos(t)
+    }
+
     fn wake_front(&mut self) {
         if let Some(front) = self.queue.front_mut() {
             if let Some(waker) = front.waker.take() {
@@ -126,6 +136,7 @@ impl State {
 
     /// Charges every limit, or none when one is short.
     fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
+        let now = self.tick(now);
         if !self
             .windows
             .iter_mut()
@@ -148,6 +159,7 @@ impl State {
     /// When `need` (the request and whoever waits before it) fits in every limit, and which limit
     /// is the last to allow it.
     fn time_to_fit(&mut self, now: Instant, need: &TokenCost) -> (Instant, Dimension) {
+        let now = self.tick(now);
         let mut latest = (now, Dimension::Requests);
         for w in &mut self.windows {
             // More than a whole capacity (a long queue before it) takes a window per capacity
@@ -156,16 +168,14 @@ impl State {
             let whole_windows = amount.saturating_sub(1) / w.capacity;
             let at = w
                 .time_to_fit(now, amount.min(w.capacity))
-                .and_then(|at| {
-                    let whole_windows = u32::try_from(whole_windows).ok()?;
-                    at.checked_add(w.limit.window().checked_mul(whole_windows)?)
-                })
-                .unwrap_or(now + NEVER);
+                .and_then(|at| at.checked_add(w.length().checked_mul(whole_windows)?))
+                .unwrap_or(now.saturating_add(nanos(NEVER)))
+                .min(now.saturating_add(nanos(NEVER)));
             if at > latest.0 {
                 latest = (at, w.dimension());
             }
         }
-        latest
+        (self.instant(latest.0), latest.1)
     }
 }
 
@@ -256,6 +266,12 @@ impl TokenBudgetBuilder {
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
                 state: Mutex::new(State {
+                    // A day before now, so that a budget made before a test's paused clock
+                    // starts still sees later instants as later.
+                    base: {
+                        let now = Instant::now();
+                        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+                    },
                     windows,
                     queue: VecDeque::new(),
                     next_waiter: 0,
@@ -326,8 +342,8 @@ impl TokenBudget {
     /// Charges `cost` now without waiting (an attempt that went out without asking, such as a
     /// retry made below the budget layer).
     pub fn charge_now(&self, cost: &TokenCost) {
-        let now = Instant::now();
         let mut state = self.lock();
+        let now = state.tick(Instant::now());
         for w in &mut state.windows {
             let amount = w.amount_of(cost);
             w.charge(now, amount);
@@ -336,8 +352,8 @@ impl TokenBudget {
 
     /// What is left now of the first limit counting `dimension`.
     pub fn remaining(&self, dimension: Dimension) -> Option<u64> {
-        let now = Instant::now();
         let mut state = self.lock();
+        let now = state.tick(Instant::now());
         state
             .windows
             .iter_mut()
@@ -387,8 +403,8 @@ impl Shared {
     }
 
     fn part(&self) -> SnapshotPart {
-        let now = Instant::now();
         let mut state = self.lock();
+        let now = state.tick(Instant::now());
         let mut part = SnapshotPart::new("budget");
         if let Some(name) = &self.name {
             part = part.field("name", &**name);
@@ -406,7 +422,7 @@ impl Shared {
                 if let Some(at) = server.reset_at {
                     part = part.field(
                         format!("{key}_server_reset"),
-                        at.saturating_duration_since(now),
+                        Duration::from_nanos(at.saturating_sub(now)),
                     );
                 }
             }
@@ -421,6 +437,7 @@ impl Controller for Shared {
         // The report describes the server at `observed_at`; what has passed since is refill.
         let elapsed = now.saturating_duration_since(report.observed_at);
         let mut state = self.lock();
+        let now = state.tick(now);
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
@@ -477,8 +494,8 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
-        let mut now = lazy_now();
         let mut state = self.budget.lock();
+        let mut now = lazy_tick(state.base);
         let mut returned = false;
         for (w, charge) in state
             .windows
@@ -495,9 +512,9 @@ impl Reservation {
 }
 
 /// Reads the clock on first use only.
-fn lazy_now() -> impl FnMut() -> Instant {
+fn lazy_tick(base: Instant) -> impl FnMut() -> Tick {
     let mut now = None;
-    move || *now.get_or_insert_with(Instant::now)
+    move || *now.get_or_insert_with(|| nanos(Instant::now().saturating_duration_since(base)))
 }
 
 impl fmt::Debug for Reservation {
@@ -512,8 +529,8 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
-        let mut now = lazy_now();
         let mut state = self.budget.lock();
+        let mut now = lazy_tick(state.base);
         for (w, charge) in state
             .windows
             .iter_mut()
@@ -528,8 +545,8 @@ impl Reservation {
     /// (while it waited for another budget), so that it leaves the window one window after the
     /// request really went out.
     pub(crate) fn restamp(&mut self) {
-        let now = Instant::now();
         let mut state = self.budget.lock();
+        let now = state.tick(Instant::now());
         for (w, charge) in state
             .windows
             .iter_mut()

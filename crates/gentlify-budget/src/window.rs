@@ -1,24 +1,35 @@
 //! One limit's sliding window: what was charged when, what the server says is left.
+//!
+//! Time inside a window is a tick: nanoseconds since the budget was made, so that the hot path
+//! compares integers instead of doing `Instant` arithmetic.
 
 use std::collections::VecDeque;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use crate::cost::TokenCost;
 use crate::limit::Limit;
 use gentlify_core::{Dimension, Usage};
 
+/// Nanoseconds since the budget's base instant.
+pub(crate) type Tick = u64;
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Charges closer together than `window / GRANULES` share one entry, so a window holds at most
 /// about `GRANULES + 1` entries however many requests pass: 59 ms slices for a minute window.
 /// A merged entry expires with its latest charge, so merging only ever delays capacity, by at most
 /// one slice, and never lets more than the capacity into a window.
-const GRANULES: u32 = 1024;
+const GRANULES: u64 = 1024;
+
+/// The longest the budget believes a server's deficit (a week: longer resets are not rate limits).
+const MAX_SERVER_RESET: Duration = Duration::from_secs(86_400 * 7);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    opened: Instant,
-    last: Instant,
+    opened: Tick,
+    last: Tick,
     amount: u64,
 }
 
@@ -27,31 +38,31 @@ struct Entry {
 #[derive(Debug, Clone, Copy)]
 struct Deficit {
     amount: u64,
-    from: Instant,
-    until: Instant,
+    from: Tick,
+    until: Tick,
 }
 
 impl Deficit {
-    fn at(&self, t: Instant) -> u64 {
+    fn at(&self, t: Tick) -> u64 {
         if t >= self.until {
             return 0;
         }
         if t <= self.from {
             return self.amount;
         }
-        let left = (self.until - t).as_nanos();
-        let span = (self.until - self.from).as_nanos().max(1);
-        (self.amount as u128 * left).div_ceil(span) as u64
+        let left = u128::from(self.until - t);
+        let span = u128::from(self.until - self.from).max(1);
+        (u128::from(self.amount) * left).div_ceil(span) as u64
     }
 
-    /// The first instant at which the deficit is at most `allowed`.
-    fn time_when(&self, allowed: u64) -> Instant {
+    /// The first tick at which the deficit is at most `allowed`.
+    fn time_when(&self, allowed: u64) -> Tick {
         if allowed >= self.amount {
             return self.from;
         }
-        let span = (self.until - self.from).as_nanos();
-        let keep = span * allowed as u128 / self.amount.max(1) as u128;
-        self.until - Duration::from_nanos(keep as u64)
+        let span = u128::from(self.until - self.from);
+        let keep = span * u128::from(allowed) / u128::from(self.amount.max(1));
+        self.until - keep as u64
     }
 }
 
@@ -59,7 +70,7 @@ impl Deficit {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServerView {
     pub(crate) remaining: u64,
-    pub(crate) reset_at: Option<Instant>,
+    pub(crate) reset_at: Option<Tick>,
 }
 
 /// A sliding window log, quantised: the exact sum charged in the last `window`, so that no window
@@ -68,7 +79,8 @@ pub(crate) struct ServerView {
 pub(crate) struct Window {
     pub(crate) limit: Limit,
     pub(crate) capacity: u64,
-    granule: Duration,
+    window: u64,
+    granule: u64,
     entries: VecDeque<Entry>,
     first_seq: u64,
     used: u64,
@@ -78,10 +90,12 @@ pub(crate) struct Window {
 
 impl Window {
     pub(crate) fn new(limit: Limit, capacity: u64) -> Self {
+        let window = nanos(limit.window());
         Window {
             limit,
             capacity,
-            granule: limit.window() / GRANULES,
+            window,
+            granule: window / GRANULES,
             entries: VecDeque::new(),
             first_seq: 0,
             used: 0,
@@ -92,6 +106,11 @@ impl Window {
 
     pub(crate) fn dimension(&self) -> Dimension {
         self.limit.dimension()
+    }
+
+    /// The window's length in ticks.
+    pub(crate) fn length(&self) -> u64 {
+        self.window
     }
 
     /// What `cost` weighs in this window.
@@ -118,10 +137,9 @@ impl Window {
         }
     }
 
-    fn expire(&mut self, now: Instant) {
-        let window = self.limit.window();
+    fn expire(&mut self, now: Tick) {
         while let Some(front) = self.entries.front() {
-            if front.last + window > now {
+            if front.last.saturating_add(self.window) > now {
                 break;
             }
             self.used -= front.amount;
@@ -133,43 +151,43 @@ impl Window {
         }
     }
 
-    fn deficit_at(&self, t: Instant) -> u64 {
+    fn deficit_at(&self, t: Tick) -> u64 {
         self.deficit.map_or(0, |d| d.at(t))
     }
 
     /// Capacity left now.
-    pub(crate) fn remaining(&mut self, now: Instant) -> u64 {
+    pub(crate) fn remaining(&mut self, now: Tick) -> u64 {
         self.expire(now);
         self.capacity
             .saturating_sub(self.used.saturating_add(self.deficit_at(now)))
     }
 
     /// Charged in the current window (deficit included).
-    pub(crate) fn used(&mut self, now: Instant) -> u64 {
+    pub(crate) fn used(&mut self, now: Tick) -> u64 {
         self.expire(now);
         self.used.saturating_add(self.deficit_at(now))
     }
 
     /// How long until everything charged so far has left the window.
-    pub(crate) fn reset_in(&mut self, now: Instant) -> Duration {
+    pub(crate) fn reset_in(&mut self, now: Tick) -> Duration {
         self.expire(now);
         let log = self
             .entries
             .back()
-            .map_or(now, |e| e.last + self.limit.window());
+            .map_or(now, |e| e.last.saturating_add(self.window));
         let deficit = self.deficit.map_or(now, |d| d.until);
-        log.max(deficit).saturating_duration_since(now)
+        Duration::from_nanos(log.max(deficit).saturating_sub(now))
     }
 
-    pub(crate) fn fits(&mut self, now: Instant, amount: u64) -> bool {
+    pub(crate) fn fits(&mut self, now: Tick, amount: u64) -> bool {
         self.remaining(now) >= amount
     }
 
     /// Charges `amount` now; returns the entry's sequence number, for reconciling.
-    pub(crate) fn charge(&mut self, now: Instant, amount: u64) -> u64 {
+    pub(crate) fn charge(&mut self, now: Tick, amount: u64) -> u64 {
         self.used += amount;
         if let Some(back) = self.entries.back_mut() {
-            if now.saturating_duration_since(back.opened) < self.granule {
+            if now.saturating_sub(back.opened) < self.granule {
                 back.amount += amount;
                 back.last = back.last.max(now);
                 return self.first_seq + self.entries.len() as u64 - 1;
@@ -187,24 +205,23 @@ impl Window {
     /// overrun when more. A charge that has left the window already counted fully; an overrun on
     /// it is charged `now()`. Returns whether capacity came back.
     ///
-    /// An entry still in the queue is adjusted in place even if its time is up (it leaves with
-    /// its adjusted amount at the next expiry), so the common path reads no clock.
+    /// A return is applied in place even to an entry whose time is up (it leaves with its
+    /// adjusted amount at the next expiry), so the common path reads no clock.
     pub(crate) fn adjust(
         &mut self,
         seq: u64,
         from: u64,
         to: u64,
-        now: &mut impl FnMut() -> Instant,
+        now: &mut impl FnMut() -> Tick,
     ) -> bool {
         if from == to {
             return false;
         }
-        let window = self.limit.window();
         if seq >= self.first_seq {
             if let Some(entry) = self.entries.get_mut((seq - self.first_seq) as usize) {
-                // A return is safe on an entry whose time is up; an overrun on one would leave
-                // with it, uncounted: it is charged now instead.
-                if to < from || entry.last + window > now() {
+                // An overrun on an entry whose time is up would leave with it, uncounted: it is
+                // charged now instead.
+                if to < from || entry.last.saturating_add(self.window) > now() {
                     entry.amount = entry.amount - from.min(entry.amount) + to;
                     self.used = self.used - from.min(self.used) + to;
                     return to < from;
@@ -219,12 +236,12 @@ impl Window {
         false
     }
 
-    /// The first instant from `now` at which `need` more fits, assuming nothing else is charged;
+    /// The first tick from `now` at which `need` more fits, assuming nothing else is charged;
     /// `None` when it never fits (more than the capacity).
-    pub(crate) fn time_to_fit(&mut self, now: Instant, need: u64) -> Option<Instant> {
+    pub(crate) fn time_to_fit(&mut self, now: Tick, need: u64) -> Option<Tick> {
         self.expire(now);
         let room = self.capacity.checked_sub(need)?;
-        let window = self.limit.window();
+        let window = self.window;
         let mut used = self.used;
         let mut t = now;
         let mut entries = self.entries.iter().peekable();
@@ -237,7 +254,7 @@ impl Window {
                     Some(d) => {
                         let x = d.time_when(allowed).max(t);
                         match entries.peek() {
-                            Some(e) if e.last + window < x => {}
+                            Some(e) if e.last.saturating_add(window) < x => {}
                             _ => return Some(x),
                         }
                     }
@@ -245,7 +262,7 @@ impl Window {
             }
             match entries.next() {
                 Some(e) => {
-                    t = t.max(e.last + window);
+                    t = t.max(e.last.saturating_add(window));
                     used -= e.amount.min(used);
                 }
                 None => return Some(self.deficit.map_or(t, |d| d.until.max(t))),
@@ -254,26 +271,21 @@ impl Window {
     }
 
     /// The server says `remaining` is left, full again in `reset_after`: never believe more.
-    pub(crate) fn server_says(
-        &mut self,
-        now: Instant,
-        remaining: u64,
-        reset_after: Option<Duration>,
-    ) {
+    pub(crate) fn server_says(&mut self, now: Tick, remaining: u64, reset_after: Option<Duration>) {
         let believed = self.remaining(now);
-        let reset_after = reset_after.map(|d| d.min(Duration::from_secs(86_400 * 7)));
+        let reset_after = reset_after.map(|d| nanos(d.min(MAX_SERVER_RESET)));
         self.server = Some(ServerView {
             remaining,
-            reset_at: reset_after.map(|d| now + d),
+            reset_at: reset_after.map(|d| now.saturating_add(d)),
         });
         if remaining >= believed {
             return;
         }
-        let fade = reset_after.unwrap_or(self.limit.window());
+        let until = now.saturating_add(reset_after.unwrap_or(self.window));
         let current = self.deficit_at(now);
         let until = match self.deficit {
-            Some(d) if current > 0 => d.until.max(now + fade),
-            _ => now + fade,
+            Some(d) if current > 0 => d.until.max(until),
+            _ => until,
         };
         self.deficit = Some(Deficit {
             amount: current + (believed - remaining),
@@ -296,44 +308,40 @@ pub enum Actual {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn charges_leave_the_window_after_its_length() {
+    const S: u64 = 1_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn charges_leave_the_window_after_its_length() {
         let mut w = Window::new(Limit::tokens_per_minute(100), 100);
-        let now = Instant::now();
-        w.charge(now, 60);
-        assert_eq!(w.remaining(now), 40);
-        assert_eq!(w.time_to_fit(now, 50), Some(now + Duration::from_secs(60)));
-        assert_eq!(w.time_to_fit(now, 101), None);
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(w.remaining(Instant::now()), 100);
+        w.charge(0, 60);
+        assert_eq!(w.remaining(0), 40);
+        assert_eq!(w.time_to_fit(0, 50), Some(60 * S));
+        assert_eq!(w.time_to_fit(0, 101), None);
+        assert_eq!(w.remaining(60 * S - 1), 40);
+        assert_eq!(w.remaining(60 * S), 100);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn merged_charges_leave_with_the_latest_of_them() {
+    #[test]
+    fn merged_charges_leave_with_the_latest_of_them() {
         let mut w = Window::new(Limit::tokens_per_minute(100), 100);
-        let start = Instant::now();
-        w.charge(start, 30);
-        w.charge(start + Duration::from_millis(10), 30);
+        w.charge(0, 30);
+        w.charge(10 * MS, 30);
         assert_eq!(w.entries.len(), 1, "within one 58 ms slice");
-        assert_eq!(w.remaining(start + Duration::from_secs(60)), 40);
-        assert_eq!(
-            w.remaining(start + Duration::from_secs(60) + Duration::from_millis(10)),
-            100
-        );
-        w.charge(start + Duration::from_millis(70), 10);
+        assert_eq!(w.remaining(60 * S), 40);
+        assert_eq!(w.remaining(60 * S + 10 * MS), 100);
+        w.charge(60 * S + 70 * MS, 10);
         assert_eq!(w.entries.len(), 1, "the old slice left, a new one opened");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_charge_that_left_the_window_takes_no_return_and_its_overrun_counts_now() {
+    #[test]
+    fn a_charge_that_left_the_window_takes_no_return_and_its_overrun_counts_now() {
         let mut w = Window::new(Limit::tokens_per_minute(100), 100);
-        let start = Instant::now();
-        let seq = w.charge(start, 50);
-        let later = start + Duration::from_secs(61);
-        w.adjust(seq, 50, 10, &mut || later);
-        assert_eq!(w.remaining(later), 100);
-        let seq = w.charge(later, 0);
-        let last = later + Duration::from_secs(61);
+        let seq = w.charge(0, 50);
+        w.adjust(seq, 50, 10, &mut || 61 * S);
+        assert_eq!(w.remaining(61 * S), 100);
+        let seq = w.charge(61 * S, 0);
+        let last = 122 * S;
         w.adjust(seq, 0, 30, &mut || last);
         assert_eq!(
             w.remaining(last),
@@ -342,18 +350,16 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn deficit_fades_until_the_reset() {
+    #[test]
+    fn deficit_fades_until_the_reset() {
         let mut w = Window::new(Limit::tokens_per_minute(100), 100);
-        let now = Instant::now();
-        w.server_says(now, 20, Some(Duration::from_secs(10)));
-        assert_eq!(w.remaining(now), 20);
-        assert_eq!(w.remaining(now + Duration::from_secs(5)), 60);
-        let at = w.time_to_fit(now, 60).unwrap();
-        assert_eq!(at, now + Duration::from_secs(5));
-        w.server_says(now, 90, None);
+        w.server_says(0, 20, Some(Duration::from_secs(10)));
+        assert_eq!(w.remaining(0), 20);
+        assert_eq!(w.remaining(5 * S), 60);
+        assert_eq!(w.time_to_fit(0, 60), Some(5 * S));
+        w.server_says(0, 90, None);
         assert_eq!(
-            w.remaining(now),
+            w.remaining(0),
             20,
             "the server never raises what the client believes"
         );
