@@ -101,6 +101,22 @@ fn success_path(c: &mut Criterion) {
     group.bench_function("gentlify_retry", |b| {
         b.iter_custom(|iters| run(&rt, &gentlify_retry, iters))
     });
+
+    // The floor: the slot and the outcome alone (no request copy, no budget).
+    let gentlify_floor = rt.block_on(async {
+        tower::ServiceBuilder::new()
+            .layer(
+                gentlify_retry::RetryLayer::builder()
+                    .max_attempts(1)
+                    .without_budget()
+                    .build()
+                    .unwrap(),
+            )
+            .service(service_fn(ok))
+    });
+    group.bench_function("gentlify_retry_one_attempt_no_budget", |b| {
+        b.iter_custom(|iters| run(&rt, &gentlify_floor, iters))
+    });
     group.finish();
 }
 

@@ -48,7 +48,8 @@ pin_project! {
         config: Arc<Config>,
         // The per-attempt timeout while an attempt is in flight, the backoff while waiting.
         timer: Option<Pin<Box<Sleep>>>,
-        started: Instant,
+        // When the logical request began: read only when a time limit needs it.
+        started: Option<Instant>,
         previous_delay: Duration,
     }
 }
@@ -92,10 +93,12 @@ where
     ) -> Self {
         let dispatched = slot.dispatch(&config.feedback);
         let future = service.call(request);
-        let started = Instant::now();
+        let timed = config.attempt_timeout.is_some() || config.max_total_time.is_some();
+        let started = timed.then(Instant::now);
         let timer = config
             .attempt_timeout
-            .map(|timeout| Box::pin(tokio::time::sleep_until(started + timeout)));
+            .zip(started)
+            .map(|(timeout, started)| Box::pin(tokio::time::sleep_until(started + timeout)));
         ResponseFuture {
             state: State::Called { future },
             service,
@@ -357,13 +360,14 @@ fn probe_delay(
     slot: &Slot,
     replayable: bool,
     open: &CircuitOpen,
-    started: Instant,
+    started: Option<Instant>,
 ) -> Option<Duration> {
     let max_wait = config.wait_for_probe?;
     let wait = open.retry_in();
     let within_total = config
         .max_total_time
-        .is_none_or(|limit| started.elapsed().saturating_add(wait) <= limit);
+        .zip(started)
+        .is_none_or(|(limit, started)| started.elapsed().saturating_add(wait) <= limit);
     let ok = replayable
         && wait <= max_wait
         && within_total
@@ -378,7 +382,7 @@ fn retry_delay(
     replayable: bool,
     class: Option<Class>,
     head: Option<(StatusCode, &HeaderMap)>,
-    started: Instant,
+    started: Option<Instant>,
     previous: Duration,
 ) -> Option<Duration> {
     // `None`: a local rejection (never reached the server) or a class only known later.
@@ -411,7 +415,7 @@ fn retry_delay(
     let delay = server_delay
         .unwrap_or_else(|| config.backoff.delay(attempt, previous))
         .max(paused_for.unwrap_or_default());
-    if let Some(limit) = config.max_total_time {
+    if let Some((limit, started)) = config.max_total_time.zip(started) {
         if started.elapsed().saturating_add(delay) > limit {
             return None;
         }
