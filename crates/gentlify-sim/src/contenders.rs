@@ -60,6 +60,41 @@ pub struct ContenderCtx<'a> {
     pub client: usize,
     /// Where to report the stack's current limit.
     pub limit: LimitGauge,
+    /// State shared by the stacks of all clients in this run (see [`ContenderCtx::shared`]).
+    pub run: RunShared,
+}
+
+/// Values shared by the client stacks of one run, one per type: e.g. one feedback handle or
+/// one budget for several clients, when a contender models a shared client-side quota.
+#[derive(Debug, Clone, Default)]
+pub struct RunShared(Arc<Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl ContenderCtx<'_> {
+    /// The run's shared value of type `T`, made by `init` for the first client that asks.
+    ///
+    /// ```
+    /// use gentlify_sim::{ContenderCtx, RunShared};
+    /// let shared = RunShared::default();
+    /// let a: std::sync::Arc<u32> = shared.get_or_insert_with(|| std::sync::Arc::new(7));
+    /// let b: std::sync::Arc<u32> = shared.get_or_insert_with(|| std::sync::Arc::new(8));
+    /// assert_eq!((*a, *b), (7, 7));
+    /// ```
+    pub fn shared<T: Clone + Send + 'static>(&self, init: impl FnOnce() -> T) -> T {
+        self.run.get_or_insert_with(init)
+    }
+}
+
+impl RunShared {
+    /// The value of type `T`, made by `init` if there is none yet.
+    pub fn get_or_insert_with<T: Clone + Send + 'static>(&self, init: impl FnOnce() -> T) -> T {
+        let mut values = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = values.iter().find_map(|v| v.downcast_ref::<T>()) {
+            return v.clone();
+        }
+        let v = init();
+        values.push(Box::new(v.clone()));
+        v
+    }
 }
 
 impl ContenderCtx<'_> {

@@ -33,7 +33,7 @@ pub use client::{
     box_response, send, take_virtual_rtt, ClientBody, ClientMeter, ClientStack, FailureClass,
     MeteredUpstream, RequestResult,
 };
-pub use contenders::{contenders, Contender, ContenderCtx, LimitGauge, RetryMode};
+pub use contenders::{contenders, Contender, ContenderCtx, LimitGauge, RetryMode, RunShared};
 pub use http::serve;
 pub use oracle::Oracle;
 pub use report::{footnotes, table, write_json, write_svg};

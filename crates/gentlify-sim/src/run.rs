@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::client::{send, FailureClass, MeteredUpstream, RequestResult};
-use crate::contenders::{Contender, ContenderCtx, LimitGauge, RetryMode};
+use crate::contenders::{Contender, ContenderCtx, LimitGauge, RetryMode, RunShared};
 use crate::oracle::Oracle;
 use crate::scenario::{Fault, Scenario, WorkloadKind};
 use crate::upstream::{chat_request, SimUpstream};
@@ -156,6 +156,7 @@ pub async fn run_one(
     let mut meters = Vec::new();
     let mut gauges = Vec::new();
     let mut stacks = Vec::new();
+    let run_shared = RunShared::default();
     for client in 0..clients {
         let meter = MeteredUpstream::new(api.clone());
         let gauge = LimitGauge::default();
@@ -165,6 +166,7 @@ pub async fn run_one(
             clients,
             client,
             limit: gauge.clone(),
+            run: run_shared.clone(),
         };
         stacks.push((contender.build)(meter.clone(), &ctx));
         meters.push(meter);
