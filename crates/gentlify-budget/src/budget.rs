@@ -144,15 +144,14 @@ impl State {
         {
             return None;
         }
-        let mut charges = Charges::default();
-        for (i, w) in self.windows.iter_mut().enumerate() {
+        let mut charges = Charges {
+            seqs: [0; MAX_LIMITS],
+            len: self.windows.len() as u8,
+        };
+        for (seq, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
             let amount = w.amount_of(cost);
-            charges.items[i] = Charge {
-                seq: w.charge(now, amount),
-                amount,
-            };
+            *seq = w.charge(now, amount);
         }
-        charges.len = self.windows.len();
         Some(charges)
     }
 
@@ -179,16 +178,19 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Charge {
-    seq: u64,
-    amount: u64,
+/// Where a reservation was charged: the entry of each window, in the budget's order. The amounts
+/// follow from the reservation's cost, so they are not kept: the reservation stays small enough
+/// to move in registers.
+#[derive(Debug, Clone, Copy)]
+struct Charges {
+    seqs: [u64; MAX_LIMITS],
+    len: u8,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Charges {
-    items: [Charge; MAX_LIMITS],
-    len: usize,
+impl Charges {
+    fn seqs(&self) -> &[u64] {
+        &self.seqs[..usize::from(self.len)]
+    }
 }
 
 /// Builds a [`TokenBudget`].
@@ -497,13 +499,10 @@ impl Reservation {
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         let mut returned = false;
-        for (w, charge) in state
-            .windows
-            .iter_mut()
-            .zip(&self.charges.items[..self.charges.len])
-        {
-            let to = w.amount_of_actual(actual, charge.amount);
-            returned |= w.adjust(charge.seq, charge.amount, to, &mut now);
+        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
+            let amount = w.amount_of(&self.cost);
+            let to = w.amount_of_actual(actual, amount);
+            returned |= w.adjust(seq, amount, to, &mut now);
         }
         if returned {
             state.wake_front();
@@ -531,12 +530,9 @@ impl Reservation {
     pub fn cancel(self) {
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
-        for (w, charge) in state
-            .windows
-            .iter_mut()
-            .zip(&self.charges.items[..self.charges.len])
-        {
-            w.adjust(charge.seq, charge.amount, 0, &mut now);
+        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
+            let amount = w.amount_of(&self.cost);
+            w.adjust(seq, amount, 0, &mut now);
         }
         state.wake_front();
     }
@@ -547,13 +543,11 @@ impl Reservation {
     pub(crate) fn restamp(&mut self) {
         let mut state = self.budget.lock();
         let now = state.tick(Instant::now());
-        for (w, charge) in state
-            .windows
-            .iter_mut()
-            .zip(&mut self.charges.items[..self.charges.len])
-        {
-            w.adjust(charge.seq, charge.amount, 0, &mut || now);
-            charge.seq = w.charge(now, charge.amount);
+        let len = usize::from(self.charges.len);
+        for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
+            let amount = w.amount_of(&self.cost);
+            w.adjust(*seq, amount, 0, &mut || now);
+            *seq = w.charge(now, amount);
         }
     }
 }
