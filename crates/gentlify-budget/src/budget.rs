@@ -61,12 +61,19 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// window share an entry that expires with its latest charge, so merging can only delay
 /// capacity, by at most one slice).
 ///
+/// What it costs in throughput: under a saturating load the budget admits its capacity per
+/// window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when the
+/// estimates are good and no other client shares the key. Its shape is bursty where a token
+/// bucket's is smooth: what was admitted together comes back together one window later.
+///
 /// # Waiting
 ///
 /// A request that does not fit waits, first come first served across every stack sharing the
 /// budget: a small request never overtakes a large one waiting before it. A request whose cost
-/// exceeds a limit's whole capacity fails at once with [`RequestTooLarge`]; one that would wait
-/// longer than [`max_wait`](TokenBudgetBuilder::max_wait) fails with [`BudgetWaitTooLong`].
+/// exceeds a limit's whole capacity fails at once with [`RequestTooLarge`]. One that would wait
+/// longer than [`max_wait`](TokenBudgetBuilder::max_wait) fails with [`BudgetWaitTooLong`]: at
+/// once when the wait can be foreseen (the charges in the window, and the costs of the requests
+/// queued before it, assuming no returns), else when the maximum wait is over.
 ///
 /// ```
 /// use gentlify_budget::{Limit, TokenBudget, TokenCost};

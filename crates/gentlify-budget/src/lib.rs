@@ -10,7 +10,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
 //! use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer};
-//! use gentlify_core::{Dimension, Feedback, Slot};
+//! use gentlify_core::{Dimension, Feedback};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -68,8 +68,12 @@
 //!    again for each attempt; earlier attempts keep their estimate, since providers count failed
 //!    requests. Attempts made by a retry below the layer are charged when the slot ends.
 //! 5. **Server truth wins.** Registered on the [`Feedback`](gentlify_core::Feedback) handle, the
-//!    budget hears the header layer's quota reports: no limit believes it has more left than the
-//!    server's `remaining`, and the difference fades out by the server's reset time.
+//!    budget hears the quota reports of the header layer (give both layers the same handle): no
+//!    limit believes it has more left than the server's `remaining`, and the difference fades
+//!    out by the server's reset time.
+//!
+//! In gentlify's default order the budget sits below the retry layer and above the header
+//! layer: breaker → adaptive concurrency → retry → **token budget** → header feedback → client.
 //!
 //! # Gaps
 //!
