@@ -227,6 +227,15 @@ where
                             }
                             None => this.dispatched.on_response(&head),
                         };
+                        // Gemini names its delay only in the body (`RetryInfo.retryDelay`).
+                        let classified = match classified {
+                            Classified::Ready(Class::Overloaded { retry_after: None }) => {
+                                Classified::Ready(Class::Overloaded {
+                                    retry_after: body_retry_delay(&prefix),
+                                })
+                            }
+                            other => other,
+                        };
                         let body = RetryBody::replay(std::mem::take(frames), rest);
                         Attempt::Response(http::Response::from_parts(head, body), classified)
                     }
@@ -317,6 +326,19 @@ where
             }
         }
     }
+}
+
+/// The delay a JSON error body names in a `"retryDelay": "2.500s"` field (Gemini's `RetryInfo`,
+/// a protobuf `Duration` in its JSON form), if any.
+fn body_retry_delay(prefix: &[u8]) -> Option<Duration> {
+    const FIELD: &[u8] = b"\"retryDelay\"";
+    let at = prefix.windows(FIELD.len()).position(|w| w == FIELD)?;
+    let rest = &prefix[at + FIELD.len()..];
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let value = std::str::from_utf8(&rest[..end]).ok()?;
+    gentlify_core::seconds_f64(value.strip_suffix('s')?.parse().ok()?)
 }
 
 /// The first `limit` bytes of the frames read.

@@ -336,6 +336,30 @@ async fn a_stalled_429_body_is_judged_on_what_arrived_by_the_attempt_timeout() {
     assert_eq!(log.times(), [Duration::ZERO, Duration::from_millis(1100)]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn transport_errors_are_retried_and_the_last_one_returned() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        move |_request: http::Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Err::<http::Response<ResBody>, _>(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset by peer",
+            )))
+        }
+    });
+    let feedback = Feedback::new();
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let error = client.oneshot(request()).await.unwrap_err();
+    assert!(error.downcast_ref::<std::io::Error>().is_some());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(feedback.snapshot().attempts_failure, 3);
+    assert_eq!(feedback.open_slots(), 0);
+}
+
 // ---- what is never retried ----
 
 fn fatal_body() -> ResBody {
@@ -384,6 +408,50 @@ async fn a_fatal_429_is_not_retried_and_its_body_comes_back_intact() {
     assert_eq!(read(response).await, all_bytes(fatal_body()).await);
     assert_eq!(*classes.0.lock().unwrap(), [(0, "fatal")]);
     assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_bodies_that_can_never_succeed_are_not_retried() {
+    // From rate-limit-signals.md: OpenAI, Anthropic, Gemini.
+    let bodies: [&'static [u8]; 5] = [
+        br#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota"}}"#,
+        br#"{"error":{"code":"credit_balance_exhausted"}}"#,
+        br#"{"type":"error","error":{"type":"rate_limit_error","message":"enforced_spend_limit_reached"}}"#,
+        br#"{"error":{"code":"rate_limit_exceeded","message":"Request too large for gpt-4o on tokens per min (TPM)"}}"#,
+        br#"{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}"#,
+    ];
+    for fatal in bodies {
+        let response = http::Response::builder()
+            .status(429)
+            .header("retry-after", "1")
+            .body(body(Bytes::from_static(fatal)))
+            .unwrap();
+        let (upstream, log) = scripted(vec![response]);
+        let client = ServiceBuilder::new()
+            .layer(layer().build().unwrap())
+            .service(upstream);
+        let response = client.oneshot(request()).await.unwrap();
+        assert_eq!(log.calls(), 1, "{}", String::from_utf8_lossy(fatal));
+        assert_eq!(read(response).await, Bytes::from_static(fatal));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_529_overloaded_is_retried() {
+    let (delay, calls) = delay_before_second_attempt(with_header(529, "retry-after", "3")).await;
+    assert_eq!((delay, calls), (Duration::from_secs(3), 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn gemini_retry_delay_in_the_body_is_honoured_to_the_millisecond() {
+    let gemini = http::Response::builder()
+        .status(429)
+        .body(body(Bytes::from_static(
+            br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay": "2.500s"}]}}"#,
+        )))
+        .unwrap();
+    let (delay, calls) = delay_before_second_attempt(gemini).await;
+    assert_eq!((delay, calls), (Duration::from_millis(2500), 2));
 }
 
 #[tokio::test(start_paused = true)]
