@@ -142,7 +142,7 @@ impl Window {
             if front.last.saturating_add(self.window) > now {
                 break;
             }
-            self.used -= front.amount;
+            self.used = self.used.saturating_sub(front.amount);
             self.entries.pop_front();
             self.first_seq += 1;
         }
@@ -185,10 +185,10 @@ impl Window {
 
     /// Charges `amount` now; returns the entry's sequence number, for reconciling.
     pub(crate) fn charge(&mut self, now: Tick, amount: u64) -> u64 {
-        self.used += amount;
+        self.used = self.used.saturating_add(amount);
         if let Some(back) = self.entries.back_mut() {
             if now.saturating_sub(back.opened) < self.granule {
-                back.amount += amount;
+                back.amount = back.amount.saturating_add(amount);
                 back.last = back.last.max(now);
                 return self.first_seq + self.entries.len() as u64 - 1;
             }
@@ -222,8 +222,8 @@ impl Window {
                 // An overrun on an entry whose time is up would leave with it, uncounted: it is
                 // charged now instead.
                 if to < from || entry.last.saturating_add(self.window) > now() {
-                    entry.amount = entry.amount - from.min(entry.amount) + to;
-                    self.used = self.used - from.min(self.used) + to;
+                    entry.amount = entry.amount.saturating_sub(from).saturating_add(to);
+                    self.used = self.used.saturating_sub(from).saturating_add(to);
                     return to < from;
                 }
             }
@@ -288,7 +288,7 @@ impl Window {
             _ => until,
         };
         self.deficit = Some(Deficit {
-            amount: current + (believed - remaining),
+            amount: current.saturating_add(believed - remaining),
             from: now,
             until,
         });
