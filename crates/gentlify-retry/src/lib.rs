@@ -68,8 +68,9 @@
 //!   `Clone`).
 //!
 //! The delay is the server's when it named one — `retry-after-ms`, then `Retry-After` (seconds,
-//! fractional seconds or an HTTP-date), then `grpc-retry-pushback-ms` — else the [`Backoff`]; never
-//! shorter than the handle's pause gate (which the header layer sets from reset hints). A server
+//! fractional seconds or an HTTP-date, the last to its second), then `grpc-retry-pushback-ms`,
+//! then, in a 429's body, Gemini's `"retryDelay": "2.500s"` — else the [`Backoff`]; never shorter
+//! than the handle's pause gate (which the header layer sets from reset hints). A server
 //! delay (or pause) longer than [`RetryLayerBuilder::max_server_delay`] is not waited for: the
 //! response goes back to the caller.
 //!
