@@ -471,3 +471,41 @@ async fn a_charge_made_while_waiting_for_another_budget_counts_from_dispatch() {
     tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(shared.remaining(Dimension::Tokens), Some(10_000));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_closure_estimates_requests_without_a_token_cost() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .estimate(|req: &http::Request<Vec<u8>>| TokenCost::new(req.body().len() as u64, 100))
+        .layer(service_fn(|_req: http::Request<Vec<u8>>| async {
+            json("{}")
+        }));
+    let response = svc
+        .clone()
+        .oneshot(http::Request::new(vec![0; 400]))
+        .await
+        .unwrap();
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_500));
+    drop(response);
+    // The extension still wins over the estimator.
+    let mut request = http::Request::new(vec![0; 400]);
+    request.extensions_mut().insert(TokenCost::new(1, 1));
+    drop(svc.oneshot(request).await.unwrap());
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_498));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_built_in_estimator_reads_the_json_body() {
+    let budget = tpm(10_000);
+    let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(
+        |_req: http::Request<String>| async { json("{}") },
+    ));
+    let body = r#"{"model":"claude-sonnet-4","max_tokens":256,"system":"Be brief.",
+        "messages":[{"role":"user","content":[{"type":"text","text":"What is a token bucket?"}]}]}"#;
+    let request = http::Request::post("/v1/messages")
+        .body(body.to_string())
+        .unwrap();
+    drop(svc.oneshot(request).await.unwrap());
+    // 9 + 23 characters of prompt = 8 tokens, plus max_tokens.
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(10_000 - 8 - 256));
+}
