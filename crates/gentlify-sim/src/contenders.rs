@@ -197,7 +197,7 @@ pub fn contenders() -> Vec<Contender> {
             name: "tower-acc-aimd",
             retry: Shared,
             build: |up, ctx| tower_acc(up, ctx, tower_acc::Aimd::default()),
-            note: "tower-acc defaults, classifier: 429/503/529/5xx/errors are overload; RTT from the virtual clock",
+            note: "tower-acc-{aimd,gradient2,vegas}: each algorithm's defaults (Aimd counts an RTT over 5 s as loss); classifier: 429/503/529/5xx/errors are overload; RTT read from the virtual clock by a thin Algorithm wrapper",
         },
         Contender {
             name: "tower-acc-gradient2",

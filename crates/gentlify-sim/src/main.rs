@@ -108,7 +108,20 @@ fn main() -> Result<(), String> {
             bar.set_message(format!("{} / {name}", sc.name));
             bar.inc(1);
         });
-        bar.suspend(|| println!("{}", table(&report)));
+        let slowest = report
+            .runs
+            .iter()
+            .max_by(|a, b| a.wall_s.total_cmp(&b.wall_s))
+            .map(|r| format!("{} {:.3} s", r.figures.contender, r.wall_s))
+            .unwrap_or_default();
+        let wall_s: f64 = report.runs.iter().map(|r| r.wall_s).sum();
+        bar.suspend(|| {
+            println!("{}", table(&report));
+            println!(
+                "wall time: {wall_s:.2} s for {} runs (slowest: {slowest})\n",
+                report.runs.len()
+            );
+        });
         write_json(&report, &cli.out).map_err(|e| e.to_string())?;
         write_svg(&report, &cli.out).map_err(|e| e.to_string())?;
     }

@@ -67,15 +67,24 @@ pub fn footnotes(contenders: &[Contender]) -> String {
     for c in contenders.iter().filter(|c| !c.note.is_empty()) {
         let _ = writeln!(out, "  {}: {}", c.name, c.note);
     }
-    out.push_str(
-        "  left out: tower-resilience's circuit breaker (its open state is timed with \
-         std::time::Instant, which the paused clock cannot advance: once open it would stay open \
-         for 30 s of wall time, i.e. the rest of a simulated run).\n\
-           columns: good/orc = completed / oracle's requests over the same virtual duration; \
-         429s/1k = 429+503+529 per 1000 attempts; early = attempts sent before a retry-after had \
-         expired; peak/C = highest concurrency requested of the API / C at start, then the highest ratio of requested concurrency to the C in force; settle = \
-         longest settling time after a capacity step; fair = Jain's index of per-client goodput; limit^ = highest client-side limit the contender reported (summed over clients).\n",
-    );
+    for line in [
+        "left out: tower-resilience's circuit breaker (its open state is timed with \
+         std::time::Instant, which the paused clock cannot advance: once open it would stay \
+         open for 30 s of wall time, i.e. the rest of a simulated run).",
+        "tower, tower-acc and the congestion-limiter adapter release their permit when the \
+         response headers arrive, not when a streamed body ends (as tower's limit middleware \
+         does); a streamed body keeps its place in the API's C until it ends.",
+        "columns: good/orc = completed work / the oracle's work over the same virtual duration \
+         (work in mean requests: weighted by tokens when TPM binds, by service time when C \
+         binds); 429s/1k = 429+503+529 per 1000 attempts; early = attempts sent before a \
+         retry-after received by the same client had expired; peak/C = highest concurrency \
+         requested of the API / C at start, then the highest ratio of requested concurrency \
+         to the C in force; settle = longest settling time after a capacity step (s); fair = \
+         Jain's index of per-client goodput; limit^ = highest client-side limit the contender \
+         reported (summed over clients).",
+    ] {
+        let _ = writeln!(out, "  {line}");
+    }
     out
 }
 

@@ -76,6 +76,8 @@ pub struct Timeline {
 pub struct Run {
     /// The figures.
     pub figures: Figures,
+    /// Wall-clock seconds the run took (machine-dependent; not part of the figures).
+    pub wall_s: f64,
     /// The plot data.
     pub timeline: Timeline,
 }
@@ -121,7 +123,10 @@ pub fn run_scenario(
             .start_paused(true)
             .build()
             .expect("tokio runtime");
-        let run = rt.block_on(run_one(scenario, &sizes, &oracle, c));
+        // Wall time of the simulation itself, the one place a real clock is read.
+        let wall = std::time::Instant::now();
+        let mut run = rt.block_on(run_one(scenario, &sizes, &oracle, c));
+        run.wall_s = wall.elapsed().as_secs_f64();
         drop(rt);
         progress(c.name);
         runs.push(run);
@@ -316,6 +321,7 @@ pub async fn run_one(
     );
     Run {
         figures,
+        wall_s: 0.0,
         timeline: Timeline {
             overloads: bin(&stats.overload_times_s, interval.as_secs_f64()),
             samples,
