@@ -23,7 +23,7 @@ use tower_service::Service;
 use crate::body::{frame_to_bytes, RetryBody};
 use crate::error::AttemptTimeout;
 use crate::layer::Config;
-use crate::replay::{try_clone_request, TryCloneBody};
+use crate::replay::{IntoHttpResponse, ReplayRequest};
 
 pub use crate::replay::ReplayFuture;
 
@@ -34,14 +34,15 @@ pin_project! {
     ///
     /// Dropping it (cancellation), in flight or during a backoff sleep, ends the slot it made and
     /// so releases everything the slot holds.
-    pub struct ResponseFuture<S, ReqBody, ResBody>
+    pub struct ResponseFuture<S, Req>
     where
-        S: Service<http::Request<ReqBody>>,
+        S: Service<Req>,
+        S::Response: IntoHttpResponse,
     {
         #[pin]
-        state: State<S::Future, ResBody>,
+        state: State<S::Future, <S::Response as IntoHttpResponse>::Body>,
         service: S,
-        template: Option<http::Request<ReqBody>>,
+        template: Option<Req>,
         slot: Slot,
         end: Option<SlotEnd>,
         dispatched: Dispatched,
@@ -79,14 +80,15 @@ enum Attempt<B> {
     Error(BoxError, Option<Class>),
 }
 
-impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
+impl<S, Req> ResponseFuture<S, Req>
 where
-    S: Service<http::Request<ReqBody>>,
+    S: Service<Req>,
+    S::Response: IntoHttpResponse,
 {
     pub(crate) fn start(
         mut service: S,
-        request: http::Request<ReqBody>,
-        template: Option<http::Request<ReqBody>>,
+        request: Req,
+        template: Option<Req>,
         slot: Slot,
         end: Option<SlotEnd>,
         config: Arc<Config>,
@@ -129,15 +131,19 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+impl<S, Req> Future for ResponseFuture<S, Req>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    Req: ReplayRequest,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
-    ReqBody: TryCloneBody,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    S::Response: IntoHttpResponse,
+    <S::Response as IntoHttpResponse>::Body: Body,
+    <<S::Response as IntoHttpResponse>::Body as Body>::Error: Into<BoxError>,
 {
-    type Output = Result<http::Response<SlotBody<RetryBody<ResBody>>>, BoxError>;
+    type Output = Result<
+        http::Response<SlotBody<RetryBody<<S::Response as IntoHttpResponse>::Body>>>,
+        BoxError,
+    >;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -145,7 +151,9 @@ where
             let attempt = match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let result = match future.poll(cx) {
-                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Ready(result) => result
+                            .map(IntoHttpResponse::into_http_response)
+                            .map_err(Into::into),
                         Poll::Pending => match this.config.attempt_timeout {
                             Some(timeout) if timed_out(this.config, this.timer, cx) => {
                                 Err(Box::new(AttemptTimeout::new(timeout)) as BoxError)
@@ -258,7 +266,7 @@ where
                     let attempt = this.slot.attempt();
                     let last = attempt + 1 >= this.config.max_attempts;
                     let request = match this.template {
-                        Some(template) if !last => try_clone_request(template),
+                        Some(template) if !last => template.try_clone_request(),
                         _ => None,
                     };
                     let Some(mut request) = request.or_else(|| this.template.take()) else {
@@ -473,9 +481,10 @@ fn finish<B: Body>(
     }
 }
 
-impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
 where
-    S: Service<http::Request<ReqBody>>,
+    S: Service<Req>,
+    S::Response: IntoHttpResponse,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {

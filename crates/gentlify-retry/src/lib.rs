@@ -119,13 +119,16 @@
 //!
 //! # reqwest
 //!
-//! There is no `Service<reqwest::Request>` here: reqwest 0.13's `Request` has no public
-//! extensions, so the slot could not travel in it to the layers below, nor could the inner service
-//! read [`Slot::attempt`]. Use `http::Request`s through the stack and convert at the bottom, in a
-//! `service_fn` around the client: `reqwest::Request::try_from(http_request)` (the body must be
-//! `Into<reqwest::Body>`; read the slot from the extensions before converting), then
-//! `http::Response::from(reqwest_response)`, whose `reqwest::Body` is an `http_body::Body`.
-//!
+//! With the `reqwest` feature, [`Retry`] also serves `reqwest::Request`s, replayed with
+//! `try_clone` (a streaming body goes out once), over an inner service answering
+//! `reqwest::Response`s; it returns `http::Response`s (`response.map(reqwest::Body::wrap)` and
+//! `reqwest::Response::from` give a reqwest response back). reqwest 0.13's `Request` has no public
+//! extensions, so the slot cannot travel in it: the retry layer keeps the slot to itself, every
+//! attempt is still published to the handle, but layers below it and the inner service cannot
+//! see the slot (read the [`attempt_header`](RetryLayerBuilder::attempt_header) instead). To
+//! stack gentlify layers around a reqwest client with the slot intact, send `http::Request`s
+//! through the stack and convert at the bottom, in a `service_fn` around the client:
+//! `reqwest::Request::try_from(http_request)` then `http::Response::from(reqwest_response)`.
 //!
 //! [`Feedback::classifier`]: gentlify_core::Feedback::classifier
 //! [`Feedback::circuit_state`]: gentlify_core::Feedback::circuit_state
@@ -155,5 +158,7 @@ pub use error::{AttemptTimeout, ConfigError};
 pub use layer::{
     RetryLayer, RetryLayerBuilder, DEFAULT_BODY_PREFIX_BYTES, DEFAULT_MAX_SERVER_DELAY,
 };
-pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService, TryCloneBody};
+pub use replay::{
+    IntoHttpResponse, ReplayBody, ReplayBodyLayer, ReplayBodyService, ReplayRequest, TryCloneBody,
+};
 pub use service::Retry;

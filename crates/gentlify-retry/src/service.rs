@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use gentlify_core::{BoxError, Slot};
+use gentlify_core::{BoxError, Slot, SlotBody};
 use http::HeaderValue;
 use http_body::Body;
 use tower_service::Service;
@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::body::RetryBody;
 use crate::future::ResponseFuture;
 use crate::layer::{Config, RetryLayer};
-use crate::replay::{try_clone_request, TryCloneBody};
+use crate::replay::{IntoHttpResponse, ReplayRequest};
 
 /// Retries requests inside their [`Slot`]: made by [`RetryLayer`]; see the [crate docs](crate).
 ///
@@ -59,31 +59,38 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Retry<S>
+impl<S, Req> Service<Req> for Retry<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
+    Req: ReplayRequest,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    ReqBody: TryCloneBody,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    S::Response: IntoHttpResponse,
+    <S::Response as IntoHttpResponse>::Body: Body,
+    <<S::Response as IntoHttpResponse>::Body as Body>::Error: Into<BoxError>,
 {
-    type Response = http::Response<gentlify_core::SlotBody<RetryBody<ResBody>>>;
+    type Response = http::Response<SlotBody<RetryBody<<S::Response as IntoHttpResponse>::Body>>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, ReqBody, ResBody>;
+    type Future = ResponseFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
         // The instance made ready serves every attempt of this request; the clone serves the next.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
 
-        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &config.feedback);
+        let (slot, end) = match request.extensions_mut() {
+            Some(extensions) => Slot::get_or_insert(extensions, &config.feedback),
+            None => {
+                let (slot, end) = Slot::new(&config.feedback);
+                (slot, Some(end))
+            }
+        };
         if let Some(name) = &config.idempotency_header {
-            if !request.headers().contains_key(name) {
+            if !request.headers_mut().contains_key(name) {
                 let key = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
                 if let Ok(value) = HeaderValue::from_str(&key) {
                     request.headers_mut().insert(name.clone(), value);
@@ -101,7 +108,7 @@ where
             }
         }
         let template = if config.max_attempts > 1 {
-            try_clone_request(&request)
+            request.try_clone_request()
         } else {
             None
         };

@@ -29,17 +29,86 @@ impl<B: Clone> TryCloneBody for B {
     }
 }
 
-/// A copy of `request` to send again: same method, URI, version, headers and extensions (so the
-/// same [`Slot`](gentlify_core::Slot)), and a copy of the body.
-pub(crate) fn try_clone_request<B: TryCloneBody>(
-    request: &http::Request<B>,
-) -> Option<http::Request<B>> {
-    let body = request.body().try_clone_body()?;
-    let mut copy = http::Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
+/// A request the retry layer can send again, and the little it needs to see of it.
+///
+/// Implemented for `http::Request<B>` with a [`TryCloneBody`] body (every `Clone` body, and
+/// [`ReplayBody`]), and, behind the `reqwest` feature, for `reqwest::Request` (replayable when
+/// `try_clone` is: not for a streaming body).
+pub trait ReplayRequest: Sized {
+    /// A copy to send again (same method, URI, headers, extensions, body), or `None` when the
+    /// request can be sent only once.
+    fn try_clone_request(&self) -> Option<Self>;
+
+    /// The request's headers (for the attempt and idempotency-key headers).
+    fn headers_mut(&mut self) -> &mut http::HeaderMap;
+
+    /// The extensions the [`Slot`](gentlify_core::Slot) travels in, if the type has them.
+    fn extensions_mut(&mut self) -> Option<&mut http::Extensions>;
+}
+
+impl<B: TryCloneBody> ReplayRequest for http::Request<B> {
+    fn try_clone_request(&self) -> Option<Self> {
+        let body = self.body().try_clone_body()?;
+        let mut copy = http::Request::new(body);
+        *copy.method_mut() = self.method().clone();
+        *copy.uri_mut() = self.uri().clone();
+        *copy.version_mut() = self.version();
+        *copy.headers_mut() = self.headers().clone();
+        *copy.extensions_mut() = self.extensions().clone();
+        Some(copy)
+    }
+
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        http::Request::headers_mut(self)
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut http::Extensions> {
+        Some(http::Request::extensions_mut(self))
+    }
+}
+
+/// `reqwest::Request` has no public extensions in reqwest 0.13: the slot cannot travel in it, so
+/// the retry layer keeps the request's slot to itself and the inner service cannot read
+/// [`Slot::attempt`](gentlify_core::Slot::attempt) (set an
+/// [`attempt_header`](crate::RetryLayerBuilder::attempt_header) instead).
+#[cfg(feature = "reqwest")]
+impl ReplayRequest for reqwest::Request {
+    fn try_clone_request(&self) -> Option<Self> {
+        self.try_clone()
+    }
+
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        reqwest::Request::headers_mut(self)
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut http::Extensions> {
+        None
+    }
+}
+
+/// A response the retry layer can read: an `http::Response`, or, behind the `reqwest` feature, a
+/// `reqwest::Response` (turned into `http::Response<reqwest::Body>`).
+pub trait IntoHttpResponse {
+    /// The response's body.
+    type Body;
+
+    /// The response as an `http::Response`.
+    fn into_http_response(self) -> http::Response<Self::Body>;
+}
+
+impl<B> IntoHttpResponse for http::Response<B> {
+    type Body = B;
+
+    fn into_http_response(self) -> http::Response<B> {
+        self
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl IntoHttpResponse for reqwest::Response {
+    type Body = reqwest::Body;
+
+    fn into_http_response(self) -> http::Response<reqwest::Body> {
+        http::Response::from(self)
+    }
 }
