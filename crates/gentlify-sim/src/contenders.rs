@@ -134,21 +134,34 @@ impl fmt::Debug for Contender {
 ///
 /// Write a `fn(MeteredUpstream, &ContenderCtx<'_>) -> ClientStack` that wraps the upstream in
 /// your layers and ends with `.map_response(box_response)` and `BoxCloneService::new`, then add
-/// a [`Contender`] to the list in [`contenders`]:
+/// a [`Contender`] to the list below:
 ///
-/// ```ignore
-/// fn gentlify_full(up: MeteredUpstream, ctx: &ContenderCtx<'_>) -> ClientStack {
-///     let feedback = gentlify_core::Feedback::new();
-///     // report the adaptive limit for the plot: ctx.limit.set(limit as f64) from a controller
+/// ```
+/// use gentlify_sim::{
+///     box_response, contenders, run_scenario, ClientStack, Contender, ContenderCtx,
+///     MeteredUpstream, RetryMode, Scenario,
+/// };
+/// use tower::{util::BoxCloneService, ServiceBuilder};
+///
+/// fn my_stack(up: MeteredUpstream, ctx: &ContenderCtx<'_>) -> ClientStack {
+///     // A gentlify stack puts its layers here, on one handle shared by the run's clients:
+///     // `let feedback = ctx.shared(gentlify_core::Feedback::new);`, and reports its limit
+///     // for the plot from a controller with `ctx.limit.set(..)`.
+///     ctx.limit.set(8.0);
 ///     BoxCloneService::new(
 ///         ServiceBuilder::new()
 ///             .map_response(box_response)
-///             .layer(/* breaker, concurrency, retry, budget, headers on `feedback` */)
+///             .concurrency_limit(8)
 ///             .service(up),
 ///     )
 /// }
-/// // in contenders():
-/// Contender { name: "gentlify", retry: RetryMode::Own, build: gentlify_full, note: "" },
+///
+/// let mut list = contenders();
+/// list.push(Contender { name: "mine", retry: RetryMode::Shared, build: my_stack, note: "" });
+/// let scenario = Scenario::builtin().remove(0).reduced();
+/// let report = run_scenario(&scenario, &list[list.len() - 1..], |_| {});
+/// assert_eq!(report.runs[0].figures.lost, 0);
+/// assert_eq!(report.runs[0].figures.peak_limit, Some(8.0));
 /// ```
 ///
 /// A contender whose name starts with `gentlify` is checked against the scenario's
