@@ -236,6 +236,8 @@ impl RetryLayerBuilder {
 
     /// Sets `name` to one random value per logical request, the same on every attempt (kept when
     /// the request already has it), so that a server that deduplicates on it runs the request once.
+    /// The value is 128 random bits in hex from `fastrand`: unique in practice, not unguessable
+    /// (set your own key when it must be).
     pub fn idempotency_header(mut self, name: HeaderName) -> Self {
         self.idempotency_header = Some(name);
         self

@@ -83,7 +83,15 @@ where
         let config = &self.config;
 
         let (slot, end) = match request.extensions_mut() {
-            Some(extensions) => Slot::get_or_insert(extensions, &config.feedback),
+            Some(extensions) => match Slot::get_or_insert(extensions, &config.feedback) {
+                // Extensions copied from a request whose slot already ended: a new request.
+                (slot, None) if slot.is_ended() => {
+                    let (fresh, end) = Slot::new(&config.feedback);
+                    extensions.insert(fresh.clone());
+                    (fresh, Some(end))
+                }
+                made_or_found => made_or_found,
+            },
             None => {
                 let (slot, end) = Slot::new(&config.feedback);
                 (slot, Some(end))

@@ -783,6 +783,26 @@ async fn attempts_count_up_in_one_slot() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_carrying_an_ended_slot_gets_a_fresh_one() {
+    let feedback = Feedback::new();
+    let (upstream, log) = scripted(vec![response(500)]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let mut stale = request();
+    let (old, end) = Slot::get_or_insert(stale.extensions_mut(), &feedback);
+    drop(end);
+    assert!(old.is_ended());
+    let response = client.oneshot(stale).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (200, 2));
+    let seen = log.seen();
+    let slot = seen[0].slot.as_ref().unwrap();
+    assert!(!slot.same_as(&old) && slot.same_as(seen[1].slot.as_ref().unwrap()));
+    read(response).await;
+    assert_eq!(feedback.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_attempt_is_published_to_the_controllers() {
     let feedback = Feedback::new();
     let classes = Arc::new(Classes::default());
