@@ -374,6 +374,12 @@ pub fn parse_millis(value: &str) -> Option<Duration> {
 /// practice though RFC 9110 allows only integers) or an HTTP-date, turned into a delay from the
 /// system clock (a date in the past is a zero delay).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] with the wall-clock time given, for HTTP-dates (and for tests that fix
+/// the time).
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if value.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
         return value.parse::<f64>().ok().and_then(seconds_f64);

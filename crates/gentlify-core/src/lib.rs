@@ -85,9 +85,9 @@ mod track;
 
 pub use body::SlotBody;
 pub use classify::{
-    fatal_reason, parse_millis, parse_retry_after, retry_after, seconds_f64, should_retry,
-    Classified, Classify, DefaultClassifier, FatalReason, GrpcClassifier, HttpClassifier,
-    ResponseParts, MAX_SERVER_DELAY, STATUS_SITE_OVERLOADED,
+    fatal_reason, parse_millis, parse_retry_after, parse_retry_after_at, retry_after, seconds_f64,
+    should_retry, Classified, Classify, DefaultClassifier, FatalReason, GrpcClassifier,
+    HttpClassifier, ResponseParts, MAX_SERVER_DELAY, STATUS_SITE_OVERLOADED,
 };
 pub use error::BoxError;
 pub use feedback::{CircuitState, Controller, Feedback, FeedbackBuilder};

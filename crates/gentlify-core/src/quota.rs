@@ -147,13 +147,13 @@ impl QuotaReport {
     }
 
     /// The latest instant at which an exhausted quota in this report is full again, if any
-    /// quota is exhausted and says when it resets.
+    /// quota is exhausted and says when it resets (and that instant is representable).
     pub fn exhausted_until(&self) -> Option<Instant> {
         self.quotas
             .iter()
             .filter(|q| q.is_exhausted())
             .filter_map(|q| q.reset_after)
             .max()
-            .map(|d| self.observed_at + d)
+            .and_then(|d| self.observed_at.checked_add(d))
     }
 }

@@ -135,6 +135,17 @@ fn absurd_pauses_do_not_overflow() {
     assert!(feedback.pause_gate().remaining().unwrap() > Duration::from_secs(3600));
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_absurd_reset_in_a_report_does_not_panic() {
+    let report = QuotaReport::new(
+        "test",
+        vec![Quota::new(Dimension::Requests)
+            .with_remaining(0)
+            .with_reset_after(Duration::MAX)],
+    );
+    assert_eq!(report.exhausted_until(), None);
+}
+
 #[test]
 fn circuit_state_and_shared_state_are_seen_by_every_clone() {
     let feedback = Feedback::new();
