@@ -385,10 +385,7 @@ pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
         return value.parse::<f64>().ok().and_then(seconds_f64);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(clamp(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    ))
+    Some(clamp(at.duration_since(now).unwrap_or(Duration::ZERO)))
 }
 
 /// Seconds as a `Duration`, or `None` for negative or non-finite values; clamped to
