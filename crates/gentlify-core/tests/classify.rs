@@ -296,3 +296,20 @@ fn reqwest_responses_are_classified_like_http_ones() {
     assert_eq!(c(&make(502, None)), Classified::Ready(Class::Failure));
     assert!(DefaultClassifier.wants_body(&make(429, None)));
 }
+
+#[test]
+fn an_http_date_is_a_delay_from_the_given_wall_clock() {
+    // 1999-12-31 23:46:40 UTC
+    let then = SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_000);
+    assert_eq!(
+        gentlify_core::parse_retry_after_at("Fri, 31 Dec 1999 23:59:59 GMT", then),
+        Some(Duration::from_secs(799))
+    );
+    assert_eq!(
+        gentlify_core::parse_retry_after_at(
+            "Fri, 31 Dec 1999 23:59:59 GMT",
+            then + Duration::from_secs(3600)
+        ),
+        Some(Duration::ZERO)
+    );
+}
