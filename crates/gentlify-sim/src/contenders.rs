@@ -204,13 +204,13 @@ pub fn contenders() -> Vec<Contender> {
             name: "tower-resilience-aimd",
             retry: Shared,
             build: tower_resilience_aimd,
-            note: "tower-resilience-adaptive Aimd defaults but latency_threshold = 2x unloaded latency (the 100 ms default reads every LLM call as congestion); 429/503/529 mapped to errors (it counts only Err as failure); its retry layer replaced by the shared retry so all contenders retry alike; its circuit breaker left out (times its open state with std::time::Instant)",
+            note: "tower-resilience-adaptive Aimd defaults but latency_threshold = 2x unloaded latency (the 100 ms default reads every LLM call as congestion); 429/503/529 mapped to errors (it counts only Err as failure); its retry layer replaced by the shared retry (it needs `Req: Clone`, which http::Request is not, and all contenders then retry alike); its circuit breaker left out (times its open state with std::time::Instant)",
         },
         Contender {
             name: "tower-acc-aimd",
             retry: Shared,
             build: |up, ctx| tower_acc(up, ctx, tower_acc::Aimd::default()),
-            note: "tower-acc-{aimd,gradient2,vegas}: each algorithm's defaults (Aimd counts an RTT over 5 s as loss); classifier: 429/503/529/5xx/errors are overload; RTT read from the virtual clock by a thin Algorithm wrapper",
+            note: "(also -gradient2 and -vegas) each algorithm's defaults (Aimd counts an RTT over 5 s as loss); classifier: 429/503/529/5xx/errors are overload; RTT read from the virtual clock by a thin Algorithm wrapper",
         },
         Contender {
             name: "tower-acc-gradient2",

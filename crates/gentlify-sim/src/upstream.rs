@@ -280,7 +280,7 @@ impl SimUpstream {
         if let Some(b) = st.requests.as_mut() {
             if b.level < 1.0 {
                 let wait = b.wait_for(1.0);
-                return Decision::Respond(st.rate_limited(style, wait, "requests", ts, sc));
+                return Decision::Respond(st.rate_limited(style, wait, "requests", ts));
             }
             b.level -= 1.0;
         }
@@ -316,7 +316,7 @@ impl SimUpstream {
             }
             if b.level < cost {
                 let wait = b.wait_for(cost);
-                return Decision::Respond(st.rate_limited(style, wait, "tokens", ts, sc));
+                return Decision::Respond(st.rate_limited(style, wait, "tokens", ts));
             }
             b.level -= cost;
         }
@@ -434,7 +434,6 @@ impl ServerState {
         wait: Duration,
         dimension: &str,
         ts: f64,
-        _sc: &Scenario,
     ) -> Response<SimBody> {
         let mut headers = self.quota_headers(style);
         let secs = wait.as_secs_f64();
