@@ -1,5 +1,6 @@
 //! The slot: one per logical request, shared by all its attempts.
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -174,7 +175,7 @@ pub struct SlotEnded<'a> {
 /// reservation), released exactly once when the slot ends.
 ///
 /// Closures taking `&SlotEnded` are holds too.
-pub trait Hold: Send + 'static {
+pub trait Hold: Any + Send {
     /// Gives the resource back. Called exactly once, when the slot ends.
     fn release(self: Box<Self>, ended: &SlotEnded<'_>);
 }
@@ -243,6 +244,7 @@ impl Slot {
 
     /// Adds `tokens` to the tokens this request used. Call it from the inner service when you know
     /// the real usage; the token budget reconciles its reservation with it when the slot ends.
+    /// The count is the request's, summed over its attempts (record each attempt's usage once).
     pub fn record_tokens(&self, tokens: u64) {
         self.inner
             .recorded_tokens
@@ -294,6 +296,35 @@ impl Slot {
     /// True when the slot holds a resource put there under `key`.
     pub fn holds(&self, key: HoldKey) -> bool {
         self.lock().holds.iter().any(|(k, _)| *k == key)
+    }
+
+    /// Runs `f` on the resource held under `key`, if it is a `T`: a layer that sees a retry of a
+    /// request can add to the hold it made for the first attempt. `f` runs under the slot's lock:
+    /// it must not call back into the slot.
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Hold, HoldKey, Slot, SlotEnded};
+    ///
+    /// struct Charges(Vec<u64>);
+    /// impl Hold for Charges {
+    ///     fn release(self: Box<Self>, _: &SlotEnded<'_>) {}
+    /// }
+    ///
+    /// let (slot, _end) = Slot::new(&Feedback::new());
+    /// let key = HoldKey::unique();
+    /// slot.hold(key, Box::new(Charges(vec![100])));
+    /// slot.with_hold_mut(key, |c: &mut Charges| c.0.push(80));
+    /// assert_eq!(slot.with_hold_mut(key, |c: &mut Charges| c.0.clone()), Some(vec![100, 80]));
+    /// ```
+    pub fn with_hold_mut<T: Hold, R>(
+        &self,
+        key: HoldKey,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let mut state = self.lock();
+        let (_, hold) = state.holds.iter_mut().find(|(k, _)| *k == key)?;
+        let any: &mut dyn Any = &mut **hold;
+        any.downcast_mut::<T>().map(f)
     }
 
     /// Takes the resource held under `key` back out of the slot (it will not be released by the
