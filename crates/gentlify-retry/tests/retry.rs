@@ -728,39 +728,55 @@ async fn stacks_on_one_handle_share_one_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn jitter_spreads_a_thousand_clients_at_the_cap() {
-    // Each client's first attempt fails; the cap is reached at once (base = cap = 1 s).
-    let (failing_once, log) =
-        upstream(|seen, _| response(if seen.attempt == Some(0) { 500 } else { 200 }));
+    // 10 ms doubling, capped at 1 s: the 8th retry (n = 7) would be 1.28 s, so it is at the cap.
+    // Each client fails 8 times, then succeeds.
+    let (failing, log) =
+        upstream(|seen, _| response(if seen.attempt < Some(8) { 500 } else { 200 }));
     let client = ServiceBuilder::new()
         .layer(
             RetryLayer::builder()
                 .backoff(Backoff::exponential(
-                    Duration::from_secs(1),
+                    Duration::from_millis(10),
                     Duration::from_secs(1),
                 ))
+                .max_attempts(9)
                 .without_budget()
                 .build()
                 .unwrap(),
         )
-        .service(failing_once);
+        .service(failing);
     let tasks: Vec<_> = (0..1000)
-        .map(|_| tokio::spawn(client.clone().oneshot(request())))
+        .map(|client_id| {
+            let request = http::Request::builder()
+                .header("x-client", client_id)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            tokio::spawn(client.clone().oneshot(request))
+        })
         .collect();
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap().status(), 200);
     }
-    let retries: Vec<Duration> = log
-        .seen()
-        .iter()
-        .filter(|s| s.attempt == Some(1))
-        .map(|s| s.at)
+    let mut sent = std::collections::HashMap::<(String, u32), Duration>::new();
+    for seen in log.seen() {
+        let id = seen.headers["x-client"].to_str().unwrap().to_owned();
+        sent.insert((id, seen.attempt.unwrap()), seen.at);
+    }
+    let waits: Vec<Duration> = (0..1000)
+        .map(|id| sent[&(id.to_string(), 8)] - sent[&(id.to_string(), 7)])
         .collect();
-    assert_eq!(retries.len(), 1000);
-    let millis: std::collections::HashSet<u128> = retries.iter().map(|d| d.as_millis()).collect();
-    let (min, max) = (retries.iter().min().unwrap(), retries.iter().max().unwrap());
+    let cap = Duration::from_secs(1);
+    assert!(
+        waits.iter().all(|w| *w <= cap),
+        "the cap holds after the jitter"
+    );
+    // Capping after the jitter would put about 22 % of them at exactly 1 s (U × 1.28 s ≥ 1 s).
+    let at_cap = waits.iter().filter(|w| **w == cap).count();
+    assert!(at_cap < 20, "{at_cap} clients retry together at the cap");
+    let millis: std::collections::HashSet<u128> = waits.iter().map(|d| d.as_millis()).collect();
     assert!(millis.len() > 500, "{} distinct milliseconds", millis.len());
+    let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
     assert!(*min < Duration::from_millis(50) && *max > Duration::from_millis(950));
-    assert!(*max <= Duration::from_secs(1), "the cap holds after jitter");
 }
 
 // ---- the slot ----
