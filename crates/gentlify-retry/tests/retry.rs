@@ -821,6 +821,37 @@ async fn a_request_carrying_an_ended_slot_gets_a_fresh_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_waits_for_the_inner_service_to_be_ready_again() {
+    let (mock, mut handle) =
+        tower_test::mock::pair::<http::Request<Full<Bytes>>, http::Response<ResBody>>();
+    let mut client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(mock);
+    handle.allow(1);
+    tokio_test::assert_ready_ok!(tokio_test::task::spawn(client.ready()).poll());
+    let mut call = tokio_test::task::spawn(client.call(request()));
+    tokio_test::assert_pending!(call.poll());
+    let (first, send) = handle.next_request().await.unwrap();
+    send.send_response(response(500));
+    tokio_test::assert_pending!(call.poll());
+
+    // The backoff is over, but the inner service is not ready: nothing is sent.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    tokio_test::assert_pending!(call.poll());
+    tokio_test::assert_pending!(tokio_test::task::spawn(handle.next_request()).poll());
+
+    handle.allow(1);
+    tokio_test::assert_pending!(call.poll());
+    let (second, send) = handle.next_request().await.unwrap();
+    let slot = |r: &http::Request<Full<Bytes>>| Slot::from_extensions(r.extensions()).cloned();
+    assert!(slot(&first).unwrap().same_as(&slot(&second).unwrap()));
+    assert_eq!(slot(&second).unwrap().attempt(), 1);
+    send.send_response(response(200));
+    let response = tokio_test::assert_ready_ok!(call.poll());
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_attempt_is_published_to_the_controllers() {
     let feedback = Feedback::new();
     let classes = Arc::new(Classes::default());
