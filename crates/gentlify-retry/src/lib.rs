@@ -130,6 +130,20 @@
 //! through the stack and convert at the bottom, in a `service_fn` around the client:
 //! `reqwest::Request::try_from(http_request)` then `http::Response::from(reqwest_response)`.
 //!
+//! # Limits
+//!
+//! - A fatal 429 is refused a retry whatever the stack, but the handle hears it as "fatal" only
+//!   when the retry layer is the first to publish the attempt. A gentlify layer below it on the
+//!   same handle (the header layer, in the recommended order) publishes from the head, before the
+//!   body is read: the controllers then hear "overloaded".
+//! - A gRPC response whose class is only known from its trailers is not retried (the caller has
+//!   the stream by then).
+//! - The body of an attempt that is retried is dropped unread: over HTTP/1.1 its connection is
+//!   not reused.
+//! - An error from the inner service's `poll_ready` before a retry ends the request with that
+//!   error; [`wait_for_probe`](RetryLayerBuilder::wait_for_probe) applies to rejections from the
+//!   response future (as gentlify's breaker makes them).
+//!
 //! [`Feedback::classifier`]: gentlify_core::Feedback::classifier
 //! [`Feedback::circuit_state`]: gentlify_core::Feedback::circuit_state
 //! [`Classify::classify_body`]: gentlify_core::Classify::classify_body

@@ -413,6 +413,45 @@ async fn a_fatal_429_is_not_retried_and_its_body_comes_back_intact() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fatal_429_is_not_retried_when_a_layer_below_published_it_first() {
+    // A gentlify layer below the retry (the header layer, in the recommended order) publishes
+    // each attempt from its head, before the retry layer reads the body: the handle hears
+    // "overloaded" for the fatal 429 (see the crate docs), but it is still not retried.
+    let feedback = Feedback::new();
+    let classes = Arc::new(Classes::default());
+    feedback.register(&classes);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let below = service_fn({
+        let feedback = feedback.clone();
+        let calls = calls.clone();
+        move |request: http::Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot::from_extensions(request.extensions()).unwrap().clone();
+            let dispatched = slot.dispatch(&feedback);
+            let fatal = http::Response::builder()
+                .status(429)
+                .body(fatal_body())
+                .unwrap();
+            std::future::ready(gentlify_core::settle(
+                Ok::<_, Infallible>(fatal),
+                &dispatched,
+                None,
+            ))
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(below);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(
+        (response.status().as_u16(), calls.load(Ordering::SeqCst)),
+        (429, 1)
+    );
+    assert_eq!(read(response).await, all_bytes(fatal_body()).await);
+    assert_eq!(*classes.0.lock().unwrap(), [(0, "overloaded")]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn provider_bodies_that_can_never_succeed_are_not_retried() {
     // From rate-limit-signals.md: OpenAI, Anthropic, Gemini.
     let bodies: [&'static [u8]; 5] = [
