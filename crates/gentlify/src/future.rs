@@ -1,0 +1,54 @@
+//! The response future of [`Throttled`](crate::Throttled).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use gentlify_core::error::is_local_rejection;
+use gentlify_core::BoxError;
+use pin_project_lite::pin_project;
+
+use crate::event::Observer;
+
+pin_project! {
+    /// The stack's response future; reports local rejections to the event callbacks and
+    /// metrics, if any.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        observer: Option<Arc<Observer>>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, observer: Option<Arc<Observer>>) -> Self {
+        ResponseFuture { inner, observer }
+    }
+}
+
+impl<F, T> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let (Err(error), Some(observer)) = (&result, this.observer.as_ref()) {
+            if is_local_rejection(&**error) {
+                observer.rejected(&**error);
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
