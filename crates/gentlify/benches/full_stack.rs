@@ -1,1 +1,136 @@
-fn main() {}
+//! The success path (one attempt, a 200, the body read to its end) through the full gentlify
+//! stack, against the bare service and against tower's `ConcurrencyLimit` + `Retry`, in the same
+//! run.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use gentlify::{Limit, Throttle};
+use http_body_util::{BodyExt, Full};
+use tower::retry::Policy;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+type Request = http::Request<Bytes>;
+type Response = http::Response<Full<Bytes>>;
+
+fn request() -> Request {
+    http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(
+            br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap()
+}
+
+async fn ok(_request: Request) -> Result<Response, Infallible> {
+    Ok(http::Response::new(Full::new(Bytes::from_static(
+        br#"{"ok":true}"#,
+    ))))
+}
+
+/// tower's retry with a policy that clones the request (as any retry must) and retries 5xx.
+#[derive(Clone)]
+struct RetryServerErrors(u32);
+
+impl<E> Policy<Request, Response, E> for RetryServerErrors {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut Request, result: &mut Result<Response, E>) -> Option<Ready<()>> {
+        match result {
+            Ok(r) if r.status().is_server_error() && self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request) -> Option<Request> {
+        let mut copy = http::Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        Some(copy)
+    }
+}
+
+fn run<S, B>(rt: &tokio::runtime::Runtime, service: &S, iters: u64) -> Duration
+where
+    S: Service<Request, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let mut service = service.clone();
+        let start = Instant::now();
+        for _ in 0..iters {
+            let response = service
+                .ready()
+                .await
+                .unwrap()
+                .call(request())
+                .await
+                .unwrap();
+            // Reading the body ends the slot, as a caller would.
+            response.into_body().collect().await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut group = c.benchmark_group("success_path");
+
+    let bare = service_fn(ok);
+    group.bench_function("bare", |b| b.iter_custom(|n| run(&rt, &bare, n)));
+
+    let tower_stack = ServiceBuilder::new()
+        .concurrency_limit(256)
+        .retry(RetryServerErrors(2))
+        .service(service_fn(ok));
+    group.bench_function("tower_concurrency_limit_retry", |b| {
+        b.iter_custom(|n| run(&rt, &tower_stack, n))
+    });
+
+    let full = ServiceBuilder::new()
+        .layer(Throttle::new().build().unwrap())
+        .service(service_fn(ok));
+    group.bench_function("gentlify_full_stack", |b| {
+        b.iter_custom(|n| run(&rt, &full, n))
+    });
+
+    // With a budget of requests and tokens, so the estimate and the reservation run too.
+    let budgeted = ServiceBuilder::new()
+        .layer(
+            Throttle::openai()
+                .limit(Limit::requests_per_second(1_000_000_000))
+                .limit(Limit::new(
+                    gentlify::core::Dimension::Tokens,
+                    1_000_000_000_000,
+                    Duration::from_secs(1),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .service(service_fn(ok));
+    group.bench_function("gentlify_full_stack_with_budget", |b| {
+        b.iter_custom(|n| run(&rt, &budgeted, n))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
