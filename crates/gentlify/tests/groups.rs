@@ -195,7 +195,7 @@ async fn provider_model_and_user_limits_nest() {
         let client = client.clone();
         async move {
             match client.oneshot(request).await {
-                Ok(response) => drain(response).await.len() > 0,
+                Ok(response) => !drain(response).await.is_empty(),
                 Err(error) if error.is::<BudgetWaitTooLong>() => false,
                 Err(error) => panic!("{error}"),
             }
