@@ -1,3 +1,93 @@
-//! Adaptive concurrency limiting for Tower: decelerate on overload, cool, reaccelerate; latency-aware; paced dispatch
+//! Adaptive concurrency limiting for Tower: find and follow the real capacity of a rate-limited
+//! API. The limiter admits a request only while fewer than *limit* are in flight, and moves the
+//! limit with what the shared [`Feedback`](gentlify_core::Feedback) handle hears from every
+//! attempt: it **decelerates** on overload (429 / 503 / 529) and failure, **cools** for a while,
+//! then **reaccelerates** step by step toward a safe ceiling while successes continue.
 //!
-//! Work in progress.
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use gentlify_concurrency::AdaptiveConcurrencyLayer;
+//! use gentlify_core::Feedback;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let feedback = Feedback::new(); // shared with the other gentlify layers of the stack
+//! let concurrency = AdaptiveConcurrencyLayer::builder()
+//!     .feedback(feedback.clone())
+//!     .initial(4)
+//!     .max(64)
+//!     .acquire_timeout(Duration::from_secs(60))
+//!     .build()
+//!     .unwrap();
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(concurrency.clone())
+//!     .service(service_fn(|_req: http::Request<String>| async {
+//!         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("{\"ok\":true}"))))
+//!     }));
+//!
+//! let response = client.oneshot(http::Request::new(String::from("hi"))).await.unwrap();
+//! assert_eq!(concurrency.snapshot().in_flight, 1, "held until the body ends");
+//! response.into_body().collect().await.unwrap();
+//! assert_eq!(concurrency.snapshot().in_flight, 0);
+//!
+//! let part = feedback.snapshot();
+//! let part = part.part("concurrency").unwrap();
+//! assert_eq!(part.get("limit").unwrap().to_string(), "4");
+//! # }
+//! ```
+//!
+//! # How it behaves
+//!
+//! - **Admission in `poll_ready`**, as tower's `ConcurrencyLimit`: no task and no async mutex per
+//!   request. A permit taken in `poll_ready` moves into the request's
+//!   [`Slot`](gentlify_core::Slot) in `call`, and comes back when the slot ends: at the end of the
+//!   final response's body (a streamed answer keeps it while it streams), on an error, or when
+//!   the caller drops the future.
+//! - **Retries keep the permit**, whatever the order of the layers. A retry layer inside this one
+//!   never comes back here. A retry layer outside (tower's `Retry`, say) calls `poll_ready` again
+//!   for the next attempt while the request's slot holds the permit: the instance remembers the
+//!   slot it was last called with, and admits its retry without a second permit (with a limit of
+//!   1 that would deadlock otherwise). If the call turns out to be another request, it waits for
+//!   its own permit in the response future, in queue order: the limit is never exceeded.
+//! - **Waiting is FIFO**, with an optional acquire timeout ([`AcquireTimeout`]) and queue bound
+//!   ([`QueueFull`]). Rejections come from the response future as [`BoxError`]; `poll_ready`
+//!   stays `Ok`, as with tower's `LoadShed`, so a `Buffer` in front keeps working.
+//! - **A shrink takes effect at once**, even when every permit is in flight: nobody new is
+//!   admitted until in-flight falls under the new limit.
+//! - **At most one deceleration per round trip**: a congestion signal from an attempt sent before
+//!   the last deceleration is ignored (20 429s from one burst divide the limit once).
+//! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
+//!   filled the current limit since it last changed (a limit nobody tests is not raised).
+//! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the
+//!   handle and hears each attempt's outcome, including attempts a retry later turns into a
+//!   success, with latency measured per attempt.
+//! - **Pacing**: a minimum interval between dispatches that widens on deceleration and narrows on
+//!   reacceleration ([`Pacing`]); and the handle's pause gate (the server said wait) holds all
+//!   dispatch.
+//! - **One limiter per layer value**, shared by every service made from it and their clones.
+//!
+//! The limiter's state is in [`AdaptiveConcurrencyLayer::snapshot`] and, as the part
+//! `"concurrency"`, in the handle's [`Feedback::snapshot`](gentlify_core::Feedback::snapshot).
+//!
+//! [`AcquireTimeout`]: gentlify_core::error::AcquireTimeout
+//! [`QueueFull`]: gentlify_core::error::QueueFull
+//! [`BoxError`]: gentlify_core::BoxError
+
+#![forbid(unsafe_code)]
+
+mod control;
+mod error;
+pub mod future;
+mod layer;
+mod limiter;
+mod service;
+
+pub use control::{Aimd, Algorithm, ControlState, Gradient, Pacing};
+pub use error::BuildError;
+pub use layer::{AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer};
+pub use limiter::ConcurrencySnapshot;
+pub use service::AdaptiveConcurrency;

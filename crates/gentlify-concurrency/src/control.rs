@@ -1,0 +1,520 @@
+//! How the limit moves: the algorithms, the pacing rules, and the controller state they drive.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The additive-increase / multiplicative-decrease controller (the default): decelerate on
+/// overload or failure, cool, then reaccelerate one step per round trip.
+///
+/// After a deceleration the level that overloaded the server becomes a *safe ceiling*: the limit
+/// climbs back toward it quickly (half the remaining distance per round trip, at least `step`) and
+/// stops there, so a server whose capacity has not moved is not overloaded again and again. The
+/// ceiling relaxes back to the maximum after a quiet period
+/// ([`ceiling_relax_after`](crate::AdaptiveConcurrencyBuilder::ceiling_relax_after)); above it
+/// growth is additive, `step` per round trip.
+///
+/// Before the first sign of overload the limit doubles per round trip (TCP's slow start), so a
+/// stack started far below the server's capacity finds it in a few round trips.
+///
+/// ```
+/// use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd};
+///
+/// let layer = AdaptiveConcurrencyLayer::builder()
+///     .aimd(Aimd::new().decrease_factor(0.5).step(2.0).slow_start(false))
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aimd {
+    pub(crate) decrease_factor: f64,
+    pub(crate) step: f64,
+    pub(crate) slow_start: bool,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Aimd {
+            // CUBIC's multiplicative decrease (RFC 8312, β = 0.7): decisive enough that a burst
+            // of 429s stops within a round trip or two, gentle enough that the recovery below the
+            // ceiling costs little goodput. Rejected requests count toward OpenAI's per-minute
+            // limits, so overshooting is not free either.
+            decrease_factor: 0.7,
+            step: 1.0,
+            slow_start: true,
+        }
+    }
+}
+
+impl Aimd {
+    /// The defaults: decrease factor 0.7, step 1, slow start on.
+    pub fn new() -> Self {
+        Aimd::default()
+    }
+
+    /// The factor the limit is multiplied by on a deceleration, in `(0, 1)`.
+    pub fn decrease_factor(mut self, factor: f64) -> Self {
+        self.decrease_factor = factor;
+        self
+    }
+
+    /// How much the limit grows per round trip above the safe ceiling (and at least, below it).
+    pub fn step(mut self, step: f64) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// Whether the limit doubles per round trip until the first overload (default: yes).
+    pub fn slow_start(mut self, on: bool) -> Self {
+        self.slow_start = on;
+        self
+    }
+}
+
+/// The latency-aware controller, in the spirit of Netflix's Gradient2 and Envoy's adaptive
+/// concurrency filter: it compares a short-term average of the attempts' latency with a long-term
+/// one and shrinks the limit when latency rises, before the server starts refusing work.
+///
+/// Each round trip the limit becomes `limit × gradient + √limit` (smoothed), where
+/// `gradient = clamp(tolerance × long / short, 0.5, 1)`. Overloads and failures still decelerate
+/// as in [`Aimd`] (with its `decrease_factor`), and the same gates apply to growth.
+///
+/// Latency is measured per attempt, from dispatch to the response head
+/// ([`Outcome::latency`](gentlify_core::Outcome)), so it excludes backoff sleeps and client-side
+/// queueing. Only successes count: a 429 comes back fast and says nothing about the server's
+/// queue.
+///
+/// LLM APIs vary their latency by an order of magnitude with the length of the answer, which
+/// makes a latency gradient noisy there; this is why it is not the default.
+///
+/// ```
+/// use gentlify_concurrency::{AdaptiveConcurrencyLayer, Gradient};
+///
+/// let layer = AdaptiveConcurrencyLayer::builder()
+///     .gradient(Gradient::new().tolerance(2.0))
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gradient {
+    pub(crate) tolerance: f64,
+    pub(crate) smoothing: f64,
+    pub(crate) short_window: u32,
+    pub(crate) long_window: u32,
+    pub(crate) decrease_factor: f64,
+}
+
+impl Default for Gradient {
+    fn default() -> Self {
+        // Gradient2's published defaults (netflix/concurrency-limits): rttTolerance 1.5,
+        // smoothing 0.2, long window 600 samples; the short window is ours (10 samples).
+        Gradient {
+            tolerance: 1.5,
+            smoothing: 0.2,
+            short_window: 10,
+            long_window: 600,
+            decrease_factor: Aimd::default().decrease_factor,
+        }
+    }
+}
+
+impl Gradient {
+    /// The defaults: tolerance 1.5, smoothing 0.2, windows of 10 and 600 samples.
+    pub fn new() -> Self {
+        Gradient::default()
+    }
+
+    /// How much slower than the long-term latency the short-term latency may get before the
+    /// limit shrinks (≥ 1).
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// How far each round trip moves the limit toward its new value, in `(0, 1]`.
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// The samples averaged into the short-term and the long-term latency.
+    pub fn windows(mut self, short: u32, long: u32) -> Self {
+        self.short_window = short;
+        self.long_window = long;
+        self
+    }
+
+    /// The factor applied on overload or failure, in `(0, 1)`.
+    pub fn decrease_factor(mut self, factor: f64) -> Self {
+        self.decrease_factor = factor;
+        self
+    }
+}
+
+/// Which controller moves the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Decelerate / cool / reaccelerate on overload signals ([`Aimd`]).
+    Aimd(Aimd),
+    /// Also slow down when latency rises ([`Gradient`]).
+    Gradient(Gradient),
+}
+
+impl Default for Algorithm {
+    fn default() -> Self {
+        Algorithm::Aimd(Aimd::default())
+    }
+}
+
+impl Algorithm {
+    fn decrease_factor(&self) -> f64 {
+        match self {
+            Algorithm::Aimd(a) => a.decrease_factor,
+            Algorithm::Gradient(g) => g.decrease_factor,
+        }
+    }
+
+    fn step(&self) -> f64 {
+        match self {
+            Algorithm::Aimd(a) => a.step,
+            Algorithm::Gradient(_) => 1.0,
+        }
+    }
+}
+
+/// Dispatch pacing: a minimum interval between two dispatches, which widens on each deceleration
+/// and narrows on each reacceleration, with jitter.
+///
+/// The defaults fit LLM APIs: no interval while all is well (a call lasts seconds, so the
+/// concurrency limit, not the spacing, bounds the load), and from the first deceleration on at
+/// least 50 ms, doubling per deceleration up to 1 s. That spreads the requests queued behind a
+/// full limit instead of releasing them as one burst, which matters for servers that enforce a
+/// per-minute quota over 1 s or 10 s windows (Azure OpenAI does). Each interval is jittered by
+/// ±25 % so that several clients do not fall into step.
+///
+/// ```
+/// use std::time::Duration;
+/// use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
+///
+/// let layer = AdaptiveConcurrencyLayer::builder()
+///     .pacing(Pacing::new().min_interval(Duration::from_millis(10)).jitter(0.1))
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    pub(crate) min_interval: Duration,
+    pub(crate) widen_to: Duration,
+    pub(crate) max_interval: Duration,
+    pub(crate) jitter: f64,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            min_interval: Duration::ZERO,
+            widen_to: Duration::from_millis(50),
+            max_interval: Duration::from_secs(1),
+            jitter: 0.25,
+        }
+    }
+}
+
+impl Pacing {
+    /// The defaults: no interval, 50 ms after a deceleration, at most 1 s, ±25 % jitter.
+    pub fn new() -> Self {
+        Pacing::default()
+    }
+
+    /// No pacing at all, ever.
+    pub fn disabled() -> Self {
+        Pacing {
+            min_interval: Duration::ZERO,
+            widen_to: Duration::ZERO,
+            max_interval: Duration::ZERO,
+            jitter: 0.0,
+        }
+    }
+
+    /// The interval while all is well (and the floor it narrows back to).
+    pub fn min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
+    }
+
+    /// The interval the first deceleration widens to; later ones double it.
+    pub fn widen_to(mut self, interval: Duration) -> Self {
+        self.widen_to = interval;
+        self
+    }
+
+    /// The widest interval.
+    pub fn max_interval(mut self, interval: Duration) -> Self {
+        self.max_interval = interval;
+        self
+    }
+
+    /// The jitter, as a fraction of the interval in `[0, 1)`: each interval is drawn uniformly
+    /// from `interval × (1 ± jitter)`.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    fn widen(&self, interval: Duration) -> Duration {
+        interval
+            .saturating_mul(2)
+            .max(self.widen_to)
+            .max(self.min_interval)
+            .min(self.max_interval.max(self.min_interval))
+    }
+
+    fn narrow(&self, interval: Duration) -> Duration {
+        let half = interval / 2;
+        if half < self.widen_to {
+            self.min_interval
+        } else {
+            half.max(self.min_interval)
+        }
+    }
+
+    pub(crate) fn jittered(&self, interval: Duration) -> Duration {
+        if self.jitter <= 0.0 || interval.is_zero() {
+            return interval;
+        }
+        interval.mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0))
+    }
+}
+
+/// Whether the controller is letting the limit grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlState {
+    /// The limit may grow with the next round trip of successes.
+    Running,
+    /// A deceleration happened recently; the limit does not grow until the cooling period ends.
+    Cooling,
+}
+
+impl ControlState {
+    /// `"running"` or `"cooling"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlState::Running => "running",
+            ControlState::Cooling => "cooling",
+        }
+    }
+}
+
+/// Settings of the controller, fixed at build time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) cooling: Duration,
+    pub(crate) max_cooling: Duration,
+    pub(crate) ceiling_relax_after: Duration,
+    pub(crate) pacing: Pacing,
+}
+
+/// An exponential moving average that starts as a plain mean over its first `window` samples.
+#[derive(Debug, Clone, Copy)]
+struct Ema {
+    value: f64,
+    count: u32,
+    window: u32,
+}
+
+impl Ema {
+    fn new(window: u32) -> Self {
+        Ema {
+            value: 0.0,
+            count: 0,
+            window: window.max(1),
+        }
+    }
+
+    fn add(&mut self, sample: f64) {
+        if self.count < self.window {
+            self.count += 1;
+            self.value += (sample - self.value) / f64::from(self.count);
+        } else {
+            let alpha = 2.0 / (f64::from(self.window) + 1.0);
+            self.value += alpha * (sample - self.value);
+        }
+    }
+}
+
+/// The controller's state: the limit and what moves it.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) limit: f64,
+    pub(crate) ceiling: Option<f64>,
+    slow_start: bool,
+    /// When the limit last changed: growth waits for an attempt sent after it (a round trip).
+    last_change: Option<Instant>,
+    /// When the limit last decelerated: congestion from attempts sent before it is ignored.
+    last_decel: Option<Instant>,
+    cooling_until: Option<Instant>,
+    pub(crate) pacing_interval: Duration,
+    short: Ema,
+    long: Ema,
+    pub(crate) decelerations: u64,
+}
+
+/// What an outcome did to the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Change {
+    None,
+    Grew,
+    Shrank,
+}
+
+impl Control {
+    pub(crate) fn new(initial: f64, settings: &Settings) -> Self {
+        let (short, long) = match settings.algorithm {
+            Algorithm::Gradient(g) => (g.short_window, g.long_window),
+            Algorithm::Aimd(_) => (1, 1),
+        };
+        Control {
+            limit: initial,
+            ceiling: None,
+            slow_start: matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start),
+            last_change: None,
+            last_decel: None,
+            cooling_until: None,
+            pacing_interval: settings.pacing.min_interval,
+            short: Ema::new(short),
+            long: Ema::new(long),
+            decelerations: 0,
+        }
+    }
+
+    pub(crate) fn state(&self, now: Instant) -> ControlState {
+        match self.cooling_until {
+            Some(until) if until > now => ControlState::Cooling,
+            _ => ControlState::Running,
+        }
+    }
+
+    /// An overload or a failure of an attempt sent at `sent_at`. Decelerates at most once per
+    /// round trip: an attempt sent before the last deceleration already had its effect.
+    pub(crate) fn on_congestion(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        retry_after: Option<Duration>,
+        now: Instant,
+    ) -> Change {
+        if self.last_decel.is_some_and(|d| sent_at < d) {
+            return Change::None;
+        }
+        let old = self.limit;
+        let algorithm = settings.algorithm;
+        self.limit = (old * algorithm.decrease_factor()).max(settings.min);
+        self.ceiling = Some((old - algorithm.step()).max(self.limit));
+        self.slow_start = false;
+        self.last_decel = Some(now);
+        self.last_change = Some(now);
+        let cool = settings
+            .cooling
+            .max(retry_after.unwrap_or_default().min(settings.max_cooling));
+        self.cooling_until = now.checked_add(cool);
+        self.pacing_interval = settings.pacing.widen(self.pacing_interval);
+        self.decelerations += 1;
+        tracing::debug!(
+            from = old,
+            to = self.limit,
+            ceiling = self.ceiling,
+            "gentlify concurrency decelerates"
+        );
+        Change::Shrank
+    }
+
+    /// A success of an attempt sent at `sent_at` that took `latency`. `may_grow` is false while
+    /// the sender has not filled the limit since its last change, or while the breaker probes.
+    pub(crate) fn on_success(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        latency: Duration,
+        may_grow: bool,
+        now: Instant,
+    ) -> Change {
+        if let Algorithm::Gradient(_) = settings.algorithm {
+            let sample = latency.as_secs_f64();
+            self.short.add(sample);
+            self.long.add(sample);
+            // Gradient2: when the short-term latency has dropped far below the long-term one,
+            // the long-term average is stale; let it decay so recovery is not held back.
+            if self.long.value > 2.0 * self.short.value {
+                self.long.value *= 0.95;
+            }
+        }
+        if self.last_change.is_some_and(|c| sent_at < c) {
+            return Change::None;
+        }
+        let cooling = self.state(now) == ControlState::Cooling;
+        if self.ceiling.is_some()
+            && self
+                .last_decel
+                .is_some_and(|d| now.saturating_duration_since(d) >= settings.ceiling_relax_after)
+        {
+            self.ceiling = None;
+        }
+        let cap = self.ceiling.unwrap_or(settings.max).min(settings.max);
+        let proposed = match settings.algorithm {
+            Algorithm::Aimd(a) => match self.ceiling {
+                Some(ceiling) => self.limit + a.step.max((ceiling - self.limit) / 2.0),
+                None if self.slow_start => self.limit * 2.0,
+                None => self.limit + a.step,
+            },
+            Algorithm::Gradient(g) => {
+                if self.short.value <= 0.0 || self.long.value <= 0.0 {
+                    self.limit
+                } else {
+                    let gradient =
+                        (g.tolerance * self.long.value / self.short.value).clamp(0.5, 1.0);
+                    let target = self.limit * gradient + self.limit.sqrt();
+                    self.limit * (1.0 - g.smoothing) + target * g.smoothing
+                }
+            }
+        };
+        let proposed = proposed.min(cap).max(settings.min);
+        if proposed > self.limit && self.limit < cap {
+            if cooling || !may_grow {
+                return Change::None;
+            }
+            self.limit = proposed;
+            self.last_change = Some(now);
+            if self.limit >= cap {
+                self.slow_start = false;
+            }
+            self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
+            Change::Grew
+        } else if proposed < self.limit - 1e-9 {
+            // Only the gradient proposes less on a success: latency is rising.
+            self.limit = proposed;
+            self.last_change = Some(now);
+            Change::Shrank
+        } else {
+            Change::None
+        }
+    }
+
+    /// Sets the limit by hand (clamped to `[min, max]`).
+    pub(crate) fn set(&mut self, settings: &Settings, limit: f64, now: Instant) -> Change {
+        let old = self.limit;
+        self.limit = limit.clamp(settings.min, settings.max);
+        self.last_change = Some(now);
+        if self.limit > old {
+            Change::Grew
+        } else if self.limit < old {
+            Change::Shrank
+        } else {
+            Change::None
+        }
+    }
+}

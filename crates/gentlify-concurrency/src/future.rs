@@ -1,0 +1,184 @@
+//! The response future of [`AdaptiveConcurrency`](crate::AdaptiveConcurrency).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use gentlify_core::{BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd, Tracked};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::limiter::{Acquire, Limiter};
+use crate::service::poll_pause;
+
+pin_project! {
+    /// The response future of [`AdaptiveConcurrency`](crate::AdaptiveConcurrency).
+    ///
+    /// On the common path it forwards the inner service's future and settles the attempt
+    /// (publishes its outcome, wraps the body so the slot ends at the body's end). It resolves to
+    /// a local rejection ([`AcquireTimeout`], [`QueueFull`]) when admission failed, and waits for
+    /// a permit first when its request reached `call` without one. Dropping it while it waits
+    /// gives up its place in the queue.
+    ///
+    /// [`AcquireTimeout`]: gentlify_core::error::AcquireTimeout
+    /// [`QueueFull`]: gentlify_core::error::QueueFull
+    pub struct ResponseFuture<F, S, Req> {
+        #[pin]
+        state: State<F, S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, Req> {
+        Called { #[pin] tracked: Tracked<F> },
+        Waiting { waiting: Box<Waiting<S, Req>> },
+        Rejected { error: Option<BoxError> },
+    }
+}
+
+struct Waiting<S, Req> {
+    acquire: Acquire,
+    service: S,
+    request: Option<Req>,
+    slot: Slot,
+    end: Option<SlotEnd>,
+    phase: Phase,
+    pause: Option<PauseWait>,
+}
+
+enum Phase {
+    Acquiring,
+    Pacing(Pin<Box<Sleep>>),
+    Ready,
+}
+
+impl<F, S, Req> ResponseFuture<F, S, Req> {
+    pub(crate) fn called(future: F, dispatched: Dispatched, end: Option<SlotEnd>) -> Self {
+        ResponseFuture {
+            state: State::Called {
+                tracked: Tracked::new(future, dispatched, end),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: BoxError) -> Self {
+        ResponseFuture {
+            state: State::Rejected { error: Some(error) },
+        }
+    }
+
+    pub(crate) fn waiting(
+        limiter: Arc<Limiter>,
+        service: S,
+        request: Req,
+        slot: Slot,
+        end: Option<SlotEnd>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                waiting: Box::new(Waiting {
+                    acquire: Acquire::new(&limiter),
+                    service,
+                    request: Some(request),
+                    slot,
+                    end,
+                    phase: Phase::Acquiring,
+                    pause: None,
+                }),
+            },
+        }
+    }
+}
+
+type Sent<F> = (F, Dispatched, Option<SlotEnd>);
+
+impl<S, Req> Waiting<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    fn fail(&mut self, error: BoxError) -> Poll<Result<Sent<S::Future>, BoxError>> {
+        if let Some(end) = self.end.take() {
+            end.end(EndReason::Error);
+        }
+        Poll::Ready(Err(error))
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<Sent<S::Future>, BoxError>> {
+        let limiter = Arc::clone(self.acquire.limiter());
+        ready!(poll_pause(&limiter.feedback, &mut self.pause, cx));
+        loop {
+            match &mut self.phase {
+                Phase::Acquiring => match ready!(self.acquire.poll_acquire(cx)) {
+                    Ok((permit, at)) => {
+                        self.slot.hold(limiter.key, Box::new(permit));
+                        self.phase = match at {
+                            Some(at) => Phase::Pacing(Box::pin(tokio::time::sleep_until(at))),
+                            None => Phase::Ready,
+                        };
+                    }
+                    Err(rejection) => return self.fail(rejection.into()),
+                },
+                Phase::Pacing(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    self.phase = Phase::Ready;
+                }
+                Phase::Ready => {
+                    if let Err(error) = ready!(self.service.poll_ready(cx)) {
+                        return self.fail(error.into());
+                    }
+                    let Some(request) = self.request.take() else {
+                        return self.fail("response future polled after completion".into());
+                    };
+                    let dispatched = self.slot.dispatch(&limiter.feedback);
+                    let future = self.service.call(request);
+                    return Poll::Ready(Ok((future, dispatched, self.end.take())));
+                }
+            }
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S::Future, S, http::Request<ReqBody>>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    type Output = Result<http::Response<SlotBody<ResBody>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let (future, dispatched, end) = match self.as_mut().project().state.project() {
+                StateProj::Called { tracked } => return tracked.poll(cx),
+                StateProj::Rejected { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "response future polled after completion".into())))
+                }
+                StateProj::Waiting { waiting } => ready!(waiting.poll_send(cx))?,
+            };
+            self.as_mut().project().state.set(State::Called {
+                tracked: Tracked::new(future, dispatched, end),
+            });
+        }
+    }
+}
+
+impl<F, S, Req> fmt::Debug for ResponseFuture<F, S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Waiting { .. } => "waiting",
+            State::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

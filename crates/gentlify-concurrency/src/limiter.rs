@@ -1,0 +1,464 @@
+//! The limiter state shared by a layer value, every service made from it and every clone: the
+//! current limit, the permits in flight, the FIFO queue of waiters, and the controller.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use gentlify_core::error::{AcquireTimeout, QueueFull};
+use gentlify_core::{
+    BoxError, CircuitState, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded, SnapshotPart,
+};
+use tokio::time::{Instant, Sleep};
+
+use crate::control::{Change, Control, ControlState, Settings};
+
+/// What a limiter shows of its state: the part `"concurrency"` of the handle's snapshot, typed.
+///
+/// ```
+/// use gentlify_concurrency::{AdaptiveConcurrencyLayer, ControlState};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let layer = AdaptiveConcurrencyLayer::builder().initial(4).build().unwrap();
+/// let snapshot = layer.snapshot();
+/// assert_eq!(snapshot.limit, 4);
+/// assert_eq!(snapshot.in_flight, 0);
+/// assert_eq!(snapshot.state, ControlState::Running);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConcurrencySnapshot {
+    /// The current limit: at most this many requests in flight.
+    pub limit: usize,
+    /// The limit before rounding down (it moves in fractions).
+    pub limit_exact: f64,
+    /// Requests holding a permit: from admission to the end of the final response's body.
+    pub in_flight: usize,
+    /// Requests waiting in the queue for a permit.
+    pub waiting: usize,
+    /// Running or cooling.
+    pub state: ControlState,
+    /// The safe ceiling the limit climbs back to after a deceleration, if one is in force.
+    pub ceiling: Option<f64>,
+    /// The current minimum interval between two dispatches (before jitter).
+    pub pacing_interval: Duration,
+    /// Decelerations so far.
+    pub decelerations: u64,
+}
+
+/// The rejections a waiter can get.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    Timeout(AcquireTimeout),
+    Full(QueueFull),
+}
+
+impl From<Rejection> for BoxError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Timeout(e) => Box::new(e),
+            Rejection::Full(e) => Box::new(e),
+        }
+    }
+}
+
+/// Fixed at build time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) settings: Settings,
+    pub(crate) acquire_timeout: Option<Duration>,
+    pub(crate) max_waiting: Option<usize>,
+}
+
+pub(crate) struct Limiter {
+    pub(crate) key: HoldKey,
+    pub(crate) feedback: Feedback,
+    config: Config,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `control.limit` rounded down, at least 1.
+    limit: usize,
+    /// Permits taken, granted-but-unclaimed ones included.
+    in_flight: usize,
+    /// Waiters in arrival order; the first `granted` of them have been handed a permit and have
+    /// not claimed it yet. Ids grow, so the queue is sorted by id.
+    queue: VecDeque<Entry>,
+    granted: usize,
+    next_id: u64,
+    /// In-flight reached the limit since the limit last changed: the sender, not the limiter,
+    /// bounds the load otherwise, and growth would only inflate a limit nobody tests.
+    filled: bool,
+    next_dispatch: Option<Instant>,
+    control: Control,
+}
+
+struct Entry {
+    id: u64,
+    waker: Option<Waker>,
+}
+
+impl State {
+    fn waiting(&self) -> usize {
+        self.queue.len() - self.granted
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        self.queue.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
+    fn note_fill(&mut self) {
+        if self.in_flight >= self.limit {
+            self.filled = true;
+        }
+    }
+
+    /// Hands free permits to the waiters at the front of the queue, in order.
+    fn grant(&mut self, wake: &mut Wake) {
+        while self.in_flight < self.limit && self.granted < self.queue.len() {
+            if let Some(waker) = self.queue[self.granted].waker.take() {
+                wake.push(waker);
+            }
+            self.granted += 1;
+            self.in_flight += 1;
+        }
+        self.note_fill();
+    }
+
+    fn apply(&mut self, change: Change, wake: &mut Wake) {
+        if change == Change::None {
+            return;
+        }
+        self.limit = effective(self.control.limit);
+        self.filled = false;
+        self.note_fill();
+        if change == Change::Grew {
+            self.grant(wake);
+        }
+    }
+
+    /// The instant the next dispatch may go, reserving it.
+    fn reserve_dispatch(&mut self, config: &Config) -> Option<Instant> {
+        let interval = self.control.pacing_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        let at = self.next_dispatch.map_or(now, |next| next.max(now));
+        self.next_dispatch = at.checked_add(config.settings.pacing.jittered(interval));
+        (at > now).then_some(at)
+    }
+}
+
+fn effective(limit: f64) -> usize {
+    (limit.floor() as usize).max(1)
+}
+
+/// Wakers collected under the lock and woken after it: at most one on the common path.
+#[derive(Default)]
+struct Wake {
+    one: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Wake {
+    fn push(&mut self, waker: Waker) {
+        if self.one.is_none() {
+            self.one = Some(waker);
+        } else {
+            self.more.push(waker);
+        }
+    }
+
+    fn run(self) {
+        if let Some(w) = self.one {
+            w.wake();
+        }
+        for w in self.more {
+            w.wake();
+        }
+    }
+}
+
+impl Limiter {
+    pub(crate) fn new(feedback: Feedback, config: Config, initial: f64) -> Arc<Self> {
+        let control = Control::new(initial, &config.settings);
+        let limiter = Arc::new(Limiter {
+            key: HoldKey::unique(),
+            feedback,
+            config,
+            state: Mutex::new(State {
+                limit: effective(control.limit),
+                in_flight: 0,
+                queue: VecDeque::new(),
+                granted: 0,
+                next_id: 1,
+                filled: false,
+                next_dispatch: None,
+                control,
+            }),
+        });
+        limiter.feedback.register(&limiter);
+        limiter
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&self) {
+        let mut wake = Wake::default();
+        {
+            let mut state = self.lock();
+            state.in_flight -= 1;
+            state.grant(&mut wake);
+        }
+        wake.run();
+    }
+
+    /// Reserves a dispatch instant for a request that needs no permit (a retry of a held one).
+    pub(crate) fn reserve_dispatch(&self) -> Option<Instant> {
+        self.lock().reserve_dispatch(&self.config)
+    }
+
+    pub(crate) fn set_limit(&self, limit: f64) {
+        let mut wake = Wake::default();
+        {
+            let mut state = self.lock();
+            let change = state
+                .control
+                .set(&self.config.settings, limit, Instant::now());
+            state.apply(change, &mut wake);
+        }
+        wake.run();
+    }
+
+    pub(crate) fn snapshot(&self) -> ConcurrencySnapshot {
+        let state = self.lock();
+        ConcurrencySnapshot {
+            limit: state.limit,
+            limit_exact: state.control.limit,
+            in_flight: state.in_flight,
+            waiting: state.waiting(),
+            state: state.control.state(Instant::now()),
+            ceiling: state.control.ceiling,
+            pacing_interval: state.control.pacing_interval,
+            decelerations: state.control.decelerations,
+        }
+    }
+}
+
+impl Controller for Limiter {
+    fn on_outcome(&self, outcome: &Outcome) {
+        let class = outcome.class;
+        if !class.is_congestion() && class != gentlify_core::Class::Success {
+            return;
+        }
+        let now = Instant::now();
+        let half_open = self.feedback.circuit_state() == CircuitState::HalfOpen;
+        let settings = &self.config.settings;
+        let mut wake = Wake::default();
+        {
+            let mut state = self.lock();
+            let change = if class.is_congestion() {
+                state
+                    .control
+                    .on_congestion(settings, outcome.sent_at, class.retry_after(), now)
+            } else {
+                let may_grow = state.filled && !half_open;
+                state
+                    .control
+                    .on_success(settings, outcome.sent_at, outcome.latency, may_grow, now)
+            };
+            state.apply(change, &mut wake);
+        }
+        wake.run();
+    }
+
+    fn snapshot(&self) -> Option<SnapshotPart> {
+        let s = Limiter::snapshot(self);
+        Some(
+            SnapshotPart::new("concurrency")
+                .field("limit", s.limit)
+                .field("in_flight", s.in_flight)
+                .field("waiting", s.waiting)
+                .field("state", s.state.as_str())
+                .field("pacing_interval", s.pacing_interval)
+                .field("ceiling", s.ceiling.map(|c| c.floor() as u64))
+                .field("decelerations", s.decelerations),
+        )
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("key", &self.key)
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+/// One permit of a limiter: released when dropped. Lives in the request's slot as a [`Hold`].
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release();
+    }
+}
+
+impl Hold for Permit {
+    fn release(self: Box<Self>, _ended: &SlotEnded<'_>) {
+        drop(self);
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("key", &self.limiter.key)
+            .finish()
+    }
+}
+
+/// A permit and the instant its dispatch may go (pacing), if later than now.
+pub(crate) type Admit = (Permit, Option<Instant>);
+
+/// Taking a permit, waiting in the FIFO queue if none is free. Dropping it while queued gives
+/// up the place (and a permit granted but not yet claimed).
+pub(crate) struct Acquire {
+    limiter: Arc<Limiter>,
+    /// The queue entry's id; 0 while not queued.
+    id: u64,
+    started: Option<Instant>,
+    timeout: Option<Pin<Box<Sleep>>>,
+}
+
+impl Acquire {
+    pub(crate) fn new(limiter: &Arc<Limiter>) -> Self {
+        Acquire {
+            limiter: Arc::clone(limiter),
+            id: 0,
+            started: None,
+            timeout: None,
+        }
+    }
+
+    pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Admit, Rejection>> {
+        let limiter = &*self.limiter;
+        let config = &limiter.config;
+        {
+            let mut state = limiter.lock();
+            if self.id == 0 {
+                if state.queue.is_empty() && state.in_flight < state.limit {
+                    state.in_flight += 1;
+                    state.note_fill();
+                    let at = state.reserve_dispatch(config);
+                    drop(state);
+                    return Poll::Ready(Ok((self.permit(), at)));
+                }
+                if let Some(max) = config.max_waiting {
+                    if state.waiting() >= max {
+                        return Poll::Ready(Err(Rejection::Full(QueueFull::new(max))));
+                    }
+                }
+                state.filled = true;
+                self.id = state.next_id;
+                state.next_id += 1;
+                state.queue.push_back(Entry {
+                    id: self.id,
+                    waker: Some(cx.waker().clone()),
+                });
+                self.started = Some(Instant::now());
+                if let Some(timeout) = config.acquire_timeout {
+                    self.timeout = Some(Box::pin(tokio::time::sleep(timeout)));
+                }
+            } else if let Some(i) = state.position(self.id) {
+                if i < state.granted {
+                    state.queue.remove(i);
+                    state.granted -= 1;
+                    self.id = 0;
+                    self.timeout = None;
+                    let at = state.reserve_dispatch(config);
+                    drop(state);
+                    return Poll::Ready(Ok((self.permit(), at)));
+                }
+                let entry = &mut state.queue[i];
+                match &entry.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => entry.waker = Some(cx.waker().clone()),
+                }
+            }
+        }
+        let timed_out = match &mut self.timeout {
+            Some(timeout) => timeout.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if timed_out {
+            self.cancel();
+            let waited = self
+                .started
+                .map(|s| s.elapsed())
+                .or(self.limiter.config.acquire_timeout)
+                .unwrap_or_default();
+            return Poll::Ready(Err(Rejection::Timeout(AcquireTimeout::new(waited))));
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    fn permit(&self) -> Permit {
+        Permit {
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+
+    /// Leaves the queue; a permit granted meanwhile goes to the next waiter.
+    pub(crate) fn cancel(&mut self) {
+        if self.id == 0 {
+            return;
+        }
+        let id = std::mem::replace(&mut self.id, 0);
+        self.timeout = None;
+        let mut wake = Wake::default();
+        {
+            let mut state = self.limiter.lock();
+            if let Some(i) = state.position(id) {
+                state.queue.remove(i);
+                if i < state.granted {
+                    state.granted -= 1;
+                    state.in_flight -= 1;
+                    state.grant(&mut wake);
+                }
+            }
+        }
+        wake.run();
+    }
+}
+
+impl Drop for Acquire {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("queued", &(self.id != 0))
+            .field("started", &self.started)
+            .finish()
+    }
+}
