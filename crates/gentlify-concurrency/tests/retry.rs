@@ -1,0 +1,198 @@
+//! Retries keep their request's permit, whichever side of this layer the retry sits on.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{finish, request, settle, Upstream};
+use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
+use gentlify_core::{BoxError, EndReason, Feedback, Slot, SlotBody};
+use http_body_util::Full;
+use tokio_test::{assert_pending, task};
+use tower::{Layer, Service, ServiceExt};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+type Response = http::Response<SlotBody<Full<Bytes>>>;
+
+fn limit_one(feedback: &Feedback) -> AdaptiveConcurrencyLayer {
+    AdaptiveConcurrencyLayer::builder()
+        .feedback(feedback.clone())
+        .initial(1)
+        .max(1)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap()
+}
+
+/// `a` fails its first attempt with a 503; everything else succeeds after a second.
+fn flaky_a() -> Upstream {
+    Upstream::scripted(|name, attempt| match (name, attempt) {
+        ("a", 0) => (503, SECOND),
+        _ => (200, SECOND),
+    })
+}
+
+/// What a retry layer placed outside this one does: it makes the slot (so it owns its end), sends
+/// an attempt, and on a 503 sends the next attempt with the same slot through `poll_ready` and
+/// `call` again: on the same instance, or on a clone made after the call (as tower's `Retry`).
+async fn send_with_retry<S>(
+    mut svc: S,
+    feedback: &Feedback,
+    name: &str,
+    clone_after_call: bool,
+) -> Result<(), BoxError>
+where
+    S: Service<http::Request<String>, Response = Response, Error = BoxError> + Clone,
+{
+    let (slot, end) = Slot::new(feedback);
+    loop {
+        let mut req = request(name);
+        req.extensions_mut().insert(slot.clone());
+        svc.ready().await?;
+        let future = svc.call(req);
+        if clone_after_call {
+            svc = svc.clone();
+        }
+        let response = future.await?;
+        if response.status() == 503 {
+            drop(response);
+            slot.next_attempt();
+            continue;
+        }
+        finish(response).await;
+        end.end(EndReason::BodyEnded);
+        return Ok(());
+    }
+}
+
+async fn retry_then_other(clone_after_call: bool) {
+    let feedback = Feedback::new();
+    let layer = limit_one(&feedback);
+    let upstream = flaky_a();
+    let template = layer.layer(upstream.clone());
+
+    let svc = template.clone();
+    let fb = feedback.clone();
+    let a = tokio::spawn(async move { send_with_retry(svc, &fb, "a", clone_after_call).await });
+    settle().await;
+    assert_eq!(upstream.arrivals(), ["a"]);
+    let b = tokio::spawn(template.clone().oneshot(request("b")));
+    settle().await;
+    assert_eq!(layer.snapshot().waiting, 1, "b waits behind a");
+
+    let done = tokio::time::timeout(60 * SECOND, async {
+        a.await.unwrap().unwrap();
+        finish(b.await.unwrap().unwrap()).await;
+    })
+    .await;
+    assert!(done.is_ok(), "deadlock: {:?}", layer.snapshot());
+    assert_eq!(upstream.arrivals(), ["a", "a", "b"], "never b between a's attempts");
+    assert_eq!(upstream.peak(), 1);
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_outside_keeps_the_permit_on_the_same_instance() {
+    retry_then_other(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_outside_keeps_the_permit_on_a_clone_made_after_the_call() {
+    retry_then_other(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_heard_even_when_a_retry_succeeds() {
+    let feedback = Feedback::new();
+    let layer = AdaptiveConcurrencyLayer::builder()
+        .feedback(feedback.clone())
+        .initial(8)
+        .build()
+        .unwrap();
+    let upstream = flaky_a();
+    send_with_retry(layer.layer(upstream.clone()), &feedback, "a", false)
+        .await
+        .unwrap();
+    assert_eq!(upstream.arrivals(), ["a", "a"]);
+    assert_eq!(layer.snapshot().decelerations, 1, "the 503 of attempt 0 was heard");
+    assert_eq!(layer.snapshot().limit, 5, "8 × 0.7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_instance_waits_for_its_own_permit() {
+    let feedback = Feedback::new();
+    let layer = limit_one(&feedback);
+    let upstream = Upstream::ok_after(SECOND);
+    let mut svc = layer.layer(upstream.clone());
+
+    svc.ready().await.unwrap();
+    let a = svc.call(request("a")).await.unwrap();
+    // The instance's last request still holds the permit: `poll_ready` takes this for its retry.
+    svc.ready().await.unwrap();
+    let mut b = task::spawn(svc.call(request("b")));
+    assert_pending!(b.poll());
+    assert_eq!(upstream.arrivals(), ["a"], "b is not a retry of a: it waits");
+    assert_eq!(layer.snapshot().waiting, 1);
+
+    finish(a).await;
+    assert!(b.is_woken());
+    finish(b.await.unwrap()).await;
+    assert_eq!(upstream.arrivals(), ["a", "b"]);
+    assert_eq!(upstream.peak(), 1);
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
+
+#[derive(Clone)]
+struct RetryOn503;
+
+impl tower::retry::Policy<http::Request<String>, Response, BoxError> for RetryOn503 {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut http::Request<String>,
+        result: &mut Result<Response, BoxError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if response.status() == 503 => Some(std::future::ready(())),
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &http::Request<String>) -> Option<http::Request<String>> {
+        let mut clone = http::Request::new(req.body().clone());
+        *clone.extensions_mut() = req.extensions().clone();
+        Some(clone)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_tower_retry_outside_never_exceeds_the_limit() {
+    // No gentlify layer outside: each attempt's slot is made here and ends with its response,
+    // so the retry carries an ended slot in its extensions and must take a permit of its own.
+    let feedback = Feedback::new();
+    let layer = limit_one(&feedback);
+    let upstream = flaky_a();
+    let svc = tower::retry::Retry::new(RetryOn503, layer.layer(upstream.clone()));
+
+    let send = |name: &'static str| {
+        let svc = svc.clone();
+        tokio::spawn(async move { finish(svc.oneshot(request(name)).await.unwrap()).await })
+    };
+    let a = send("a");
+    settle().await;
+    let b = send("b");
+    // a's first attempt ends at 1 s and frees the permit for b (1 s – 2 s); a's retry runs from
+    // 2 s to 3 s and must hold a permit of its own: c, arriving at 2.5 s, waits for it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(upstream.arrivals(), ["a", "b", "a"]);
+    let c = send("c");
+    a.await.unwrap();
+    b.await.unwrap();
+    c.await.unwrap();
+    assert_eq!(upstream.arrivals(), ["a", "b", "a", "c"]);
+    assert_eq!(upstream.peak(), 1);
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
