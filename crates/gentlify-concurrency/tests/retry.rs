@@ -88,7 +88,11 @@ async fn retry_then_other(clone_after_call: bool) {
     })
     .await;
     assert!(done.is_ok(), "deadlock: {:?}", layer.snapshot());
-    assert_eq!(upstream.arrivals(), ["a", "a", "b"], "never b between a's attempts");
+    assert_eq!(
+        upstream.arrivals(),
+        ["a", "a", "b"],
+        "never b between a's attempts"
+    );
     assert_eq!(upstream.peak(), 1);
     assert_eq!(layer.snapshot().in_flight, 0);
 }
@@ -116,7 +120,11 @@ async fn every_attempt_is_heard_even_when_a_retry_succeeds() {
         .await
         .unwrap();
     assert_eq!(upstream.arrivals(), ["a", "a"]);
-    assert_eq!(layer.snapshot().decelerations, 1, "the 503 of attempt 0 was heard");
+    assert_eq!(
+        layer.snapshot().decelerations,
+        1,
+        "the 503 of attempt 0 was heard"
+    );
     assert_eq!(layer.snapshot().limit, 5, "8 × 0.7");
 }
 
@@ -133,7 +141,11 @@ async fn a_reused_instance_waits_for_its_own_permit() {
     svc.ready().await.unwrap();
     let mut b = task::spawn(svc.call(request("b")));
     assert_pending!(b.poll());
-    assert_eq!(upstream.arrivals(), ["a"], "b is not a retry of a: it waits");
+    assert_eq!(
+        upstream.arrivals(),
+        ["a"],
+        "b is not a retry of a: it waits"
+    );
     assert_eq!(layer.snapshot().waiting, 1);
 
     finish(a).await;

@@ -1,0 +1,353 @@
+//! How the limit moves: deceleration, cooling, reacceleration, the ceiling, the gates on growth.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{overloaded, publish, request, Upstream};
+use gentlify_concurrency::{
+    AdaptiveConcurrency, AdaptiveConcurrencyLayer, Aimd, BuildError, ControlState, Gradient,
+};
+use gentlify_core::{CircuitState, Class, Feedback, Outcome, SnapshotValue};
+use tokio::time::{advance, Instant};
+use tokio_test::{assert_pending, task};
+use tower::{Layer, ServiceExt};
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+
+type Call = task::Spawn<tower::util::Oneshot<AdaptiveConcurrency<Upstream>, http::Request<String>>>;
+
+/// A limiter over an upstream that never answers, so the test holds requests in flight at will
+/// and publishes the outcomes itself.
+struct Rig {
+    feedback: Feedback,
+    layer: AdaptiveConcurrencyLayer,
+    service: AdaptiveConcurrency<Upstream>,
+    held: Vec<Call>,
+}
+
+impl Rig {
+    fn new(
+        build: impl FnOnce(
+            gentlify_concurrency::AdaptiveConcurrencyBuilder,
+        ) -> gentlify_concurrency::AdaptiveConcurrencyBuilder,
+    ) -> Self {
+        let feedback = Feedback::new();
+        let layer = build(AdaptiveConcurrencyLayer::builder().feedback(feedback.clone()))
+            .build()
+            .unwrap();
+        let service = layer.layer(Upstream::ok_after(100 * HOUR));
+        Rig {
+            feedback,
+            layer,
+            service,
+            held: Vec::new(),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.layer.snapshot().limit
+    }
+
+    /// Holds requests in flight until the limit is full.
+    fn fill(&mut self) {
+        while self.layer.snapshot().in_flight < self.limit() {
+            let mut call = task::spawn(self.service.clone().oneshot(request("held")));
+            assert_pending!(call.poll());
+            self.held.push(call);
+        }
+    }
+
+    /// Keeps exactly `n` requests in flight.
+    fn hold(&mut self, n: usize) {
+        self.held.truncate(n);
+        while self.held.len() < n {
+            let mut call = task::spawn(self.service.clone().oneshot(request("held")));
+            assert_pending!(call.poll());
+            self.held.push(call);
+        }
+    }
+
+    /// One round trip later, a success of an attempt sent at its start.
+    async fn round_trip_of_success(&self) {
+        let sent_at = Instant::now();
+        advance(SECOND).await;
+        publish(&self.feedback, Class::Success, sent_at);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_decelerates_at_most_once_per_round_trip() {
+    let rig = Rig::new(|b| b.initial(20));
+    let burst_sent = Instant::now();
+    advance(SECOND).await;
+    for _ in 0..20 {
+        publish(&rig.feedback, overloaded(), burst_sent);
+    }
+    assert_eq!(rig.limit(), 14, "one burst, one deceleration (× 0.7)");
+    assert_eq!(rig.layer.snapshot().decelerations, 1);
+
+    let sent = Instant::now();
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), sent);
+    assert_eq!(
+        rig.limit(),
+        9,
+        "an attempt sent after the deceleration counts again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_decelerates_like_overload() {
+    let rig = Rig::new(|b| b.initial(20));
+    publish(&rig.feedback, Class::Failure, Instant::now());
+    assert_eq!(rig.limit(), 14);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_and_cancelled_attempts_leave_the_limit_alone() {
+    let rig = Rig::new(|b| b.initial(20));
+    publish(&rig.feedback, Class::Fatal, Instant::now());
+    publish(&rig.feedback, Class::Cancelled, Instant::now());
+    assert_eq!(rig.limit(), 20);
+    assert_eq!(rig.layer.snapshot().decelerations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_does_not_grow_while_cooling() {
+    let mut rig = Rig::new(|b| {
+        b.initial(10)
+            .max(20)
+            .cooling(5 * SECOND)
+            .aimd(Aimd::new().slow_start(false))
+    });
+    publish(&rig.feedback, overloaded(), Instant::now());
+    assert_eq!(rig.limit(), 7);
+    assert_eq!(rig.layer.snapshot().state, ControlState::Cooling);
+    for _ in 0..4 {
+        rig.fill();
+        rig.round_trip_of_success().await;
+        assert_eq!(rig.limit(), 7, "cooling");
+    }
+    advance(SECOND).await;
+    assert_eq!(rig.layer.snapshot().state, ControlState::Running);
+    rig.fill();
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_extends_the_cooling_period() {
+    let rig = Rig::new(|b| b.initial(10).cooling(5 * SECOND));
+    publish(
+        &rig.feedback,
+        Class::Overloaded {
+            retry_after: Some(20 * SECOND),
+        },
+        Instant::now(),
+    );
+    advance(19 * SECOND).await;
+    assert_eq!(rig.layer.snapshot().state, ControlState::Cooling);
+    advance(SECOND).await;
+    assert_eq!(rig.layer.snapshot().state, ControlState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reacceleration_climbs_step_by_step_to_the_safe_ceiling_and_stops() {
+    let mut rig = Rig::new(|b| {
+        b.initial(20)
+            .max(100)
+            .cooling(SECOND)
+            .ceiling_relax_after(HOUR)
+            .aimd(Aimd::new().slow_start(false))
+    });
+    publish(&rig.feedback, overloaded(), Instant::now());
+    assert_eq!(rig.limit(), 14);
+    assert_eq!(
+        rig.layer.snapshot().ceiling,
+        Some(19.0),
+        "one step under what overloaded"
+    );
+    advance(SECOND).await;
+    let mut limits = Vec::new();
+    for _ in 0..7 {
+        rig.fill();
+        rig.round_trip_of_success().await;
+        limits.push(rig.limit());
+    }
+    // Half the distance to the ceiling per round trip, at least one step; never above it.
+    assert_eq!(limits, [16, 17, 18, 19, 19, 19, 19]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ceiling_relaxes_after_a_quiet_period() {
+    let mut rig = Rig::new(|b| {
+        b.initial(20)
+            .max(100)
+            .cooling(SECOND)
+            .ceiling_relax_after(30 * SECOND)
+            .aimd(Aimd::new().slow_start(false))
+    });
+    publish(&rig.feedback, overloaded(), Instant::now());
+    advance(SECOND).await;
+    let mut under_ceiling = Vec::new();
+    loop {
+        rig.fill();
+        rig.round_trip_of_success().await;
+        if rig.layer.snapshot().ceiling.is_none() {
+            break;
+        }
+        under_ceiling.push(rig.limit());
+    }
+    assert!(under_ceiling.iter().all(|l| *l <= 19), "{under_ceiling:?}");
+    assert!(
+        under_ceiling.len() >= 28,
+        "held for the quiet period (30 s)"
+    );
+    let mut limits = vec![rig.limit()];
+    for _ in 0..3 {
+        rig.fill();
+        rig.round_trip_of_success().await;
+        limits.push(rig.limit());
+    }
+    assert_eq!(limits, [20, 21, 22, 23], "additive above the old ceiling");
+    assert!(limits[2] > 19);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
+    let mut rig = Rig::new(|b| b.initial(2).max(64).cooling(SECOND));
+    let mut limits = Vec::new();
+    for _ in 0..4 {
+        rig.fill();
+        rig.round_trip_of_success().await;
+        limits.push(rig.limit());
+    }
+    assert_eq!(limits, [4, 8, 16, 32]);
+
+    // A success of an attempt sent before the last change is not a round trip of the new limit.
+    rig.fill();
+    let before = Instant::now() - SECOND;
+    publish(&rig.feedback, Class::Success, before);
+    assert_eq!(rig.limit(), 32);
+
+    publish(&rig.feedback, overloaded(), Instant::now());
+    assert_eq!(rig.limit(), 22);
+    advance(SECOND).await;
+    rig.fill();
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 26, "no more doubling: toward the ceiling (31)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sender_limited_load_does_not_inflate_the_limit() {
+    let mut rig = Rig::new(|b| b.initial(10).max(100));
+    for _ in 0..50 {
+        rig.hold(3);
+        rig.round_trip_of_success().await;
+    }
+    assert_eq!(
+        rig.limit(),
+        10,
+        "three in flight never tested a limit of ten"
+    );
+    rig.fill();
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 20, "filled once: it grows");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_growth_while_the_breaker_is_half_open() {
+    let mut rig = Rig::new(|b| b.initial(4).max(100));
+    rig.feedback.set_circuit_state(CircuitState::HalfOpen);
+    for _ in 0..5 {
+        rig.fill();
+        rig.round_trip_of_success().await;
+    }
+    assert_eq!(rig.limit(), 4);
+    rig.feedback.set_circuit_state(CircuitState::Closed);
+    rig.fill();
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gradient_shrinks_the_limit_when_latency_rises_before_any_error() {
+    let rig = Rig::new(|b| {
+        b.initial(20)
+            .max(20)
+            .gradient(Gradient::new().windows(5, 100))
+    });
+    let success = |latency_ms: u64| {
+        let outcome = Outcome::new(Class::Success, 0, Instant::now())
+            .with_latency(Duration::from_millis(latency_ms));
+        rig.feedback.publish(&outcome);
+    };
+    for _ in 0..50 {
+        advance(SECOND).await;
+        success(100);
+    }
+    assert_eq!(rig.limit(), 20, "steady latency: the limit holds");
+    for _ in 0..10 {
+        advance(SECOND).await;
+        success(400);
+    }
+    let snapshot = rig.layer.snapshot();
+    assert!(snapshot.limit < 16, "latency ×4: {snapshot:?}");
+    assert_eq!(snapshot.decelerations, 0, "no error was seen");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_snapshot_has_a_concurrency_part() {
+    let mut rig = Rig::new(|b| b.initial(3).max(3));
+    rig.fill();
+    let mut waiter = task::spawn(rig.service.clone().oneshot(request("w")));
+    assert_pending!(waiter.poll());
+    publish(&rig.feedback, overloaded(), Instant::now());
+
+    let snapshot = rig.feedback.snapshot();
+    let part = snapshot.part("concurrency").expect("registered");
+    assert_eq!(part.get("limit"), Some(&SnapshotValue::U64(2)));
+    assert_eq!(part.get("in_flight"), Some(&SnapshotValue::U64(3)));
+    assert_eq!(part.get("waiting"), Some(&SnapshotValue::U64(1)));
+    assert_eq!(
+        part.get("state"),
+        Some(&SnapshotValue::Text("cooling".into()))
+    );
+    assert_eq!(
+        part.get("pacing_interval"),
+        Some(&SnapshotValue::Duration(Duration::from_millis(50)))
+    );
+}
+
+#[test]
+fn the_builder_rejects_settings_that_cannot_work() {
+    let build = AdaptiveConcurrencyLayer::builder;
+    assert_eq!(build().min(0).build().unwrap_err(), BuildError::ZeroMin);
+    assert!(matches!(
+        build().initial(300).build().unwrap_err(),
+        BuildError::InitialOutOfRange { initial: 300, .. }
+    ));
+    assert!(matches!(
+        build()
+            .aimd(Aimd::new().decrease_factor(1.0))
+            .build()
+            .unwrap_err(),
+        BuildError::OutOfRange {
+            name: "decrease_factor",
+            ..
+        }
+    ));
+    assert!(matches!(
+        build()
+            .gradient(Gradient::new().tolerance(0.5))
+            .build()
+            .unwrap_err(),
+        BuildError::OutOfRange {
+            name: "tolerance",
+            ..
+        }
+    ));
+    assert!(build().build().is_ok());
+}
