@@ -16,13 +16,14 @@ use tokio::time::Instant;
 use tower::Service;
 
 pub type Reply = (u16, Duration);
+type Script = dyn Fn(&str, u32) -> Reply + Send + Sync;
 
 /// An upstream that answers each request after a scripted delay with a scripted status, and
 /// records the arrival order, the attempts per request and the peak concurrency it saw.
 #[derive(Clone)]
 pub struct Upstream {
     pub state: Arc<Mutex<UpstreamState>>,
-    script: Arc<dyn Fn(&str, u32) -> Reply + Send + Sync>,
+    script: Arc<Script>,
 }
 
 #[derive(Default)]
