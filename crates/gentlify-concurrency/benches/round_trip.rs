@@ -1,5 +1,7 @@
 //! The uncontended admit -> call -> response round trip (body read to its end), against tower's
-//! `ConcurrencyLimit` in the same run, over the same ready upstream.
+//! `ConcurrencyLimit` in the same run, over the same ready upstream. A third line measures the
+//! floor every gentlify layer pays for the shared contract alone (slot, dispatch, outcome
+//! publication, body wrapper), with no limiter, to show which part of the cost is whose.
 
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
+use gentlify_core::{BoxError, Feedback, Slot, SlotBody, Tracked};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio::runtime::Runtime;
@@ -17,6 +20,33 @@ use tower::{Layer, Service, ServiceExt};
 
 #[derive(Clone)]
 struct Upstream;
+
+/// The gentlify contract and nothing else: what `gentlify_core`'s docs show a layer does.
+#[derive(Clone)]
+struct SlotOnly<S> {
+    inner: S,
+    feedback: Feedback,
+}
+
+impl<S, B> Service<http::Request<()>> for SlotOnly<S>
+where
+    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
+    B: Body,
+{
+    type Response = http::Response<SlotBody<B>>;
+    type Error = BoxError;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: http::Request<()>) -> Self::Future {
+        let (slot, end) = Slot::get_or_insert(req.extensions_mut(), &self.feedback);
+        let dispatched = slot.dispatch(&self.feedback);
+        Tracked::new(self.inner.call(req), dispatched, end)
+    }
+}
 
 impl Service<http::Request<()>> for Upstream {
     type Response = http::Response<Full<Bytes>>;
@@ -78,6 +108,14 @@ fn round_trip(c: &mut Criterion) {
     let mut adaptive = layer.layer(Upstream);
     group.bench_function("gentlify_adaptive_concurrency", |b| {
         b.iter_custom(|iters| run(&rt, &mut adaptive, iters))
+    });
+
+    let mut slot_only = SlotOnly {
+        inner: Upstream,
+        feedback: Feedback::new(),
+    };
+    group.bench_function("gentlify_core_contract_only", |b| {
+        b.iter_custom(|iters| run(&rt, &mut slot_only, iters))
     });
     group.finish();
 }

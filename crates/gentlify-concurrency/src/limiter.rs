@@ -260,7 +260,8 @@ impl Controller for Limiter {
         if !class.is_congestion() && class != gentlify_core::Class::Success {
             return;
         }
-        let now = Instant::now();
+        // The instant the outcome was made, without another read of the clock.
+        let now = outcome.sent_at + outcome.latency;
         let half_open = self.feedback.circuit_state() == CircuitState::HalfOpen;
         let settings = &self.config.settings;
         let mut wake = Wake::default();

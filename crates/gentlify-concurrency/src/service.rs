@@ -171,7 +171,7 @@ where
                 None
             }
         };
-        let limiter = Arc::clone(self.limiter());
+        let limiter = self.acquire.limiter();
         let (mut slot, mut end) = Slot::get_or_insert(request.extensions_mut(), &limiter.feedback);
         if end.is_none() && slot.is_ended() {
             // A request cloned with the extensions of one whose slot already ended (a retry
@@ -193,7 +193,7 @@ where
             // request. It waits for its permit in the response future, in the FIFO queue.
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::waiting(limiter, ready, request, slot, end);
+            return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
         let dispatched = slot.dispatch(&limiter.feedback);
         ResponseFuture::called(self.inner.call(request), dispatched, end)
