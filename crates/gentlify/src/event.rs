@@ -108,6 +108,17 @@ impl Observer {
                 decelerations: snapshot.decelerations,
             });
         }
+        self.check_pause();
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.gauges(&snapshot, &self.feedback);
+        }
+    }
+
+    /// Reports a new pause, if the gate holds until later than last reported. Also called when
+    /// a response leaves the stack: the header layer sets the gate after the attempt's outcome
+    /// was published.
+    pub(crate) fn check_pause(&self) {
         if let Some(until) = self.feedback.pause_gate().paused_until() {
             let new = {
                 let mut last = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,10 +131,6 @@ impl Observer {
             if new {
                 self.emit(&Event::Pause { until });
             }
-        }
-        #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.metrics {
-            metrics.gauges(&snapshot, &self.feedback);
         }
     }
 }

@@ -38,9 +38,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let (Err(error), Some(observer)) = (&result, this.observer.as_ref()) {
-            if is_local_rejection(&**error) {
-                observer.rejected(&**error);
+        if let Some(observer) = this.observer.as_ref() {
+            observer.check_pause();
+            if let Err(error) = &result {
+                if is_local_rejection(&**error) {
+                    observer.rejected(&**error);
+                }
             }
         }
         Poll::Ready(result)

@@ -1,0 +1,92 @@
+//! The event callback hears attempts, quotas, decelerations, pauses, breaker transitions and local
+//! rejections.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::{drain, request};
+use gentlify::core::error::CircuitOpen;
+use gentlify::{Event, Throttle};
+use http_body_util::Full;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+#[tokio::test(start_paused = true)]
+async fn on_event_hears_what_the_stack_does() {
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let throttle = Throttle::openai()
+        .no_retry()
+        .breaker(|b| b.consecutive_failures(1).minimum_calls(100))
+        .on_event({
+            let events = events.clone();
+            move |event: &Event<'_>| {
+                let line = match event {
+                    Event::Attempt(outcome) => format!("attempt {}", outcome.class.as_str()),
+                    Event::Quota(report) => format!("quota {}", report.source),
+                    Event::Deceleration { limit, .. } => format!("decelerate to {limit}"),
+                    Event::Pause { .. } => "pause".to_owned(),
+                    Event::Breaker(t) => format!("breaker {}", t.to),
+                    Event::Rejected(error) => {
+                        format!("rejected circuit_open={}", error.is::<CircuitOpen>())
+                    }
+                    _ => "other".to_owned(),
+                };
+                events.lock().unwrap().push(line);
+            }
+        })
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client =
+        ServiceBuilder::new()
+            .layer(throttle.clone())
+            .service(service_fn({
+                let calls = calls.clone();
+                move |_request: http::Request<String>| {
+                    let response = match calls.fetch_add(1, Ordering::SeqCst) {
+                        0 => http::Response::builder()
+                            .status(200)
+                            .header("x-ratelimit-remaining-requests", "59")
+                            .header("x-ratelimit-reset-requests", "1s"),
+                        1 => http::Response::builder()
+                            .status(429)
+                            .header("retry-after-ms", "500"),
+                        _ => http::Response::builder().status(500),
+                    };
+                    async move {
+                        Ok::<_, Infallible>(response.body(Full::new(Bytes::from("{}"))).unwrap())
+                    }
+                }
+            }));
+
+    for _ in 0..3 {
+        drain(client.clone().oneshot(request("x")).await.unwrap()).await;
+    }
+    let error = client.oneshot(request("x")).await.unwrap_err();
+    assert!(error.is::<CircuitOpen>());
+
+    let events = events.lock().unwrap().clone();
+    let at = |line: &str| {
+        events
+            .iter()
+            .position(|e| e == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {events:?}"))
+    };
+    assert!(at("attempt success") < at("quota openai"), "{events:?}");
+    assert!(
+        at("attempt overloaded") < at("decelerate to 2"),
+        "{events:?}"
+    );
+    assert!(at("attempt overloaded") < at("pause"), "{events:?}");
+    // The breaker hears the failure before the callback's own controller does.
+    assert!(at("pause") < at("breaker open"), "{events:?}");
+    at("attempt failure");
+    assert_eq!(events.last().unwrap(), "rejected circuit_open=true");
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("attempt")).count(),
+        3
+    );
+}
