@@ -18,8 +18,8 @@ mod sealed {
 /// Adds gentlify's layers to a [`ServiceBuilder`], as tower-http's `ServiceBuilderExt` does for
 /// its own.
 ///
-/// For stacks put together by hand: build every layer on the **same** [`Feedback`]
-/// (crate::Feedback) handle, so that they share the slot's permit, the classifier, the pause
+/// For stacks put together by hand: build every layer on the **same**
+/// [`Feedback`](crate::Feedback) handle, so that they share the slot's permit, the classifier, the pause
 /// gate and the circuit state. The order is yours; the contract (a retry keeps its permit, every
 /// attempt reaches every controller) holds in any order, because it travels in the slot.
 ///

@@ -1,5 +1,5 @@
-//! The event callback: what a [`Throttle`](crate::Throttle) tells [`on_event`]
-//! (crate::Throttle::on_event), built as a [`Controller`] on the stack's handle.
+//! The event callback: what a [`Throttle`](crate::Throttle) tells
+//! [`on_event`](crate::Throttle::on_event), built as a [`Controller`] on the stack's handle.
 
 use std::error::Error;
 use std::fmt;

@@ -1,8 +1,8 @@
 //! `metrics`-crate integration (feature `metrics`), enabled per stack with
 //! [`Throttle::metrics(true)`](crate::Throttle::metrics).
 //!
-//! Every metric carries the label `stack`, the handle's name ([`Throttle::name`]
-//! (crate::Throttle::name); `"default"` without one).
+//! Every metric carries the label `stack`, the handle's name
+//! ([`Throttle::name`](crate::Throttle::name); `"default"` without one).
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
