@@ -138,7 +138,10 @@ async fn a_reused_instance_waits_for_its_own_permit() {
     svc.ready().await.unwrap();
     let a = svc.call(request("a")).await.unwrap();
     // The instance's last request still holds the permit: `poll_ready` takes this for its retry.
-    svc.ready().await.unwrap();
+    tokio::time::timeout(SECOND, svc.ready())
+        .await
+        .expect("poll_ready of a reused instance must not wait behind its own request")
+        .unwrap();
     let mut b = task::spawn(svc.call(request("b")));
     assert_pending!(b.poll());
     assert_eq!(
@@ -182,8 +185,8 @@ impl tower::retry::Policy<http::Request<String>, Response, BoxError> for RetryOn
 
 #[tokio::test(start_paused = true)]
 async fn a_plain_tower_retry_outside_never_exceeds_the_limit() {
-    // No gentlify layer outside: each attempt's slot is made here and ends with its response,
-    // so the retry carries an ended slot in its extensions and must take a permit of its own.
+    // No gentlify layer outside: each attempt gets its own slot here, which ends with its
+    // response, so the retry must take a permit of its own (and waits behind b for it).
     let feedback = Feedback::new();
     let layer = limit_one(&feedback);
     let upstream = flaky_a();
@@ -206,5 +209,31 @@ async fn a_plain_tower_retry_outside_never_exceeds_the_limit() {
     c.await.unwrap();
     assert_eq!(upstream.arrivals(), ["a", "b", "a", "c"]);
     assert_eq!(upstream.peak(), 1);
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_carrying_an_ended_slot_takes_a_permit_of_its_own() {
+    // A wrapper outside every gentlify layer that copies the extensions of an earlier request,
+    // slot included, after that slot ended.
+    let feedback = Feedback::new();
+    let layer = limit_one(&feedback);
+    let upstream = Upstream::ok_after(SECOND);
+    let template = layer.layer(upstream.clone());
+    let (stale, end) = Slot::new(&feedback);
+    end.end(EndReason::BodyEnded);
+
+    let mut a = request("a");
+    a.extensions_mut().insert(stale.clone());
+    let a = template.clone().oneshot(a).await.unwrap();
+    assert_eq!(
+        layer.snapshot().in_flight,
+        1,
+        "held, not released into the ended slot"
+    );
+    let mut b = task::spawn(template.clone().oneshot(request("b")));
+    assert_pending!(b.poll());
+    finish(a).await;
+    finish(b.await.unwrap()).await;
     assert_eq!(layer.snapshot().in_flight, 0);
 }
