@@ -17,7 +17,11 @@ use crate::service::AdaptiveConcurrency;
 /// A layer value owns **one** limiter: every service it makes, and every clone of those, share
 /// the same limit and the same permits (apply one layer value to two services and they share one
 /// limit; build two layer values for two limits). Several layers may share one [`Feedback`]
-/// handle. Cloning the layer clones the handle to the same limiter.
+/// handle; each then hears every attempt published on it (an [`Outcome`] does not say which
+/// limiter sent it), so share a handle among limiters in front of the same upstream capacity.
+/// Cloning the layer clones the handle to the same limiter.
+///
+/// [`Outcome`]: gentlify_core::Outcome
 ///
 /// ```
 /// use std::time::Duration;
