@@ -130,6 +130,36 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| run(&rt, &budgeted, n))
     });
     group.finish();
+
+    // Where the time goes: each layer alone, on a handle of its own.
+    let mut alone = c.benchmark_group("one_layer");
+    let breaker = ServiceBuilder::new()
+        .layer(gentlify::CircuitBreakerLayer::new())
+        .service(service_fn(ok));
+    alone.bench_function("breaker", |b| b.iter_custom(|n| run(&rt, &breaker, n)));
+    let concurrency = ServiceBuilder::new()
+        .layer(gentlify::AdaptiveConcurrencyLayer::new())
+        .service(service_fn(ok));
+    alone.bench_function("concurrency", |b| {
+        b.iter_custom(|n| run(&rt, &concurrency, n))
+    });
+    let retry = ServiceBuilder::new()
+        .layer(gentlify::RetryLayer::new())
+        .service(service_fn(ok));
+    alone.bench_function("retry", |b| b.iter_custom(|n| run(&rt, &retry, n)));
+    let budget = ServiceBuilder::new()
+        .layer(gentlify::TokenBudgetLayer::new(
+            gentlify::TokenBudget::builder().build().unwrap(),
+        ))
+        .service(service_fn(ok));
+    alone.bench_function("budget_no_limit", |b| {
+        b.iter_custom(|n| run(&rt, &budget, n))
+    });
+    let headers = ServiceBuilder::new()
+        .layer(gentlify::HeaderFeedbackLayer::new())
+        .service(service_fn(ok));
+    alone.bench_function("headers", |b| b.iter_custom(|n| run(&rt, &headers, n)));
+    alone.finish();
 }
 
 criterion_group!(benches, bench);

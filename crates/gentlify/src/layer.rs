@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use crate::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::budget::{JsonEstimate, TokenBudget, TokenBudgetLayer};
 use crate::concurrency::{AdaptiveConcurrencyLayer, ConcurrencySnapshot};
+use crate::estimate::StackEstimate;
 use crate::event::Observer;
 use crate::headers::HeaderFeedbackLayer;
 use crate::retry::RetryLayer;
@@ -42,7 +43,7 @@ pub struct ThrottleLayer<E = JsonEstimate> {
     breaker: CircuitBreakerLayer,
     concurrency: AdaptiveConcurrencyLayer,
     retry: RetryLayer,
-    budget: TokenBudgetLayer<E>,
+    budget: TokenBudgetLayer<StackEstimate<E>>,
     headers: HeaderFeedbackLayer,
     observer: Option<Arc<Observer>>,
 }
@@ -53,7 +54,7 @@ impl<E> ThrottleLayer<E> {
         breaker: CircuitBreakerLayer,
         concurrency: AdaptiveConcurrencyLayer,
         retry: RetryLayer,
-        budget: TokenBudgetLayer<E>,
+        budget: TokenBudgetLayer<StackEstimate<E>>,
         headers: HeaderFeedbackLayer,
         observer: Option<Arc<Observer>>,
     ) -> Self {

@@ -110,6 +110,7 @@
 
 mod builder_ext;
 mod error;
+mod estimate;
 mod event;
 pub mod future;
 pub mod group;
@@ -162,6 +163,7 @@ pub mod prelude {
 
 pub use builder_ext::ServiceBuilderExt;
 pub use error::ConfigError;
+pub use estimate::StackEstimate;
 pub use event::Event;
 pub use group::{ThrottleGroup, ThrottleGroupBuilder};
 pub use layer::ThrottleLayer;

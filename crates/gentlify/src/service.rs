@@ -11,6 +11,7 @@ use tower_service::Service;
 use crate::breaker::CircuitBreaker;
 use crate::budget::{Budgeted, JsonEstimate};
 use crate::concurrency::AdaptiveConcurrency;
+use crate::estimate::StackEstimate;
 use crate::event::Observer;
 use crate::future::ResponseFuture;
 use crate::headers::HeaderFeedback;
@@ -18,7 +19,7 @@ use crate::retry::Retry;
 
 /// The layers of the full stack, outermost first, around the client `S`.
 pub type Stack<S, E = JsonEstimate> =
-    CircuitBreaker<AdaptiveConcurrency<Retry<Budgeted<HeaderFeedback<S>, E>>>>;
+    CircuitBreaker<AdaptiveConcurrency<Retry<Budgeted<HeaderFeedback<S>, StackEstimate<E>>>>>;
 
 /// The full gentlify stack around a client `S`: breaker → adaptive concurrency → retry → token
 /// budget → header feedback → `S`. Made by [`ThrottleLayer`](crate::ThrottleLayer).

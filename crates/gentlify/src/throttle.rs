@@ -10,6 +10,7 @@ use crate::breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::budget::{JsonEstimate, Limit, TokenBudget, TokenBudgetBuilder, TokenBudgetLayer};
 use crate::concurrency::{AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer, Pacing};
 use crate::error::ConfigError;
+use crate::estimate::StackEstimate;
 use crate::event::{Callback, Event, Observer};
 use crate::headers::{AnthropicHeaders, HeaderFeedbackLayer, OpenAiHeaders, ParseHeaders};
 use crate::layer::ThrottleLayer;
@@ -495,9 +496,10 @@ impl<E> Throttle<E> {
         } else {
             budgets.push(TokenBudget::builder().build()?);
         }
+        let estimate = StackEstimate::new(self.estimate, &budgets);
         let mut budget = TokenBudgetLayer::new(budgets[0].clone())
             .feedback(feedback.clone())
-            .estimate(self.estimate);
+            .estimate(estimate);
         for extra in &budgets[1..] {
             budget = budget.with_budget(extra.clone());
         }

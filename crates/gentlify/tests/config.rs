@@ -197,3 +197,30 @@ fn azure_enforces_requests_per_minute_over_ten_seconds_too() {
         (Some(SnapshotValue::U64(600)), None)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_estimate_runs_only_when_a_budget_counts_tokens() {
+    for (throttle, expected) in [
+        (Throttle::new(), 0),
+        (Throttle::new().requests_per_minute(100), 0),
+        (Throttle::new().tokens_per_minute(100_000), 1),
+        (Throttle::anthropic().output_tokens_per_minute(8_000), 1),
+    ] {
+        let estimates = Arc::new(AtomicUsize::new(0));
+        let layer = throttle
+            .estimate({
+                let estimates = estimates.clone();
+                move |_: &http::Request<String>| {
+                    estimates.fetch_add(1, Ordering::SeqCst);
+                    gentlify::budget::TokenCost::new(10, 10)
+                }
+            })
+            .build()
+            .unwrap();
+        let client = ServiceBuilder::new()
+            .layer(layer)
+            .service(scripted(&[200], Arc::default()));
+        drain(client.oneshot(request("x")).await.unwrap()).await;
+        assert_eq!(estimates.load(Ordering::SeqCst), expected);
+    }
+}
