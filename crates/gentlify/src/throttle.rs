@@ -60,8 +60,9 @@ const UNLIMITED: usize = 1 << 30;
 ///
 /// The order, outermost first, is the one DESIGN.md recommends:
 /// **breaker → adaptive concurrency → retry → token budget → header feedback → the client**.
-/// The breaker admits or rejects a logical request once (a retry is never refused by it half-way),
-/// and, as a controller on the handle, judges every attempt published there; a retry stays inside
+/// The breaker admits or rejects a logical request once (its retries do not pass through it again,
+/// though the retry layer stops retrying while the circuit is open), and, as a controller on the
+/// handle, judges every attempt published there; a retry stays inside
 /// its concurrency permit; the budget charges every attempt (providers count failed requests); the header layer
 /// reads every response before anyone else, so the server's quotas reach the budget and the
 /// limiter before the next request goes.
