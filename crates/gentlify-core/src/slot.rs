@@ -583,7 +583,9 @@ impl Dispatched {
         self.publish_with_status(class, None)
     }
 
-    fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
+    /// Publishes `class` with the response's `status` for this attempt, unless it was already
+    /// published on this handle. Returns whether it was.
+    pub fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
         let mut outcome = Outcome::new(class, self.attempt, self.sent_at);
         outcome.status = status;
         self.slot.publish_once(&self.feedback, outcome)
