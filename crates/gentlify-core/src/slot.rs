@@ -69,7 +69,7 @@ struct SlotState {
 }
 
 /// What the slot remembers per handle, to publish each attempt exactly once to each.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Marks {
     /// Attempts below this number have been published to this handle.
     published_below: u32,
@@ -77,6 +77,10 @@ struct Marks {
     dispatched: Option<(u32, Instant)>,
     /// The class last published to this handle, with its attempt.
     last_class: Option<(u32, Class)>,
+    /// An attempt classified from its head whose body may still change its class (a 429 that
+    /// may say `insufficient_quota`): published when a layer reads the body, when the next
+    /// attempt is sent, or when the slot ends, whichever comes first.
+    deferred: Option<Outcome>,
 }
 
 impl Marks {
@@ -84,6 +88,22 @@ impl Marks {
     fn unpublished(&self) -> Option<(u32, Instant)> {
         self.dispatched
             .filter(|&(attempt, _)| attempt >= self.published_below)
+    }
+
+    /// What to publish for this handle when the slot ends: the deferred outcome, else a
+    /// cancellation of an attempt sent but never answered.
+    fn final_outcome(&mut self) -> Option<Outcome> {
+        self.take_deferred().or_else(|| {
+            self.unpublished()
+                .map(|(attempt, sent_at)| Outcome::new(Class::Cancelled, attempt, sent_at))
+        })
+    }
+
+    /// The deferred outcome, if it is still unpublished.
+    fn take_deferred(&mut self) -> Option<Outcome> {
+        self.deferred
+            .take()
+            .filter(|o| o.attempt >= self.published_below)
     }
 }
 
@@ -346,18 +366,31 @@ impl Slot {
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
         let attempt = self.attempt();
         let sent_at = Instant::now();
-        {
+        let flush = {
             let mut state = self.lock();
             match state.marks(&self.inner.owner, feedback) {
-                Some(marks) => marks.dispatched = Some((attempt, sent_at)),
-                None => state.other_marks.push((
-                    feedback.clone(),
-                    Marks {
-                        dispatched: Some((attempt, sent_at)),
-                        ..Marks::default()
-                    },
-                )),
+                Some(marks) => {
+                    marks.dispatched = Some((attempt, sent_at));
+                    match &marks.deferred {
+                        Some(d) if d.attempt < attempt => marks.take_deferred(),
+                        _ => None,
+                    }
+                }
+                None => {
+                    state.other_marks.push((
+                        feedback.clone(),
+                        Marks {
+                            dispatched: Some((attempt, sent_at)),
+                            ..Marks::default()
+                        },
+                    ));
+                    None
+                }
             }
+        };
+        // A deferred outcome of the previous attempt nobody refined: the head's class stands.
+        if let Some(outcome) = flush {
+            self.publish_once(feedback, outcome);
         }
         Dispatched {
             slot: self.clone(),
@@ -383,6 +416,7 @@ impl Slot {
             }
             marks.published_below = outcome.attempt + 1;
             marks.last_class = Some((outcome.attempt, outcome.class));
+            marks.deferred = None;
             state.last_outcome = Some(outcome.clone());
         }
         feedback.publish(&outcome);
@@ -392,12 +426,36 @@ impl Slot {
     fn is_published(&self, feedback: &Feedback, attempt: u32) -> Option<Class> {
         let mut state = self.lock();
         let marks = state.marks(&self.inner.owner, feedback)?;
+        if let Some(deferred) = marks.deferred.as_ref().filter(|d| d.attempt == attempt) {
+            return Some(deferred.class);
+        }
         match marks.last_class {
             Some((published, class)) if published == attempt => Some(class),
             // An older attempt, published long ago: its class no longer matters to anyone.
             _ if attempt < marks.published_below => Some(Class::Cancelled),
             _ => None,
         }
+    }
+
+    /// Keeps `outcome` to be published later, unless its attempt is already published or
+    /// deferred. Returns the class that stands for the attempt now.
+    fn defer(&self, feedback: &Feedback, outcome: Outcome) -> Class {
+        let mut state = self.lock();
+        let Some(marks) = state.marks(&self.inner.owner, feedback) else {
+            return outcome.class;
+        };
+        if let Some(d) = marks
+            .deferred
+            .as_ref()
+            .filter(|d| d.attempt == outcome.attempt)
+        {
+            return d.class;
+        }
+        let class = outcome.class;
+        if outcome.attempt >= marks.published_below {
+            marks.deferred = Some(outcome);
+        }
+        class
     }
 
     fn end(&self, reason: EndReason) {
@@ -407,23 +465,24 @@ impl Slot {
                 return;
             }
             state.ended = true;
-            let others: Vec<(Feedback, (u32, Instant))> = state
+            let others: Vec<(Feedback, Outcome)> = state
                 .other_marks
-                .iter()
-                .filter_map(|(f, m)| m.unpublished().map(|u| (f.clone(), u)))
+                .iter_mut()
+                .filter_map(|(f, m)| m.final_outcome().map(|o| (f.clone(), o)))
                 .collect();
             (
                 std::mem::take(&mut state.holds),
-                state.owner_marks.unpublished(),
+                state.owner_marks.final_outcome(),
                 others,
                 state.usage,
             )
         };
-        // An attempt sent but never answered (the caller went away) is published as cancelled,
-        // so every attempt publishes exactly one outcome.
-        let owner = owner_unpublished.map(|u| (self.inner.owner.clone(), u));
-        for (feedback, (attempt, sent_at)) in owner.into_iter().chain(others_unpublished) {
-            self.publish_once(&feedback, Outcome::new(Class::Cancelled, attempt, sent_at));
+        // A deferred outcome nobody refined is published as the head said; an attempt sent but
+        // never answered (the caller went away) as cancelled: every attempt publishes exactly one
+        // outcome.
+        let owner = owner_unpublished.map(|o| (self.inner.owner.clone(), o));
+        for (feedback, outcome) in owner.into_iter().chain(others_unpublished) {
+            self.publish_once(&feedback, outcome);
         }
         let last_outcome = self.lock().last_outcome.clone();
         let summary = SlotEnded {
@@ -536,21 +595,61 @@ impl Dispatched {
     }
 
     /// Classifies a response with the handle's classifier and publishes it, unless a layer nearer
-    /// the server already published this attempt (then its class is returned). Returns
+    /// the server already published this attempt (then its class is returned). When the
+    /// classifier says the body could change the class ([`Classify::wants_body`]: a 429 that may
+    /// say `insufficient_quota`), publishing waits until a layer that reads the body calls
+    /// [`on_response_body`](Dispatched::on_response_body), the next attempt is sent, or the slot
+    /// ends — whichever comes first — so the attempt is still published exactly once. Returns
     /// [`Classified::AtEndOfStream`] when the class is only known from the trailers: call
     /// [`on_trailers`](Dispatched::on_trailers) at the end of the body (the [`SlotBody`]
     /// does).
     ///
     /// [`SlotBody`]: crate::SlotBody
+    /// [`Classify::wants_body`]: crate::Classify::wants_body
     pub fn on_response(&self, response: &dyn ResponseParts) -> Classified {
         if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
             return Classified::Ready(class);
         }
-        let classified = self.feedback.classifier().classify_response(response);
+        let classifier = self.feedback.classifier();
+        let classified = classifier.classify_response(response);
         if let Classified::Ready(class) = classified {
+            if classifier.wants_body(response) {
+                // A layer that reads the body (the retry layer) may refine the class: keep the
+                // outcome until it does, the next attempt is sent, or the slot ends.
+                let outcome = self.outcome(class, Some(response.status()));
+                return Classified::Ready(self.slot.defer(&self.feedback, outcome));
+            }
             self.publish_with_status(class, Some(response.status()));
         }
         classified
+    }
+
+    /// Classifies a response from its head and a prefix of its body
+    /// ([`Classify::classify_body`]), and publishes it at once: what a layer that read the body
+    /// calls instead of [`on_response`](Dispatched::on_response). The body's word wins over a class
+    /// deferred from the head by a layer nearer the server.
+    ///
+    /// [`Classify::classify_body`]: crate::Classify::classify_body
+    pub fn on_response_body(&self, response: &dyn ResponseParts, body_prefix: &[u8]) -> Classified {
+        let classifier = self.feedback.classifier();
+        let classified = match classifier.classify_body(response, body_prefix) {
+            Some(class) => Classified::Ready(class),
+            None => classifier.classify_response(response),
+        };
+        if let Classified::Ready(class) = classified {
+            if !self.publish_with_status(class, Some(response.status())) {
+                if let Some(published) = self.slot.is_published(&self.feedback, self.attempt) {
+                    return Classified::Ready(published);
+                }
+            }
+        }
+        classified
+    }
+
+    fn outcome(&self, class: Class, status: Option<http::StatusCode>) -> Outcome {
+        let mut outcome = Outcome::new(class, self.attempt, self.sent_at);
+        outcome.status = status;
+        outcome
     }
 
     /// Classifies an error from the inner service and publishes it. Local rejections
@@ -586,9 +685,8 @@ impl Dispatched {
     /// Publishes `class` with the response's `status` for this attempt, unless it was already
     /// published on this handle. Returns whether it was.
     pub fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
-        let mut outcome = Outcome::new(class, self.attempt, self.sent_at);
-        outcome.status = status;
-        self.slot.publish_once(&self.feedback, outcome)
+        self.slot
+            .publish_once(&self.feedback, self.outcome(class, status))
     }
 }
 

@@ -333,3 +333,74 @@ async fn grpc_outcome_is_published_from_the_trailers_at_end_of_stream() {
     );
     assert_eq!(releases.count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_published_once_its_body_has_had_its_say() {
+    let feedback = Feedback::new();
+    let recorder = Arc::new(Recorder::default());
+    feedback.register(&recorder);
+    let releases = Releases::default();
+    let mut req = http::Request::new(());
+    let resp = forward(&feedback, &releases, &mut req, |_| {
+        ok(response(
+            429,
+            Frames::data(&["{\"error\":{\"code\":\"rate_limit_exceeded\"}}"]),
+        ))
+    })
+    .await
+    .unwrap();
+    assert!(
+        recorder.classes().is_empty(),
+        "a layer that reads the body may still refine the class"
+    );
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        recorder.classes(),
+        ["overloaded"],
+        "the head's class stands at the end"
+    );
+    assert_eq!(
+        recorder.0.lock().unwrap()[0].status,
+        Some(http::StatusCode::TOO_MANY_REQUESTS)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_body_reader_refines_a_429_that_a_layer_nearer_the_server_deferred() {
+    let feedback = Feedback::new();
+    let recorder = Arc::new(Recorder::default());
+    feedback.register(&recorder);
+    let mut req = http::Request::new(());
+    // The outer layer (a retry, say) made the slot; the inner one forwards the attempt.
+    let (slot, outer_end) = Slot::get_or_insert(req.extensions_mut(), &feedback);
+    let outer = slot.dispatch(&feedback);
+    let inner = slot.dispatch(&feedback);
+    let head = response(429, Frames::data(&[]));
+    assert_eq!(
+        inner.on_response(&head),
+        gentlify_core::Classified::Ready(Class::Overloaded { retry_after: None })
+    );
+    assert!(recorder.classes().is_empty());
+    let body = br#"{"error":{"type":"insufficient_quota"}}"#;
+    assert_eq!(
+        outer.on_response_body(&head, body),
+        gentlify_core::Classified::Ready(Class::Fatal)
+    );
+    drop(outer_end);
+    assert_eq!(recorder.classes(), ["fatal"], "once, with the body's word");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_429_is_published_when_the_next_attempt_is_sent() {
+    let feedback = Feedback::new();
+    let recorder = Arc::new(Recorder::default());
+    feedback.register(&recorder);
+    let (slot, _end) = Slot::new(&feedback);
+    let first = slot.dispatch(&feedback);
+    first.on_response(&response(429, Frames::data(&[])));
+    assert!(recorder.classes().is_empty());
+    slot.next_attempt();
+    let _second = slot.dispatch(&feedback);
+    assert_eq!(recorder.attempts(), [0]);
+    assert_eq!(recorder.classes(), ["overloaded"]);
+}

@@ -227,14 +227,7 @@ where
                     } else {
                         let rest = if ended { None } else { body.take() };
                         let prefix = prefix_of(frames, limit);
-                        let classifier = this.config.feedback.classifier();
-                        let classified = match classifier.classify_body(&head, &prefix) {
-                            Some(class) => {
-                                this.dispatched.publish(class);
-                                Classified::Ready(class)
-                            }
-                            None => this.dispatched.on_response(&head),
-                        };
+                        let classified = this.dispatched.on_response_body(&head, &prefix);
                         // Gemini names its delay only in the body (`RetryInfo.retryDelay`).
                         let classified = match classified {
                             Classified::Ready(Class::Overloaded { retry_after: None }) => {

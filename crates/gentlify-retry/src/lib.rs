@@ -132,10 +132,9 @@
 //!
 //! # Limits
 //!
-//! - A fatal 429 is refused a retry whatever the stack, but the handle hears it as "fatal" only
-//!   when the retry layer is the first to publish the attempt. A gentlify layer below it on the
-//!   same handle (the header layer, in the recommended order) publishes from the head, before the
-//!   body is read: the controllers then hear "overloaded".
+//! - A 429 whose class the body may change is published by the layers nearer the server only once
+//!   the retry layer has read its body (or the next attempt is sent, or the request ends), so the
+//!   handle hears "fatal" for an `insufficient_quota` 429 whatever the order of the layers.
 //! - A gRPC response whose class is only known from its trailers is not retried (the caller has
 //!   the stream by then).
 //! - The body of an attempt that is retried is dropped unread: over HTTP/1.1 its connection is

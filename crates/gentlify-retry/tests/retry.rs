@@ -413,10 +413,10 @@ async fn a_fatal_429_is_not_retried_and_its_body_comes_back_intact() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fatal_429_is_not_retried_when_a_layer_below_published_it_first() {
-    // A gentlify layer below the retry (the header layer, in the recommended order) publishes
-    // each attempt from its head, before the retry layer reads the body: the handle hears
-    // "overloaded" for the fatal 429 (see the crate docs), but it is still not retried.
+async fn a_fatal_429_is_heard_as_fatal_even_when_a_layer_below_saw_it_first() {
+    // A gentlify layer below the retry (the header layer, in the recommended order) sees each
+    // attempt's head first; for a 429 it defers publishing until the retry layer has read the
+    // body, so the handle hears "fatal", once, and the request is not retried.
     let feedback = Feedback::new();
     let classes = Arc::new(Classes::default());
     feedback.register(&classes);
@@ -448,7 +448,7 @@ async fn a_fatal_429_is_not_retried_when_a_layer_below_published_it_first() {
         (429, 1)
     );
     assert_eq!(read(response).await, all_bytes(fatal_body()).await);
-    assert_eq!(*classes.0.lock().unwrap(), [(0, "overloaded")]);
+    assert_eq!(*classes.0.lock().unwrap(), [(0, "fatal")]);
 }
 
 #[tokio::test(start_paused = true)]
