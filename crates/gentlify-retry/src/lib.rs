@@ -87,8 +87,10 @@
 //!
 //! gentlify's recommended order (outermost first) is breaker → adaptive concurrency → **retry** →
 //! token budget → header feedback → the client: a retry then stays inside the concurrency permit
-//! and the breaker sees one logical request, while the budget and the header layer see every
-//! attempt. Put the layers in another order and the contract still holds, because it travels in
+//! and the breaker admits one logical request (a retry needs no second admission), while the
+//! budget and the header layer see every attempt. Every attempt's outcome is still published to
+//! the handle, so the breaker and the concurrency controller hear each 5xx or 429, also those a
+//! retry later turns into a success. Put the layers in another order and the contract still holds, because it travels in
 //! the slot and the handle, not in the position: with retry outside the concurrency layer, the
 //! retry goes back through the same limiter instance, which recognises the request by its slot and
 //! lets it through on the permit it holds.
