@@ -113,7 +113,7 @@ impl fmt::Debug for AdaptiveConcurrencyLayer {
 /// | `max` | 256 | above what one API key sustains for LLM calls; a bound against runaway growth |
 /// | algorithm | [`Aimd`] (×0.7, +1) | latency of LLM calls follows the answer's length, so overload signals are the reliable input |
 /// | `cooling` | 5 s, or the server's `retry-after` if longer (≤ 60 s) | covers the few seconds a 429's `retry-after` usually names (Azure sends `Retry-After: 6`) |
-/// | `ceiling_relax_after` | 60 s | the period of per-minute quotas: after a quiet minute the window that refused us has rolled over |
+/// | `ceiling_relax_after` | 20 s | a few LLM round trips of quiet after the cooling period. The simulator (`gentlify-sim`) showed 60 s pinning the limit far below the server's capacity: a deceleration from a small limit leaves the ceiling at the new limit, and each later deceleration restarts the period, so one early burst of 429s cost a minute or more at a limit of 1. Shorter than 20 s re-probes above a capacity step too often (the capacity test's goodput falls) |
 /// | pacing | [`Pacing::default`] | no spacing while calm; 50 ms–1 s after decelerations |
 /// | `acquire_timeout` | none | waiting is the point of a client-side limiter; set one to fail fast |
 /// | `max_waiting` | none | bound the queue to shed load instead of queueing it |
@@ -142,7 +142,7 @@ impl Default for AdaptiveConcurrencyBuilder {
             algorithm: Algorithm::default(),
             cooling: Duration::from_secs(5),
             max_cooling: Duration::from_secs(60),
-            ceiling_relax_after: Duration::from_secs(60),
+            ceiling_relax_after: Duration::from_secs(20),
             pacing: Pacing::default(),
             acquire_timeout: None,
             max_waiting: None,
