@@ -168,8 +168,26 @@ impl fmt::Debug for Contender {
 /// `[expect.gentlify]` ranges by the test suite. `RetryMode::Own` skips the shared SDK-like retry
 /// (for stacks that retry themselves, so that a request keeps its slot across attempts).
 pub fn contenders() -> Vec<Contender> {
-    use RetryMode::Shared;
+    use RetryMode::{Own, Shared};
     vec![
+        Contender {
+            name: "gentlify-concurrency",
+            retry: Shared,
+            build: crate::gentlify_stacks::concurrency_only,
+            note: "AdaptiveConcurrencyLayer with its defaults, one limiter shared by the run's clients, under the shared retry",
+        },
+        Contender {
+            name: "gentlify-full",
+            retry: Own,
+            build: crate::gentlify_stacks::full_with_headers,
+            note: "the facade's Throttle::openai() (::anthropic() for Anthropic-style scenarios): breaker -> concurrency -> retry (its own, as many attempts as the shared retry) -> budget -> headers (the scenario's header family), one stack shared by the run's clients; the budget is given the scenario's published RPM/TPM when it has them (a user knows their tier's limits), at the budget's default 90 % safety ratio",
+        },
+        Contender {
+            name: "gentlify-full-no-headers",
+            retry: Own,
+            build: crate::gentlify_stacks::full_without_headers,
+            note: "the same without the header layer",
+        },
         Contender {
             name: "no-throttle",
             retry: Shared,

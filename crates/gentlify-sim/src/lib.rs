@@ -21,6 +21,7 @@
 mod check;
 mod client;
 mod contenders;
+mod gentlify_stacks;
 mod http;
 mod oracle;
 mod report;
@@ -43,5 +44,6 @@ pub use scenario::{
     ScenarioError, Sizes, Workload, WorkloadKind,
 };
 pub use upstream::{
-    chat_request, go_duration, rfc3339, ConnectionDropped, ServerStats, SimBody, SimUpstream,
+    chat_request, go_duration, rfc3339, sim_wall_epoch, ConnectionDropped, ServerStats, SimBody,
+    SimUpstream,
 };

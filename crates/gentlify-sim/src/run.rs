@@ -154,7 +154,10 @@ pub async fn run_one(
     oracle: &Oracle,
     contender: &Contender,
 ) -> Run {
-    let api = SimUpstream::new(scenario);
+    // Stacks that draw jitter from fastrand's thread-local generator (gentlify's pacing and
+    // backoff) draw the same numbers for the same seed: the run is on this thread only.
+    fastrand::seed(scenario.seed);
+    let api = SimUpstream::with_wall_start(scenario, crate::upstream::sim_wall_epoch());
     let start = Instant::now();
     let clients = scenario.workload.clients;
     let stream = scenario.sizes.stream;

@@ -204,14 +204,29 @@ struct Plan {
     guard: InFlight,
 }
 
+/// The wall-clock time at the start of a virtual-time run (2026-01-01T00:00:00Z): the simulated
+/// API's absolute resets count from it, and a client's header layer reads them with a wall
+/// clock starting there too.
+pub fn sim_wall_epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
+
 impl SimUpstream {
-    /// A fresh API with the scenario's hidden limits; the clock starts now.
+    /// A fresh API with the scenario's hidden limits; the clock starts now, and absolute
+    /// resets in headers (Anthropic's RFC 3339 times) count from the real wall clock.
     pub fn new(scenario: &Scenario) -> SimUpstream {
+        SimUpstream::with_wall_start(scenario, SystemTime::now())
+    }
+
+    /// As [`SimUpstream::new`], with the wall clock reading `wall_start` now: virtual-time runs
+    /// use [`sim_wall_epoch`], so that the headers (and the tables) do not depend on the real
+    /// date.
+    pub fn with_wall_start(scenario: &Scenario, wall_start: SystemTime) -> SimUpstream {
         let now = Instant::now();
         let limits = &scenario.limits;
         let state = ServerState {
             start: now,
-            wall_start: SystemTime::now(),
+            wall_start,
             rng: fastrand::Rng::with_seed(scenario.seed ^ 0x5151_5151),
             in_flight: 0,
             requests: limits

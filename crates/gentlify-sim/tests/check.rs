@@ -8,7 +8,11 @@ use gentlify_sim::{
 fn checker_flags_lost_requests_oracle_and_gentlify_ranges() {
     let mut sc = Scenario::builtin().remove(0);
     sc.requests = 50;
-    let mut report = run_scenario(&sc, &contenders()[..1], |_| {});
+    let peer: Vec<_> = contenders()
+        .into_iter()
+        .filter(|c| c.name == "no-throttle")
+        .collect();
+    let mut report = run_scenario(&sc, &peer, |_| {});
     assert!(check_expectations(&sc, &report).is_empty());
 
     report.runs[0].figures.lost = 3;
