@@ -31,6 +31,9 @@ const STREAM_EVERY: usize = 4;
 /// How often the limit is sampled for the chart.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
+/// One sample: the limit, the stack's in flight, the server's in service, 429s so far.
+type Sample = (usize, usize, usize, u64);
+
 type Call = Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Done> + Send>> + Send + Sync>;
 
 /// How one logical request ended.
@@ -289,7 +292,7 @@ async fn with_gentlify(
         .service(client);
 
     // Sample the limit while the run goes.
-    let samples: Arc<Mutex<Vec<(usize, usize, usize, u64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let sampler = {
         let (throttle, samples, server) = (throttle.clone(), samples.clone(), server.clone());
         tokio::spawn(async move {
@@ -338,7 +341,7 @@ async fn with_gentlify(
     let samples = samples.lock().unwrap().clone();
     let per_col = 5;
     let cols: Vec<_> = samples.chunks(per_col).collect();
-    let avg = |f: &dyn Fn(&(usize, usize, usize, u64)) -> f64| -> Vec<f64> {
+    let avg = |f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
         cols.iter()
             .map(|c| c.iter().map(f).sum::<f64>() / c.len() as f64)
             .collect()
