@@ -75,11 +75,16 @@ async fn serve() -> (SocketAddr, SimUpstream, tokio::task::JoinHandle<()>) {
 }
 
 /// The full stack (breaker → concurrency → retry → budget → headers), with retries enough to
-/// outlast a 0.6 s outage and delays scaled to a loopback server answering in tens of ms.
+/// outlast a 0.6 s outage and delays (backoff, cooling after a cut) scaled to a loopback server
+/// answering in tens of ms.
 fn throttle() -> ThrottleLayer {
     Throttle::openai_compatible()
         .name("loopback")
-        .concurrency(|c| c.acquire_timeout(Duration::from_secs(60)))
+        .concurrency(|c| {
+            c.acquire_timeout(Duration::from_secs(60))
+                .cooling(Duration::from_millis(300))
+                .max_cooling(Duration::from_secs(1))
+        })
         .retry(|r| {
             r.max_attempts(30)
                 .backoff(Backoff::exponential(
