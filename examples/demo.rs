@@ -452,9 +452,12 @@ async fn main() -> Result<(), BoxError> {
     let attempts = print_server(&server, cap);
 
     if let Some((b, b_attempts)) = baseline {
+        let n = jobs.len();
         println!();
         println!(
-            "summary: lost {} → {}, goodput {:.1} → {:.1} requests/s, p99 {:.2} → {:.2} s, attempts per request {:.2} → {:.2}",
+            "summary: succeeded {}/{n} → {}/{n}, lost {} → {}, goodput {:.1} → {:.1} requests/s, p99 {:.2} → {:.2} s, attempts per request {:.2} → {:.2}",
+            b.ok,
+            m.ok,
             b.lost,
             m.lost,
             b.ok as f64 / b.wall.as_secs_f64(),
