@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use gentlify::concurrency::Pacing;
 use gentlify::core::error::is_local_rejection;
 use gentlify::retry::Backoff;
 use gentlify::{BoxError, Throttle, ThrottleLayer};
@@ -75,8 +76,8 @@ async fn serve() -> (SocketAddr, SimUpstream, tokio::task::JoinHandle<()>) {
 }
 
 /// The full stack (breaker → concurrency → retry → budget → headers), with retries enough to
-/// outlast a 0.6 s outage and delays (backoff, cooling after a cut) scaled to a loopback server
-/// answering in tens of ms.
+/// outlast a 0.6 s outage and delays (backoff, cooling and pacing after a cut) scaled to a
+/// loopback server answering in tens of ms (the defaults are scaled to LLM calls of seconds).
 fn throttle() -> ThrottleLayer {
     Throttle::openai_compatible()
         .name("loopback")
@@ -84,6 +85,11 @@ fn throttle() -> ThrottleLayer {
             c.acquire_timeout(Duration::from_secs(60))
                 .cooling(Duration::from_millis(300))
                 .max_cooling(Duration::from_secs(1))
+                .pacing(
+                    Pacing::new()
+                        .widen_to(Duration::from_millis(5))
+                        .max_interval(Duration::from_millis(50)),
+                )
         })
         .retry(|r| {
             r.max_attempts(30)
