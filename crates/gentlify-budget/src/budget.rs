@@ -398,9 +398,12 @@ impl TokenBudget {
     }
 
     /// The budget's part of a snapshot (also what [`Feedback::snapshot`] shows under
-    /// `"budget"`): per limit, `<dimension>_per_<seconds>s_used`, `_remaining`, `_limit`,
-    /// `_reset` (time until everything charged has left the window) and, once a server reported
-    /// it, `_server_remaining`; and `waiting`.
+    /// `"budget"`): per limit, `<dimension>_per_<seconds>s_limit`, `_used` (charged by this
+    /// budget in the window: its own attempts and tokens), `_unseen` (what the server's
+    /// `remaining` says was consumed beyond that, by other clients on the key or against a
+    /// server burst smaller than the window, fading until the server's reset), `_remaining`
+    /// (the capacity less both), `_reset` (time until everything charged has left the window)
+    /// and, once a server reported it, `_server_remaining` and `_server_reset`; and `waiting`.
     pub fn snapshot(&self) -> SnapshotPart {
         self.shared.part()
     }
@@ -424,6 +427,7 @@ impl Shared {
             part = part
                 .field(format!("{key}_limit"), w.limit.amount())
                 .field(format!("{key}_used"), w.used(now))
+                .field(format!("{key}_unseen"), w.unseen(now))
                 .field(format!("{key}_remaining"), w.remaining(now))
                 .field(format!("{key}_reset"), w.reset_in(now));
             if let Some(server) = w.server {

@@ -162,10 +162,19 @@ impl Window {
             .saturating_sub(self.used.saturating_add(self.deficit_at(now)))
     }
 
-    /// Charged in the current window (deficit included).
+    /// Charged by this budget in the current window: its own attempts only. The server's deficit
+    /// is not use of this budget; it is [`unseen`](Window::unseen).
     pub(crate) fn used(&mut self, now: Tick) -> u64 {
         self.expire(now);
-        self.used.saturating_add(self.deficit_at(now))
+        self.used
+    }
+
+    /// What the server's `remaining` says was consumed beyond this budget's own charges (other
+    /// clients on the key, a server burst smaller than the window), as believed now: it fades
+    /// until the server's reset. `used + unseen + remaining` is the capacity while within it.
+    pub(crate) fn unseen(&mut self, now: Tick) -> u64 {
+        self.expire(now);
+        self.deficit_at(now)
     }
 
     /// How long until everything charged so far has left the window.

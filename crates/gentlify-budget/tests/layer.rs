@@ -412,6 +412,7 @@ async fn the_snapshot_shows_used_remaining_reset_and_waiting() {
     let part = snapshot.part("budget").unwrap();
     use gentlify_core::SnapshotValue::{Duration as D, U64};
     assert_eq!(part.get("tokens_per_60s_used"), Some(&U64(9_000)));
+    assert_eq!(part.get("tokens_per_60s_unseen"), Some(&U64(0)));
     assert_eq!(part.get("tokens_per_60s_remaining"), Some(&U64(1_000)));
     assert_eq!(
         part.get("tokens_per_60s_reset"),
@@ -508,4 +509,94 @@ async fn the_built_in_estimator_reads_the_json_body() {
     drop(svc.oneshot(request).await.unwrap());
     // 9 + 23 characters of prompt = 8 tokens, plus max_tokens.
     assert_eq!(budget.remaining(Dimension::Tokens), Some(10_000 - 8 - 256));
+}
+
+/// One attempt through `svc`, then the server's report on its response (OpenAI-style: remaining
+/// and a reset, one report per response).
+async fn attempt_then_report<S>(svc: &mut S, feedback: &Feedback, remaining: u64)
+where
+    S: Service<http::Request<String>>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready().await.unwrap();
+    svc.call(request(0, 0)).await.unwrap();
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Requests)
+            .with_limit(1_200)
+            .with_remaining(remaining)
+            .with_reset_after(Duration::from_secs(30))],
+    ));
+}
+
+fn rpm_1200_stack(
+    feedback: &Feedback,
+) -> (
+    TokenBudget,
+    impl Service<http::Request<String>, Error = gentlify_core::BoxError>,
+) {
+    // 1 200 RPM at the default ratio: a capacity of 1 080.
+    let budget = TokenBudget::new([Limit::requests_per_minute(1_200)]).unwrap();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    (budget, svc)
+}
+
+fn budget_field(feedback: &Feedback, key: &str) -> u64 {
+    match feedback.snapshot().part("budget").unwrap().get(key) {
+        Some(gentlify_core::SnapshotValue::U64(n)) => *n,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn used_counts_the_attempts_when_the_server_agrees_with_them() {
+    let feedback = Feedback::new();
+    let (budget, mut svc) = rpm_1200_stack(&feedback);
+    for k in 1..=50 {
+        attempt_then_report(&mut svc, &feedback, 1_200 - k).await;
+        assert_eq!(budget_field(&feedback, "requests_per_60s_used"), k);
+        assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 0);
+        assert_eq!(budget.remaining(Dimension::Requests), Some(1_080 - k));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_reports() {
+    // The server's remaining is that of a 60-request burst (the simulator's 3 s bucket at
+    // 1 200 RPM): far below what the budget believes, on every one of the 50 responses.
+    let feedback = Feedback::new();
+    let (budget, mut svc) = rpm_1200_stack(&feedback);
+    for k in 1..=50 {
+        attempt_then_report(&mut svc, &feedback, 60 - k).await;
+        assert_eq!(
+            budget.remaining(Dimension::Requests),
+            Some(60 - k),
+            "never more than the server's latest remaining"
+        );
+        assert_eq!(
+            budget_field(&feedback, "requests_per_60s_used"),
+            k,
+            "used is the attempts made"
+        );
+        assert_eq!(
+            budget_field(&feedback, "requests_per_60s_unseen"),
+            1_080 - 60,
+            "the deficit is set once per report, not added up"
+        );
+    }
+    // The deficit fades by the server's reset; the attempts stay in the window.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 510);
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(1_080 - 50 - 510)
+    );
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 50);
+    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 0);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(1_030));
 }
