@@ -1,8 +1,9 @@
 //! The cost of reading one response's headers: each parser on its own documented block, all the
 //! default parsers on a response without rate-limit headers (the common case for most APIs), and
-//! the layer around an instant upstream against the bare upstream, in the same run.
+//! the layer around an instant upstream against the bare upstream, in the same run, on a response
+//! with OpenAI's headers and on one with none.
 //!
-//! `cargo bench -p gentlify-headers -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p gentlify-headers --bench per_response -- --warm-up-time 1 --measurement-time 3`
 
 #![allow(missing_docs)]
 
@@ -119,6 +120,20 @@ fn layer(c: &mut Criterion) {
     });
 
     let mut group = c.benchmark_group("per_request_openai_headers");
+    let mut bare = upstream.clone();
+    group.bench_function("bare", |b| b.iter(|| call_ready(&mut bare)));
+    let mut layered = HeaderFeedbackLayer::new().layer(upstream.clone());
+    group.bench_function("header_feedback", |b| b.iter(|| call_ready(&mut layered)));
+    group.finish();
+
+    // The common case: a response carrying no rate-limit header at all.
+    let plain = block("content-type: application/json\nx-request-id: req_123");
+    let upstream = service_fn(move |_req: http::Request<()>| {
+        let mut response = http::Response::new(Full::new(Bytes::new()));
+        *response.headers_mut() = plain.clone();
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let mut group = c.benchmark_group("per_request_no_rate_limit_headers");
     let mut bare = upstream.clone();
     group.bench_function("bare", |b| b.iter(|| call_ready(&mut bare)));
     let mut layered = HeaderFeedbackLayer::new().layer(upstream.clone());

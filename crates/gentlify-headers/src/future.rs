@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{settle, BoxError, Classified, Dispatched, Feedback, SlotBody, SlotEnd};
+use gentlify_core::{settle, BoxError, Classified, Dispatched, SlotBody, SlotEnd};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
@@ -21,7 +21,6 @@ pin_project! {
         inner: F,
         dispatched: Dispatched,
         end: Option<SlotEnd>,
-        feedback: Feedback,
         observer: Arc<Observer>,
     }
 }
@@ -31,14 +30,12 @@ impl<F> ResponseFuture<F> {
         inner: F,
         dispatched: Dispatched,
         end: Option<SlotEnd>,
-        feedback: Feedback,
         observer: Arc<Observer>,
     ) -> Self {
         ResponseFuture {
             inner,
             dispatched,
             end,
-            feedback,
             observer,
         }
     }
@@ -62,8 +59,7 @@ where
                 Classified::Ready(class) => Some(class),
                 Classified::AtEndOfStream => None,
             };
-            this.observer
-                .observe(this.feedback, response.headers(), class.as_ref());
+            this.observer.observe(response.headers(), class.as_ref());
         }
         Poll::Ready(settle(result, this.dispatched, this.end.take()))
     }

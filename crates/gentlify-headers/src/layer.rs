@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 use gentlify_core::{Feedback, MAX_SERVER_DELAY};
 use tower_layer::Layer;
 
+use crate::family::{default_gated, Gated};
 use crate::observe::{Observer, WallClock};
-use crate::parse::{default_parsers, ParseHeaders};
+use crate::parse::ParseHeaders;
 use crate::service::HeaderFeedback;
 use crate::state::LastQuotas;
 
@@ -38,7 +39,7 @@ pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct HeaderFeedbackLayer {
     feedback: Feedback,
-    parsers: Vec<Arc<dyn ParseHeaders>>,
+    parsers: Vec<Gated>,
     max_pause: Duration,
     server_delay: bool,
     hold_dispatch: bool,
@@ -52,12 +53,12 @@ impl Default for HeaderFeedbackLayer {
 }
 
 impl HeaderFeedbackLayer {
-    /// A layer with every built-in parser ([`default_parsers`]), pauses bounded by
+    /// A layer with every built-in parser ([`default_parsers`](crate::default_parsers)), pauses bounded by
     /// [`DEFAULT_MAX_PAUSE`], server delays honoured, and a handle of its own.
     pub fn new() -> Self {
         HeaderFeedbackLayer {
             feedback: Feedback::new(),
-            parsers: default_parsers(),
+            parsers: default_gated(),
             max_pause: DEFAULT_MAX_PAUSE,
             server_delay: true,
             hold_dispatch: true,
@@ -68,7 +69,7 @@ impl HeaderFeedbackLayer {
     /// A layer that runs only `parser` (add more with [`parser`](Self::parser)).
     pub fn only(parser: impl ParseHeaders) -> Self {
         HeaderFeedbackLayer {
-            parsers: vec![Arc::new(parser)],
+            parsers: vec![Gated::new(parser)],
             ..HeaderFeedbackLayer::new()
         }
     }
@@ -81,7 +82,7 @@ impl HeaderFeedbackLayer {
 
     /// Adds a parser, built-in or your own, after those already there.
     pub fn parser(mut self, parser: impl ParseHeaders) -> Self {
-        self.parsers.push(Arc::new(parser));
+        self.parsers.push(Gated::new(parser));
         self
     }
 
@@ -127,6 +128,7 @@ impl<S> Layer<S> for HeaderFeedbackLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let observer = Observer {
+            feedback: self.feedback.clone(),
             parsers: self.parsers.clone(),
             max_pause: self.max_pause,
             server_delay: self.server_delay,

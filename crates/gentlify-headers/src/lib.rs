@@ -64,6 +64,9 @@
 //!
 //! Selected automatically by default ([`default_parsers`]): each recognises its own family by
 //! exact header names, so they never mistake one another's headers.
+//! One pass over each response's header names tells the layer which families are there at all, and a
+//! built-in parser whose family is absent is skipped (it would find nothing): a response without
+//! any rate-limit header costs that pass and no allocation. Parsers of your own always run.
 //!
 //! | parser | family | resets |
 //! |---|---|---|
@@ -91,6 +94,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod family;
 pub mod future;
 mod layer;
 mod observe;

@@ -8,7 +8,8 @@ use gentlify_core::{Class, Feedback, QuotaReport, MAX_SERVER_DELAY};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use crate::parse::{ParseHeaders, ServerDelay};
+use crate::family::{Families, Gated};
+use crate::parse::ServerDelay;
 use crate::state::LastQuotas;
 
 /// The wall clock the parsers measure absolute resets from.
@@ -27,10 +28,11 @@ impl fmt::Debug for WallClock {
     }
 }
 
-/// The layer's settings, shared by its services.
+/// The layer's settings and handle, shared by its services.
 #[derive(Debug)]
 pub(crate) struct Observer {
-    pub(crate) parsers: Vec<Arc<dyn ParseHeaders>>,
+    pub(crate) feedback: Feedback,
+    pub(crate) parsers: Vec<Gated>,
     pub(crate) max_pause: Duration,
     pub(crate) server_delay: bool,
     pub(crate) wall_clock: WallClock,
@@ -41,13 +43,24 @@ impl Observer {
     /// Reads one attempt's response head: publishes every parser's report, then holds the pause
     /// gate for the server's delay (on an overloaded attempt) or, failing that, until the latest
     /// reset of an exhausted quota.
-    pub(crate) fn observe(&self, feedback: &Feedback, headers: &HeaderMap, class: Option<&Class>) {
-        let observed_at = Instant::now();
-        let now = (self.wall_clock.0)();
+    ///
+    /// One pass over the header names first says which built-in families are present; a
+    /// built-in parser whose family is absent would find nothing and is skipped, as is the
+    /// server's delay when none of its headers is there. The user's own parsers always run. The
+    /// clocks are read only once something is to be parsed, so a response without any
+    /// rate-limit header costs that pass and nothing else (no allocation).
+    pub(crate) fn observe(&self, headers: &HeaderMap, class: Option<&Class>) {
+        let present = Families::of(headers);
+        let mut clocks: Option<(Instant, SystemTime)> = None;
+        let mut clocks = || *clocks.get_or_insert_with(|| (Instant::now(), (self.wall_clock.0)()));
 
         let mut exhausted: Option<(Duration, String)> = None;
-        for parser in &self.parsers {
-            let Some(report) = parser.parse(headers, now) else {
+        for gated in &self.parsers {
+            if !gated.may_match(present) {
+                continue;
+            }
+            let (observed_at, now) = clocks();
+            let Some(report) = gated.parser.parse(headers, now) else {
                 continue;
             };
             let mut report = report.observed_at(observed_at);
@@ -63,23 +76,25 @@ impl Observer {
                     exhausted = Some((reset, cause(&report, quota.dimension.as_str())));
                 }
             }
-            feedback.report_quota(&report);
+            self.feedback.report_quota(&report);
         }
 
         // The server's explicit delay wins over the resets in the same response (as the IETF
         // draft says of `Retry-After` and `t`): it is the server's word on this very moment.
-        let server = (self.server_delay && class.is_some_and(Class::is_overloaded))
-            .then(|| ServerDelay::parse(headers, now))
-            .flatten()
-            .filter(|d| d.should_retry != Some(false))
-            .and_then(|d| Some((d.delay?, d.source?.as_str().to_owned())));
+        let server = (self.server_delay
+            && present.intersects(Families::DELAY)
+            && class.is_some_and(Class::is_overloaded))
+        .then(|| ServerDelay::parse(headers, clocks().1))
+        .flatten()
+        .filter(|d| d.should_retry != Some(false))
+        .and_then(|d| Some((d.delay?, d.source?.as_str().to_owned())));
 
         if let Some((pause, cause)) = server.or(exhausted) {
-            self.pause(feedback, observed_at, pause, cause);
+            self.pause(clocks().0, pause, cause);
         }
     }
 
-    fn pause(&self, feedback: &Feedback, from: Instant, pause: Duration, cause: String) {
+    fn pause(&self, from: Instant, pause: Duration, cause: String) {
         if pause >= MAX_SERVER_DELAY {
             // Core clamps absurd values (`Retry-After: 99999999999`) to exactly this bound;
             // no server means a day of silence on one response.
@@ -91,7 +106,7 @@ impl Observer {
             return;
         }
         if let Some(until) = from.checked_add(pause) {
-            feedback.pause_until(until);
+            self.feedback.pause_until(until);
             self.board.paused(pause, cause);
         }
     }

@@ -94,12 +94,6 @@ where
         let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &self.feedback);
         let dispatched = slot.dispatch(&self.feedback);
         let future = self.inner.call(request);
-        ResponseFuture::new(
-            future,
-            dispatched,
-            end,
-            self.feedback.clone(),
-            Arc::clone(&self.observer),
-        )
+        ResponseFuture::new(future, dispatched, end, Arc::clone(&self.observer))
     }
 }

@@ -569,3 +569,216 @@ async fn a_custom_parser_cannot_publish_durations_that_overflow() {
     let part = feedback.snapshot().part("headers").cloned().unwrap();
     assert_eq!(part.get("requests.source"), Some(&"forever".into()));
 }
+
+/// Headers many APIs send, none of them a rate-limit header (some look close).
+const UNRELATED: &str = "
+content-type: application/json
+x-request-id: req_123
+anthropic-organization-id: org_1
+x-ratelimit: 5
+retry: 2
+grpc-status: 0
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_response_with_only_unrelated_headers_publishes_nothing() {
+    for status in [200, 429, 503] {
+        let feedback = Feedback::new();
+        let reports = Arc::new(Reports::default());
+        feedback.register(&reports);
+        let mut service = HeaderFeedbackLayer::new()
+            .feedback(feedback.clone())
+            .layer(upstream(status, UNRELATED));
+        send(&mut service).await;
+        assert!(reports.0.lock().unwrap().is_empty(), "{status}");
+        assert_eq!(feedback.pause_gate().remaining(), None, "{status}");
+        let part = feedback.snapshot().part("headers").cloned().unwrap();
+        assert_eq!(part.get("reports"), Some(&0u64.into()), "{status}");
+        assert_eq!(part.get("pauses"), Some(&0u64.into()), "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_family_is_still_detected_among_unrelated_headers() {
+    let families: [(&'static str, &str); 7] = [
+        ("x-ratelimit-remaining-requests: 5", "openai"),
+        ("x-ratelimit-reset-tokens: 1s", "openai"),
+        ("x-ratelimit-remaining: 5", "github"),
+        (
+            "anthropic-ratelimit-output-tokens-remaining: 5",
+            "anthropic",
+        ),
+        ("ratelimit: \"default\";r=5;t=1", "ietf"),
+        ("ratelimit-policy: \"default\";q=10", "ietf"),
+        ("ratelimit-remaining: 5", "ietf"),
+    ];
+    for (line, source) in families {
+        let lines: &'static str = format!("{UNRELATED}{line}\n").leak();
+        let feedback = Feedback::new();
+        let reports = Arc::new(Reports::default());
+        feedback.register(&reports);
+        let mut service = HeaderFeedbackLayer::new()
+            .feedback(feedback.clone())
+            .layer(upstream(200, lines));
+        send(&mut service).await;
+        let reports = reports.0.lock().unwrap();
+        let sources: Vec<_> = reports.iter().map(|r| r.source).collect();
+        assert_eq!(sources, [source], "{line}");
+    }
+
+    let delays: [(&'static str, Option<Duration>); 5] = [
+        ("retry-after: 2", Some(secs(2))),
+        ("retry-after-ms: 1500", Some(ms(1500))),
+        ("grpc-retry-pushback-ms: 700", Some(ms(700))),
+        ("retry-after: 2\nx-should-retry: false", None),
+        ("x-should-retry: true", None),
+    ];
+    for (line, pause) in delays {
+        let lines: &'static str = format!("{UNRELATED}{line}\n").leak();
+        let feedback = Feedback::new();
+        let mut service = HeaderFeedbackLayer::new()
+            .feedback(feedback.clone())
+            .layer(upstream(429, lines));
+        send(&mut service).await;
+        assert_eq!(feedback.pause_gate().remaining(), pause, "{line}");
+    }
+}
+
+/// A parser of the user's own reading a header no built-in family knows.
+#[derive(Debug)]
+struct Credits;
+
+impl gentlify_headers::ParseHeaders for Credits {
+    fn name(&self) -> &'static str {
+        "credits"
+    }
+    fn parse(&self, headers: &http::HeaderMap, _: std::time::SystemTime) -> Option<QuotaReport> {
+        let left = headers.get("x-credits-left")?.to_str().ok()?.parse().ok()?;
+        let quota = gentlify_core::Quota::new(Dimension::Requests).with_remaining(left);
+        Some(QuotaReport::new(self.name(), vec![quota]))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_parsers_run_whatever_headers_the_response_carries() {
+    let feedback = Feedback::new();
+    let reports = Arc::new(Reports::default());
+    feedback.register(&reports);
+    let mut service = HeaderFeedbackLayer::new()
+        .parser(Credits)
+        .feedback(feedback.clone())
+        .layer(upstream(
+            200,
+            "content-type: application/json\nx-credits-left: 17",
+        ));
+    send(&mut service).await;
+    let reports = reports.0.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].source, "credits");
+    assert_eq!(reports[0].quotas[0].remaining, Some(17));
+}
+
+// ---- Property: skipping absent families changes nothing --------------------------------------
+
+mod same_as_every_parser {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names of every family, near misses, and unrelated headers.
+    const NAMES: &[&str] = &[
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-used",
+        "x-ratelimit-resource",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-reset",
+        "ratelimit",
+        "ratelimit-policy",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+        "grpc-retry-pushback-ms",
+        "x-ratelimit",
+        "content-type",
+        "x-request-id",
+        "anthropic-organization-id",
+    ];
+
+    const VALUES: &[&str] = &[
+        "0",
+        "5",
+        "1.5s",
+        "2025-08-21T12:40:59Z",
+        "1755780059",
+        "\"default\";r=0;t=3",
+        "\"default\";q=10;w=60",
+        "false",
+        "core",
+        "junk",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn the_layer_publishes_what_every_default_parser_reads(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(NAMES), proptest::sample::select(VALUES)),
+                0..6,
+            ),
+            status in proptest::sample::select(vec![200u16, 429, 503]),
+        ) {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in fields {
+                headers.append(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            let now = at(1_755_780_000_000);
+            let expected: Vec<(&str, Vec<gentlify_core::Quota>)> =
+                gentlify_headers::default_parsers()
+                    .iter()
+                    .filter_map(|p| p.parse(&headers, now))
+                    .map(|r| (r.source, r.quotas))
+                    .collect();
+
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let published = runtime.block_on(async move {
+                let feedback = Feedback::new();
+                let reports = Arc::new(Reports::default());
+                feedback.register(&reports);
+                let answer = service_fn(move |_req: http::Request<()>| {
+                    let mut response = http::Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    *response.headers_mut() = headers.clone();
+                    std::future::ready(Ok::<_, Infallible>(response))
+                });
+                let mut service = HeaderFeedbackLayer::new()
+                    .feedback(feedback.clone())
+                    .wall_clock(move || now)
+                    .layer(answer);
+                send(&mut service).await;
+                let published: Vec<_> = reports
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.source, r.quotas.clone()))
+                    .collect();
+                published
+            });
+            prop_assert_eq!(published, expected);
+        }
+    }
+}
