@@ -72,10 +72,18 @@ where
             Some(cost) => *cost,
             None => self.estimate.estimate(&request),
         };
-        let book = request
-            .extensions_mut()
-            .get_or_insert_with(ChargeBook::default)
-            .clone();
+        // A retry's request is a clone of the one the retry layer was given, made before this
+        // layer put the book in its extensions: the slot's hold is what finds the book of the
+        // earlier attempts. Two books would each settle as if the other's attempts had gone
+        // out unasked, charging every retried attempt again.
+        let book = slot
+            .with_hold_mut(self.key, |hold: &mut BookHold| hold.book.clone())
+            .unwrap_or_else(|| {
+                request
+                    .extensions_mut()
+                    .get_or_insert_with(ChargeBook::default)
+                    .clone()
+            });
         // The service that was made ready goes into the future; this one keeps a clone.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);

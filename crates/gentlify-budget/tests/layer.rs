@@ -312,6 +312,45 @@ async fn each_attempt_of_a_retry_above_the_layer_is_charged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_cloned_from_the_original_request_is_charged_once() {
+    // gentlify-retry replays a clone of the request it was given: its extensions hold the slot
+    // but nothing this layer added to the first attempt's request.
+    let budget = tpm(10_000);
+    let feedback = Feedback::new();
+    let mut svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|req: http::Request<String>| {
+            let attempt = Slot::from_extensions(req.extensions()).unwrap().attempt();
+            async move {
+                if attempt == 0 {
+                    let mut r = json("{}").unwrap();
+                    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                    Ok::<_, Infallible>(r)
+                } else {
+                    json("{}")
+                }
+            }
+        }));
+    let (slot, end) = Slot::new(&feedback);
+    for attempt in 0..3 {
+        if attempt > 0 {
+            slot.next_attempt();
+        }
+        let mut clone = request(1_000, 0);
+        clone.extensions_mut().insert(slot.clone());
+        let response = svc.ready().await.unwrap().call(clone).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    end.end(gentlify_core::EndReason::BodyEnded);
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(997),
+        "three attempts, three charges"
+    );
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_000));
+}
+
+#[tokio::test(start_paused = true)]
 async fn attempts_made_below_the_layer_are_charged_when_the_slot_ends() {
     let budget = tpm(10_000);
     let svc = TokenBudgetLayer::new(budget.clone()).layer(service_fn(
