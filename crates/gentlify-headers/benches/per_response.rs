@@ -4,6 +4,13 @@
 //! with OpenAI's headers and on one with none.
 //!
 //! `cargo bench -p gentlify-headers --bench per_response -- --warm-up-time 1 --measurement-time 3`
+//!
+//! For instruction counts (repeatable on a noisy machine), the same request loop without
+//! criterion: `PER_RESPONSE_ITERS=N PER_RESPONSE_MODE=bare|core|layer
+//! PER_RESPONSE_HEADERS=none|openai|anthropic valgrind --tool=callgrind <bench binary>`. `core` is
+//! the gentlify-core contract alone (pause gate wait, slot, dispatch, classify, publish, body
+//! wrap, slot end: what any gentlify layer pays, as [`Tracked`] does it); `layer` minus `core` is
+//! what reading the headers costs.
 
 #![allow(missing_docs)]
 
@@ -15,7 +22,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
+use gentlify_core::{BoxError, Feedback, PauseWait, Slot, SlotBody, Tracked};
 use gentlify_headers::{
     default_parsers, AnthropicHeaders, HeaderFeedbackLayer, IetfHeaders, OpenAiHeaders,
     ParseHeaders,
@@ -141,5 +149,84 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// The gentlify-core contract alone, as the header service does it without reading headers.
+struct CoreOnly<S> {
+    inner: S,
+    feedback: Feedback,
+    wait: PauseWait,
+}
+
+impl<S> Service<http::Request<()>> for CoreOnly<S>
+where
+    S: Service<http::Request<()>, Response = http::Response<Full<Bytes>>, Error = Infallible>,
+{
+    type Response = http::Response<SlotBody<Full<Bytes>>>;
+    type Error = BoxError;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        std::task::ready!(self.wait.poll_wait(cx));
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<()>) -> Self::Future {
+        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &self.feedback);
+        let dispatched = slot.dispatch(&self.feedback);
+        Tracked::new(self.inner.call(request), dispatched, end)
+    }
+}
+
 criterion_group!(benches, parsers, layer);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(iters) = std::env::var("PER_RESPONSE_ITERS") {
+        callgrind_loop(iters.parse().expect("a number of iterations"));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// The request loop alone, for `valgrind --tool=callgrind`: see the module docs.
+fn callgrind_loop(iters: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let headers = match std::env::var("PER_RESPONSE_HEADERS").as_deref() {
+        Ok("openai") => block(OPENAI),
+        Ok("anthropic") => block(ANTHROPIC),
+        _ => block("content-type: application/json\nx-request-id: req_123"),
+    };
+    let upstream = service_fn(move |_req: http::Request<()>| {
+        let mut response = http::Response::new(Full::new(Bytes::new()));
+        *response.headers_mut() = headers.clone();
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let mode = std::env::var("PER_RESPONSE_MODE").unwrap_or_default();
+    let run = |svc: &mut dyn FnMut() -> bool| {
+        for _ in 0..iters {
+            assert!(black_box(svc()));
+        }
+    };
+    match mode.as_str() {
+        "layer" => {
+            let mut svc = HeaderFeedbackLayer::new().layer(upstream);
+            run(&mut || call_ready(&mut svc));
+        }
+        "core" => {
+            let feedback = Feedback::new();
+            let mut svc = CoreOnly {
+                inner: upstream,
+                wait: PauseWait::new(feedback.clone()),
+                feedback,
+            };
+            run(&mut || call_ready(&mut svc));
+        }
+        _ => {
+            let mut svc = upstream;
+            run(&mut || call_ready(&mut svc));
+        }
+    }
+}
