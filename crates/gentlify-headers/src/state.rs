@@ -1,11 +1,10 @@
 //! The last quota state per dimension, kept for the handle's snapshot (part `"headers"`).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gentlify_core::{Controller, Dimension, Feedback, Quota, QuotaReport, SnapshotPart};
+use gentlify_core::{Controller, Feedback, Quota, QuotaReport, SnapshotPart};
 use tokio::time::Instant;
 
 /// One per handle (kept in [`Feedback::shared`]), registered once, whatever the number of header
@@ -17,12 +16,19 @@ pub(crate) struct LastQuotas {
     inner: Mutex<Board>,
 }
 
+/// At most this many quotas (dimension and name) are kept for the snapshot. Real servers report
+/// a handful (Anthropic four, an IETF policy list a few); a server naming a new quota on every
+/// response (a GitHub-style `x-ratelimit-resource` that changes) must not grow the board without
+/// bound, so past this many the quota heard from longest ago makes room.
+pub(crate) const MAX_QUOTAS: usize = 32;
+
 #[derive(Debug, Default)]
 struct Board {
     reports: u64,
     pauses: u64,
     last_pause: Option<(Duration, String)>,
-    quotas: BTreeMap<(Dimension, Option<Box<str>>), Entry>,
+    /// Few entries, searched linearly: an update in place allocates nothing.
+    quotas: Vec<Entry>,
 }
 
 #[derive(Debug)]
@@ -30,6 +36,22 @@ struct Entry {
     source: &'static str,
     observed_at: Instant,
     quota: Quota,
+}
+
+impl Entry {
+    fn is(&self, quota: &Quota) -> bool {
+        self.quota.dimension == quota.dimension && self.quota.name == quota.name
+    }
+
+    /// Takes `quota`'s readings (its dimension and name being this entry's).
+    fn update(&mut self, source: &'static str, observed_at: Instant, quota: &Quota) {
+        self.source = source;
+        self.observed_at = observed_at;
+        self.quota.limit = quota.limit;
+        self.quota.remaining = quota.remaining;
+        self.quota.reset_after = quota.reset_after;
+        self.quota.window = quota.window;
+    }
 }
 
 impl LastQuotas {
@@ -54,14 +76,20 @@ impl Controller for LastQuotas {
         let mut board = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         board.reports += 1;
         for quota in &report.quotas {
-            board.quotas.insert(
-                (quota.dimension, quota.name.clone()),
-                Entry {
-                    source: report.source,
-                    observed_at: report.observed_at,
-                    quota: quota.clone(),
-                },
-            );
+            if let Some(entry) = board.quotas.iter_mut().find(|e| e.is(quota)) {
+                entry.update(report.source, report.observed_at, quota);
+                continue;
+            }
+            let entry = Entry {
+                source: report.source,
+                observed_at: report.observed_at,
+                quota: quota.clone(),
+            };
+            if board.quotas.len() < MAX_QUOTAS {
+                board.quotas.push(entry);
+            } else if let Some(oldest) = board.quotas.iter_mut().min_by_key(|e| e.observed_at) {
+                *oldest = entry;
+            }
         }
     }
 
@@ -76,8 +104,13 @@ impl Controller for LastQuotas {
                 "last_pause_cause",
                 board.last_pause.as_ref().map(|(_, c)| c.clone()),
             );
-        for ((dimension, name), entry) in &board.quotas {
-            let prefix = match name {
+        let mut entries: Vec<&Entry> = board.quotas.iter().collect();
+        entries.sort_by(|a, b| {
+            (a.quota.dimension, &a.quota.name).cmp(&(b.quota.dimension, &b.quota.name))
+        });
+        for entry in entries {
+            let dimension = entry.quota.dimension;
+            let prefix = match &entry.quota.name {
                 Some(name) => format!("{dimension}.{name}"),
                 None => dimension.to_string(),
             };

@@ -3,30 +3,18 @@
 use std::time::{Duration, SystemTime};
 
 use gentlify_core::{Dimension, Quota, QuotaReport};
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{bound, count, latest_delay, until, ParseHeaders};
+use super::{bound, until, Field, Fields, ParseHeaders};
 
-macro_rules! family {
-    ($dimension:expr, $prefix:literal) => {
-        (
-            $dimension,
-            [
-                HeaderName::from_static(concat!("anthropic-ratelimit-", $prefix, "-limit")),
-                HeaderName::from_static(concat!("anthropic-ratelimit-", $prefix, "-remaining")),
-                HeaderName::from_static(concat!("anthropic-ratelimit-", $prefix, "-reset")),
-            ],
-        )
-    };
-}
-
-static FAMILIES: [(Dimension, [HeaderName; 3]); 4] = [
-    family!(Dimension::Requests, "requests"),
-    family!(Dimension::Tokens, "tokens"),
-    family!(Dimension::InputTokens, "input-tokens"),
-    family!(Dimension::OutputTokens, "output-tokens"),
+/// The dimensions in the order the report lists them.
+const DIMENSIONS: [Dimension; 4] = [
+    Dimension::Requests,
+    Dimension::Tokens,
+    Dimension::InputTokens,
+    Dimension::OutputTokens,
 ];
 
 /// Anthropic's limits are per minute (requests, input tokens and output tokens per minute, a
@@ -105,23 +93,35 @@ impl ParseHeaders for AnthropicHeaders {
     }
 
     fn parse(&self, headers: &HeaderMap, now: SystemTime) -> Option<QuotaReport> {
-        let quotas: Vec<Quota> = FAMILIES
-            .iter()
-            .filter_map(|(dimension, [limit, remaining, reset])| {
-                let limit = count(headers, limit);
-                let remaining = count(headers, remaining);
-                let reset_after = latest_delay(headers, reset, |v| {
-                    parse_rfc3339(v).map(|at| until(at, now, self.max_reset))
-                });
-                if limit.is_none() && remaining.is_none() && reset_after.is_none() {
-                    return None;
-                }
-                let mut quota = Quota::new(*dimension);
-                quota.limit = limit;
-                quota.remaining = remaining;
-                quota.reset_after = reset_after;
-                Some(quota)
-            })
+        let mut fields = [Fields::default(); 4];
+        // One pass over the headers, in the order of `DIMENSIONS`.
+        for (name, value) in headers {
+            let Some(rest) = name.as_str().strip_prefix("anthropic-ratelimit-") else {
+                continue;
+            };
+            let (dimension, field) = match rest {
+                "requests-limit" => (0, Field::Limit),
+                "requests-remaining" => (0, Field::Remaining),
+                "requests-reset" => (0, Field::Reset),
+                "tokens-limit" => (1, Field::Limit),
+                "tokens-remaining" => (1, Field::Remaining),
+                "tokens-reset" => (1, Field::Reset),
+                "input-tokens-limit" => (2, Field::Limit),
+                "input-tokens-remaining" => (2, Field::Remaining),
+                "input-tokens-reset" => (2, Field::Reset),
+                "output-tokens-limit" => (3, Field::Limit),
+                "output-tokens-remaining" => (3, Field::Remaining),
+                "output-tokens-reset" => (3, Field::Reset),
+                _ => continue,
+            };
+            fields[dimension].read(field, value, |v| {
+                parse_rfc3339(v).map(|at| until(at, now, self.max_reset))
+            });
+        }
+        let quotas: Vec<Quota> = DIMENSIONS
+            .into_iter()
+            .zip(fields)
+            .filter_map(|(dimension, fields)| fields.quota(dimension))
             .collect();
         (!quotas.is_empty()).then(|| QuotaReport::new(self.name(), quotas))
     }

@@ -3,16 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use gentlify_core::{Dimension, Quota, QuotaReport};
-use http::{HeaderMap, HeaderName};
+use gentlify_core::{Dimension, QuotaReport};
+use http::HeaderMap;
 
-use super::{bound, count, latest_delay, parse_count, until, values, ParseHeaders};
-
-static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-static USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
-static RESOURCE: HeaderName = HeaderName::from_static("x-ratelimit-resource");
+use super::{
+    bound, parse_count, parse_count_bytes, smallest, text, until, Field, Fields, ParseHeaders,
+};
 
 /// GitHub's primary limits are per hour (its REST API documentation): a reset further away than
 /// that is clock skew or nonsense.
@@ -103,22 +99,35 @@ impl ParseHeaders for GitHubHeaders {
     }
 
     fn parse(&self, headers: &HeaderMap, now: SystemTime) -> Option<QuotaReport> {
-        let limit = count(headers, &LIMIT);
-        let used = count(headers, &USED);
-        let remaining = count(headers, &REMAINING).or_else(|| Some(limit?.saturating_sub(used?)));
-        let reset_after = latest_delay(headers, &RESET, |v| self.reset(v, now));
-        if limit.is_none() && remaining.is_none() && reset_after.is_none() {
-            return None;
+        let mut fields = Fields::default();
+        let mut used = None;
+        let mut resource = None;
+        // One pass over the headers, reading only the exact, unsuffixed names.
+        for (name, value) in headers {
+            let Some(field) = name.as_str().strip_prefix("x-ratelimit-") else {
+                continue;
+            };
+            match field {
+                "limit" => fields.read(Field::Limit, value, |_| None),
+                "remaining" => fields.read(Field::Remaining, value, |_| None),
+                "reset" => fields.read(Field::Reset, value, |v| self.reset(v, now)),
+                "used" => smallest(&mut used, parse_count_bytes(value.as_bytes())),
+                // A resource name is a short token ("core", "search", "graphql"); anything
+                // longer is not worth keeping in every report. The first valid one counts.
+                "resource" if resource.is_none() => {
+                    resource = text(value).filter(|r| !r.is_empty() && r.len() <= 64);
+                }
+                _ => {}
+            }
         }
-        let mut quota = Quota::new(Dimension::Requests);
-        quota.limit = limit;
-        quota.remaining = remaining;
-        quota.reset_after = reset_after;
-        // A resource name is a short token ("core", "search", "graphql"); anything longer is not
-        // worth keeping in every report.
-        quota.name = values(headers, &RESOURCE)
-            .find(|r| !r.is_empty() && r.len() <= 64)
-            .map(Into::into);
+        if fields.remaining.is_none() {
+            fields.remaining = fields
+                .limit
+                .zip(used)
+                .map(|(limit, used)| limit.saturating_sub(used));
+        }
+        let mut quota = fields.quota(Dimension::Requests)?;
+        quota.name = resource.map(Into::into);
         Some(QuotaReport::new(self.name(), vec![quota]))
     }
 }

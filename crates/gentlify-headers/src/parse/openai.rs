@@ -2,17 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use gentlify_core::{seconds_f64, Dimension, Quota, QuotaReport};
-use http::{HeaderMap, HeaderName};
+use gentlify_core::{seconds_f64, Dimension, QuotaReport, MAX_SERVER_DELAY};
+use http::HeaderMap;
 
-use super::{count, latest_delay, parse_seconds, ParseHeaders};
-
-static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
-static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+use super::{parse_seconds, Field, Fields, ParseHeaders};
 
 /// Groq's request headers count per day, its token headers per minute (Groq's documentation).
 const GROQ_REQUESTS_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -106,36 +99,38 @@ impl ParseHeaders for OpenAiHeaders {
     }
 
     fn parse(&self, headers: &HeaderMap, _now: SystemTime) -> Option<QuotaReport> {
-        let families = [
-            (
-                Dimension::Requests,
-                [&LIMIT_REQUESTS, &REMAINING_REQUESTS, &RESET_REQUESTS],
-                self.requests_window,
-            ),
-            (
-                Dimension::Tokens,
-                [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
-                self.tokens_window,
-            ),
-        ];
-        let quotas: Vec<Quota> = families
-            .into_iter()
-            .filter_map(|(dimension, [limit, remaining, reset], window)| {
-                let limit = count(headers, limit);
-                let remaining = count(headers, remaining);
-                let reset_after = latest_delay(headers, reset, parse_go_duration);
-                if limit.is_none() && remaining.is_none() && reset_after.is_none() {
-                    return None;
-                }
-                let mut quota = Quota::new(dimension);
-                quota.limit = limit;
-                quota.remaining = remaining;
-                quota.reset_after = reset_after;
-                quota.window = window;
-                Some(quota)
-            })
-            .collect();
-        (!quotas.is_empty()).then(|| QuotaReport::new(self.source, quotas))
+        let mut requests = Fields::default();
+        let mut tokens = Fields::default();
+        // One pass over the headers, reading only the exact names: `x-ratelimit-limit` (GitHub)
+        // has no dimension, `x-ratelimit-limit-tokens_usage_based` a dimension of its own.
+        for (name, value) in headers {
+            let Some(rest) = name.as_str().strip_prefix("x-ratelimit-") else {
+                continue;
+            };
+            let (fields, field) = match rest {
+                "limit-requests" => (&mut requests, Field::Limit),
+                "remaining-requests" => (&mut requests, Field::Remaining),
+                "reset-requests" => (&mut requests, Field::Reset),
+                "limit-tokens" => (&mut tokens, Field::Limit),
+                "remaining-tokens" => (&mut tokens, Field::Remaining),
+                "reset-tokens" => (&mut tokens, Field::Reset),
+                _ => continue,
+            };
+            fields.read(field, value, parse_go_duration);
+        }
+        let requests = requests.quota(Dimension::Requests).map(|mut quota| {
+            quota.window = self.requests_window;
+            quota
+        });
+        let tokens = tokens.quota(Dimension::Tokens).map(|mut quota| {
+            quota.window = self.tokens_window;
+            quota
+        });
+        if requests.is_none() && tokens.is_none() {
+            return None;
+        }
+        let quotas = requests.into_iter().chain(tokens).collect();
+        Some(QuotaReport::new(self.source, quotas))
     }
 }
 
@@ -159,32 +154,127 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
     if let Some(seconds) = parse_seconds(value) {
         return Some(seconds);
     }
-    let is_number = |b: u8| b.is_ascii_digit() || b == b'.';
-    let mut rest = value.strip_prefix('+').unwrap_or(value);
+    let rest = value.strip_prefix('+').unwrap_or(value);
     if rest.is_empty() {
         return None;
     }
+    // Integers first: exact, and several times cheaper than parsing floats (what every reset
+    // OpenAI sends takes). Numbers too long for it take the float path, which clamps what fits
+    // in an `f64` and refuses the rest.
+    match go_duration_nanos(rest) {
+        Exact::Nanos(nanos) => Some(Duration::from_nanos(nanos)),
+        Exact::Malformed => None,
+        Exact::TooLong => go_duration_f64(rest),
+    }
+}
+
+enum Exact {
+    /// The duration, clamped to `MAX_SERVER_DELAY`.
+    Nanos(u64),
+    Malformed,
+    /// A number with more integer digits than the exact path takes.
+    TooLong,
+}
+
+/// What each unit is worth in nanoseconds, and how many decimal digits of a fraction of it are
+/// at least a nanosecond (the power of ten in that worth); `None` for an unknown unit.
+fn unit_nanos(unit: &str) -> Option<(u64, u32)> {
+    Some(match unit {
+        "h" => (3_600_000_000_000, 11),
+        "m" => (60_000_000_000, 10),
+        "s" => (1_000_000_000, 9),
+        "ms" => (1_000_000, 6),
+        "us" | "µs" | "μs" => (1_000, 3),
+        "ns" => (1, 0),
+        _ => return None,
+    })
+}
+
+/// The exact reading, in one scan of the bytes, in `u64` nanoseconds: integer and fraction apart,
+/// a fraction's digits below the nanosecond dropped, sums saturating (the result is clamped to
+/// 24 h anyway).
+fn go_duration_nanos(rest: &str) -> Exact {
+    /// Digits a `u64` always holds.
+    const MAX_DIGITS: u32 = 18;
+    let bytes = rest.as_bytes();
+    let digit = |i: usize| {
+        bytes
+            .get(i)
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| b - b'0')
+    };
+    let mut total: u64 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let mut whole: u64 = 0;
+        while let Some(d) = digit(i) {
+            if i - start == MAX_DIGITS as usize {
+                return Exact::TooLong;
+            }
+            whole = whole * 10 + u64::from(d);
+            i += 1;
+        }
+        let integer_digits = i - start;
+        // The fraction's first (up to 18) digits, as an integer, and how many they are.
+        let (mut part, mut kept, mut fraction_digits) = (0u64, 0u32, 0usize);
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(d) = digit(i) {
+                if kept < MAX_DIGITS {
+                    part = part * 10 + u64::from(d);
+                    kept += 1;
+                }
+                fraction_digits += 1;
+                i += 1;
+            }
+        }
+        // No digit at all ("s", "."), or a second '.' ("1.2.3s"): no number.
+        if integer_digits + fraction_digits == 0 || bytes.get(i) == Some(&b'.') {
+            return Exact::Malformed;
+        }
+        let unit_start = i;
+        while i < bytes.len() && !bytes[i].is_ascii_digit() && bytes[i] != b'.' {
+            i += 1;
+        }
+        // Cuts on ASCII bytes fall on char boundaries.
+        let Some((scale, zeros)) = unit_nanos(&rest[unit_start..i]) else {
+            return Exact::Malformed;
+        };
+        let fraction = if kept == 0 {
+            0
+        } else {
+            // Keep the digits worth at least a nanosecond: then `scale / 10^digits` is exact and
+            // `part * (scale / 10^digits) < scale` fits.
+            let digits = kept.min(zeros);
+            let part = part / 10u64.pow(kept - digits);
+            part * (scale / 10u64.pow(digits))
+        };
+        total = total
+            .saturating_add(whole.saturating_mul(scale))
+            .saturating_add(fraction);
+    }
+    // Nanoseconds of MAX_SERVER_DELAY (24 h) fit in a u64.
+    let max = u64::try_from(MAX_SERVER_DELAY.as_nanos()).unwrap_or(u64::MAX);
+    Exact::Nanos(total.min(max))
+}
+
+/// The float reading, for numbers too long for [`go_duration_nanos`].
+fn go_duration_f64(mut rest: &str) -> Option<Duration> {
+    let is_number = |b: &u8| b.is_ascii_digit() || *b == b'.';
     let mut seconds = 0.0_f64;
     while !rest.is_empty() {
-        // Both cuts fall on char boundaries: digits and '.' are ASCII, and no byte of a multi-byte
-        // character is one of them.
-        let digits = rest.bytes().take_while(|&b| is_number(b)).count();
+        // Both cuts fall on char boundaries: digits and '.' are ASCII, and no byte of a
+        // multi-byte character is one of them.
+        let digits = rest.bytes().take_while(is_number).count();
         let (number, tail) = rest.split_at(digits);
-        let unit_len = tail.bytes().take_while(|&b| !is_number(b)).count();
+        let unit_len = tail.bytes().take_while(|b| !is_number(b)).count();
         let (unit, tail) = tail.split_at(unit_len);
         if number.is_empty() || number == "." {
             return None;
         }
         let number: f64 = number.parse().ok()?;
-        let scale = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" | "μs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
+        let scale = unit_nanos(unit)?.0 as f64 * 1e-9;
         seconds += number * scale;
         rest = tail;
     }
@@ -242,5 +332,66 @@ mod tests {
         assert_eq!(parse_go_duration("99999999999h"), Some(max));
         let beyond_f64 = format!("{}h", "9".repeat(400));
         assert_eq!(parse_go_duration(&beyond_f64), None);
+        // Past the exact path's 18 integer digits, the float path still clamps.
+        assert_eq!(
+            parse_go_duration(&format!("{}ms", "9".repeat(25))),
+            Some(max)
+        );
+        assert_eq!(parse_go_duration("1m99999999999999999h"), Some(max));
+    }
+
+    #[test]
+    fn go_durations_are_exact_to_the_nanosecond() {
+        assert_eq!(parse_go_duration("1.000000001s"), Some(Duration::new(1, 1)));
+        assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("5.s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("0.1h"), Some(Duration::from_secs(360)));
+        assert_eq!(
+            parse_go_duration("1.1234567891234ms"),
+            Some(Duration::from_nanos(1_123_456))
+        );
+        assert_eq!(parse_go_duration("+1s"), Some(Duration::from_secs(1)));
+    }
+
+    proptest::proptest! {
+        /// The exact path agrees with the float reading (to float precision) on every
+        /// well-formed duration.
+        #[test]
+        fn exact_and_float_readings_agree(
+            parts in proptest::collection::vec((0u64..100_000, 0u32..1000, 0usize..6), 1..4)
+        ) {
+            let units = ["h", "m", "s", "ms", "us", "ns"];
+            let text: String = parts
+                .iter()
+                .map(|(whole, milli, unit)| format!("{whole}.{milli:03}{}", units[*unit]))
+                .collect();
+            let exact = parse_go_duration(&text).unwrap();
+            let float = go_duration_f64(&text).unwrap();
+            let diff = exact.abs_diff(float);
+            proptest::prop_assert!(diff <= Duration::from_micros(1), "{text}: {exact:?} vs {float:?}");
+        }
+
+        /// On any string of duration characters, the reading is what the float-only reading
+        /// (the one before the exact path) gave: the same refusals, the same values to float
+        /// precision.
+        #[test]
+        fn exact_path_refuses_what_the_float_path_refused(text in "[0-9.hmsun+µ ]{0,14}") {
+            let float_only = |value: &str| {
+                let value = value.trim();
+                if let Some(seconds) = parse_seconds(value) {
+                    return Some(seconds);
+                }
+                let rest = value.strip_prefix('+').unwrap_or(value);
+                if rest.is_empty() {
+                    return None;
+                }
+                go_duration_f64(rest)
+            };
+            let (now, before) = (parse_go_duration(&text), float_only(&text));
+            proptest::prop_assert_eq!(now.is_some(), before.is_some(), "{:?}", text);
+            if let (Some(now), Some(before)) = (now, before) {
+                proptest::prop_assert!(now.abs_diff(before) <= Duration::from_micros(1), "{:?}", text);
+            }
+        }
     }
 }
