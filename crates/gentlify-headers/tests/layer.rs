@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{at, ms, secs};
-use gentlify_core::{BoxError, Controller, Dimension, Feedback, QuotaReport, Slot, SnapshotValue};
+use gentlify_core::{
+    BoxError, Controller, Dimension, Feedback, QuotaReport, Slot, SnapshotPart, SnapshotValue,
+};
 use gentlify_headers::{AnthropicHeaders, HeaderFeedbackLayer, OpenAiHeaders};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
@@ -63,6 +65,7 @@ where
     response.into_body().collect().await.unwrap();
 }
 
+/// Every quota report published to a handle, kept.
 #[derive(Default)]
 struct Reports(Mutex<Vec<QuotaReport>>);
 
@@ -72,13 +75,49 @@ impl Controller for Reports {
     }
 }
 
+impl Reports {
+    /// A handle and the reports published to it.
+    fn on_new_handle() -> (Feedback, Arc<Reports>) {
+        let feedback = Feedback::new();
+        let reports = Arc::new(Reports::default());
+        feedback.register(&reports);
+        (feedback, reports)
+    }
+
+    fn taken(&self) -> Vec<QuotaReport> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The handle after one request through `layer` to an upstream answering `status` with the
+/// header `lines`, and the quota reports published.
+async fn after_one(
+    layer: HeaderFeedbackLayer,
+    status: u16,
+    lines: &'static str,
+) -> (Feedback, Vec<QuotaReport>) {
+    let (feedback, reports) = Reports::on_new_handle();
+    let mut service = layer
+        .feedback(feedback.clone())
+        .layer(upstream(status, lines));
+    send(&mut service).await;
+    (feedback, reports.taken())
+}
+
+/// The pause the default layer sets on one response of `status` with the header `lines`.
+async fn pause_after(status: u16, lines: &'static str) -> Option<Duration> {
+    let (feedback, _) = after_one(HeaderFeedbackLayer::new(), status, lines).await;
+    feedback.pause_gate().remaining()
+}
+
+/// The handle's snapshot part `"headers"`.
+fn headers_part(feedback: &Feedback) -> SnapshotPart {
+    feedback.snapshot().part("headers").cloned().unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_2_on_a_429_holds_the_gate_exactly_2_s() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(429, "retry-after: 2"));
-    send(&mut service).await;
+    let (feedback, _) = after_one(HeaderFeedbackLayer::new(), 429, "retry-after: 2").await;
 
     let gate = feedback.pause_gate();
     assert_eq!(gate.remaining(), Some(secs(2)));
@@ -121,17 +160,15 @@ async fn hold_dispatch_off_leaves_waiting_to_other_layers() {
 
 #[tokio::test(start_paused = true)]
 async fn remaining_0_with_reset_1_5_s_pauses_1_5_s() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-requests: 0
+    let (feedback, _) = after_one(
+        HeaderFeedbackLayer::new(),
+        200,
+        "x-ratelimit-remaining-requests: 0
          x-ratelimit-reset-requests: 1.5s
          x-ratelimit-remaining-tokens: 1000
          x-ratelimit-reset-tokens: 30s",
-        ));
-    send(&mut service).await;
+    )
+    .await;
     assert_eq!(feedback.pause_gate().remaining(), Some(ms(1500)));
     tokio::time::advance(ms(1500)).await;
     assert_eq!(feedback.pause_gate().remaining(), None);
@@ -139,52 +176,39 @@ async fn remaining_0_with_reset_1_5_s_pauses_1_5_s() {
 
 #[tokio::test(start_paused = true)]
 async fn the_latest_reset_of_the_exhausted_quotas_wins() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-requests: 0
+    let pause = pause_after(
+        200,
+        "x-ratelimit-remaining-requests: 0
          x-ratelimit-reset-requests: 1.5s
          x-ratelimit-remaining-tokens: 0
          x-ratelimit-reset-tokens: 4s",
-        ));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), Some(secs(4)));
+    );
+    assert_eq!(pause.await, Some(secs(4)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn quota_left_or_unknown_reset_does_not_pause() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-requests: 1
+    let pause = pause_after(
+        200,
+        "x-ratelimit-remaining-requests: 1
          x-ratelimit-reset-requests: 10s
          x-ratelimit-remaining-tokens: 0",
-        ));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), None);
+    );
+    assert_eq!(pause.await, None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn quota_reports_reach_a_registered_controller() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-limit-requests: 60
+    let sent = Instant::now();
+    let (_, reports) = after_one(
+        HeaderFeedbackLayer::new(),
+        200,
+        "x-ratelimit-limit-requests: 60
          x-ratelimit-remaining-requests: 59
          x-ratelimit-reset-requests: 1s",
-        ));
-    let sent = Instant::now();
-    send(&mut service).await;
+    )
+    .await;
 
-    let reports = reports.0.lock().unwrap();
     assert_eq!(reports.len(), 1);
     let report = &reports[0];
     assert_eq!(report.source, "openai");
@@ -198,9 +222,7 @@ async fn quota_reports_reach_a_registered_controller() {
 
 #[tokio::test(start_paused = true)]
 async fn every_attempt_is_read_not_only_the_final_one() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
+    let (feedback, reports) = Reports::on_new_handle();
     let mut service = HeaderFeedbackLayer::new()
         .feedback(feedback.clone())
         .layer(upstream(429, "x-ratelimit-remaining-tokens: 0"));
@@ -217,105 +239,70 @@ async fn every_attempt_is_read_not_only_the_final_one() {
         drop(response);
     }
     drop(end);
-    assert_eq!(reports.0.lock().unwrap().len(), 2);
+    assert_eq!(reports.taken().len(), 2);
     assert_eq!(feedback.snapshot().attempts_overloaded, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_on_a_success_does_not_pause() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(200, "retry-after: 5"));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), None);
+    assert_eq!(pause_after(200, "retry-after: 5").await, None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_on_503_and_529_pauses() {
     for status in [503, 529] {
-        let feedback = Feedback::new();
-        let mut service = HeaderFeedbackLayer::new()
-            .feedback(feedback.clone())
-            .layer(upstream(status, "retry-after-ms: 750"));
-        send(&mut service).await;
-        assert_eq!(feedback.pause_gate().remaining(), Some(ms(750)), "{status}");
+        let pause = pause_after(status, "retry-after-ms: 750").await;
+        assert_eq!(pause, Some(ms(750)), "{status}");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn x_should_retry_false_sets_no_pause() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(429, "retry-after: 5\nx-should-retry: false"));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), None);
+    let pause = pause_after(429, "retry-after: 5\nx-should-retry: false");
+    assert_eq!(pause.await, None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn server_delay_wins_over_a_reset_in_the_same_response() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            429,
-            "retry-after: 1
+    let pause = pause_after(
+        429,
+        "retry-after: 1
          x-ratelimit-remaining-tokens: 0
          x-ratelimit-reset-tokens: 30s",
-        ));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), Some(secs(1)));
+    );
+    assert_eq!(pause.await, Some(secs(1)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn server_delay_can_be_turned_off() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .server_delay(false)
-        .layer(upstream(429, "retry-after: 2"));
-    send(&mut service).await;
+    let layer = HeaderFeedbackLayer::new().server_delay(false);
+    let (feedback, _) = after_one(layer, 429, "retry-after: 2").await;
     assert_eq!(feedback.pause_gate().remaining(), None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn grpc_resource_exhausted_pushback_pauses() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "content-type: application/grpc
+    let pause = pause_after(
+        200,
+        "content-type: application/grpc
          grpc-status: 8
          grpc-retry-pushback-ms: 500",
-        ));
-    send(&mut service).await;
-    assert_eq!(feedback.pause_gate().remaining(), Some(ms(500)));
+    );
+    assert_eq!(pause.await, Some(ms(500)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn pauses_are_bounded_by_max_pause() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(429, "retry-after: 3600"));
-    send(&mut service).await;
-    assert_eq!(
-        feedback.pause_gate().remaining(),
-        Some(secs(60)),
-        "default bound"
-    );
+    let pause = pause_after(429, "retry-after: 3600").await;
+    assert_eq!(pause, Some(secs(60)), "default bound");
 
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .max_pause(secs(5))
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 2h",
-        ));
-    send(&mut service).await;
+    let layer = HeaderFeedbackLayer::new().max_pause(secs(5));
+    let (feedback, _) = after_one(
+        layer,
+        200,
+        "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 2h",
+    )
+    .await;
     assert_eq!(feedback.pause_gate().remaining(), Some(secs(5)));
 }
 
@@ -328,70 +315,50 @@ async fn absurd_delays_are_ignored() {
         "retry-after: -5",
         "retry-after: NaN",
     ] {
-        let feedback = Feedback::new();
-        let mut service = HeaderFeedbackLayer::new()
-            .feedback(feedback.clone())
-            .layer(upstream(429, lines));
-        send(&mut service).await;
-        assert_eq!(feedback.pause_gate().remaining(), None, "{lines}");
+        assert_eq!(pause_after(429, lines).await, None, "{lines}");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn max_pause_zero_publishes_but_never_pauses() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .max_pause(Duration::ZERO)
-        .layer(upstream(
-            429,
-            "retry-after: 2\nx-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
-        ));
-    send(&mut service).await;
+    let (feedback, reports) = after_one(
+        HeaderFeedbackLayer::new().max_pause(Duration::ZERO),
+        429,
+        "retry-after: 2\nx-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
+    )
+    .await;
     assert_eq!(feedback.pause_gate().remaining(), None);
-    assert_eq!(reports.0.lock().unwrap().len(), 1);
+    assert_eq!(reports.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn anthropic_resets_are_measured_from_the_given_wall_clock() {
-    let feedback = Feedback::new();
     // 2025-08-21T12:40:58.500Z
     let now = at(1_755_780_058_500);
-    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
-        .feedback(feedback.clone())
-        .wall_clock(move || now)
-        .layer(upstream(
-            200,
-            "anthropic-ratelimit-output-tokens-remaining: 0
+    let layer = HeaderFeedbackLayer::only(AnthropicHeaders::new()).wall_clock(move || now);
+    let (feedback, _) = after_one(
+        layer,
+        200,
+        "anthropic-ratelimit-output-tokens-remaining: 0
              anthropic-ratelimit-output-tokens-reset: 2025-08-21T12:41:00Z",
-        ));
-    send(&mut service).await;
+    )
+    .await;
     assert_eq!(feedback.pause_gate().remaining(), Some(ms(1500)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn parsers_selected_individually_ignore_other_families() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
-    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
-        ));
-    send(&mut service).await;
-    assert!(reports.0.lock().unwrap().is_empty());
+    let (feedback, reports) = after_one(
+        HeaderFeedbackLayer::only(AnthropicHeaders::new()),
+        200,
+        "x-ratelimit-remaining-requests: 0\nx-ratelimit-reset-requests: 1s",
+    )
+    .await;
+    assert!(reports.is_empty());
     assert_eq!(feedback.pause_gate().remaining(), None);
 
-    let mut service = HeaderFeedbackLayer::only(AnthropicHeaders::new())
-        .parser(OpenAiHeaders::groq())
-        .feedback(feedback.clone())
-        .layer(upstream(200, "x-ratelimit-remaining-tokens: 5"));
-    send(&mut service).await;
-    let reports = reports.0.lock().unwrap();
+    let layer = HeaderFeedbackLayer::only(AnthropicHeaders::new()).parser(OpenAiHeaders::groq());
+    let (_, reports) = after_one(layer, 200, "x-ratelimit-remaining-tokens: 5").await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].source, "groq");
     assert_eq!(reports[0].quotas[0].window, Some(secs(60)));
@@ -453,28 +420,55 @@ async fn snapshot_shows_the_last_quota_per_dimension_and_its_source() {
     // A newer report replaces the older one of the same dimension.
     let mut newer = layer.layer(upstream(200, "x-ratelimit-remaining-requests: 3"));
     send(&mut newer).await;
-    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    let part = headers_part(&feedback);
     assert_eq!(part.get("requests.remaining"), Some(&SnapshotValue::U64(3)));
     assert_eq!(part.get("requests.limit"), Some(&SnapshotValue::Unknown));
 }
 
 #[tokio::test(start_paused = true)]
 async fn snapshot_records_the_last_pause_and_its_cause() {
-    let feedback = Feedback::new();
-    let mut service = HeaderFeedbackLayer::new()
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "x-ratelimit-remaining-tokens: 0\nx-ratelimit-reset-tokens: 1.5s",
-        ));
-    send(&mut service).await;
-    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    let (feedback, _) = after_one(
+        HeaderFeedbackLayer::new(),
+        200,
+        "x-ratelimit-remaining-tokens: 0\nx-ratelimit-reset-tokens: 1.5s",
+    )
+    .await;
+    let part = headers_part(&feedback);
     assert_eq!(part.get("pauses"), Some(&SnapshotValue::U64(1)));
     assert_eq!(
         part.get("last_pause"),
         Some(&SnapshotValue::Duration(ms(1500)))
     );
     assert_eq!(part.get("last_pause_cause"), Some(&"openai:tokens".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_keeps_a_bounded_number_of_quotas() {
+    // A server naming a new quota on every response must not grow the snapshot without bound.
+    let feedback = Feedback::new();
+    let layer = HeaderFeedbackLayer::new().feedback(feedback.clone());
+    for resource in 0..100 {
+        let lines = format!("x-ratelimit-remaining: {resource}\nx-ratelimit-resource: r{resource}");
+        send(&mut layer.layer(upstream(200, lines.leak()))).await;
+        tokio::time::advance(ms(1)).await;
+    }
+    let part = headers_part(&feedback);
+    let kept = part
+        .fields
+        .iter()
+        .filter(|(name, _)| name.ends_with(".source"));
+    assert_eq!(kept.count(), 32);
+    assert_eq!(part.get("reports"), Some(&SnapshotValue::U64(100)));
+    // The newest quotas stay; the ones heard from longest ago made room.
+    assert_eq!(
+        part.get("requests.r99.remaining"),
+        Some(&SnapshotValue::U64(99))
+    );
+    assert_eq!(
+        part.get("requests.r68.remaining"),
+        Some(&SnapshotValue::U64(68))
+    );
+    assert_eq!(part.get("requests.r67.remaining"), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -553,20 +547,13 @@ impl gentlify_headers::ParseHeaders for Forever {
 
 #[tokio::test(start_paused = true)]
 async fn a_custom_parser_cannot_publish_durations_that_overflow() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
-    let mut service = HeaderFeedbackLayer::only(Forever)
-        .feedback(feedback.clone())
-        .layer(upstream(200, ""));
-    send(&mut service).await;
-    let reports = reports.0.lock().unwrap();
+    let (feedback, reports) = after_one(HeaderFeedbackLayer::only(Forever), 200, "").await;
     let quota = &reports[0].quotas[0];
     assert_eq!(quota.reset_after, Some(gentlify_core::MAX_SERVER_DELAY));
     assert_eq!(quota.window, Some(gentlify_core::MAX_SERVER_DELAY));
     assert!(reports[0].exhausted_until().is_some(), "no overflow");
     assert_eq!(feedback.pause_gate().remaining(), None, "absurd: ignored");
-    let part = feedback.snapshot().part("headers").cloned().unwrap();
+    let part = headers_part(&feedback);
     assert_eq!(part.get("requests.source"), Some(&"forever".into()));
 }
 
@@ -583,16 +570,10 @@ grpc-status: 0
 #[tokio::test(start_paused = true)]
 async fn a_response_with_only_unrelated_headers_publishes_nothing() {
     for status in [200, 429, 503] {
-        let feedback = Feedback::new();
-        let reports = Arc::new(Reports::default());
-        feedback.register(&reports);
-        let mut service = HeaderFeedbackLayer::new()
-            .feedback(feedback.clone())
-            .layer(upstream(status, UNRELATED));
-        send(&mut service).await;
-        assert!(reports.0.lock().unwrap().is_empty(), "{status}");
+        let (feedback, reports) = after_one(HeaderFeedbackLayer::new(), status, UNRELATED).await;
+        assert!(reports.is_empty(), "{status}");
         assert_eq!(feedback.pause_gate().remaining(), None, "{status}");
-        let part = feedback.snapshot().part("headers").cloned().unwrap();
+        let part = headers_part(&feedback);
         assert_eq!(part.get("reports"), Some(&0u64.into()), "{status}");
         assert_eq!(part.get("pauses"), Some(&0u64.into()), "{status}");
     }
@@ -614,14 +595,7 @@ async fn each_family_is_still_detected_among_unrelated_headers() {
     ];
     for (line, source) in families {
         let lines: &'static str = format!("{UNRELATED}{line}\n").leak();
-        let feedback = Feedback::new();
-        let reports = Arc::new(Reports::default());
-        feedback.register(&reports);
-        let mut service = HeaderFeedbackLayer::new()
-            .feedback(feedback.clone())
-            .layer(upstream(200, lines));
-        send(&mut service).await;
-        let reports = reports.0.lock().unwrap();
+        let (_, reports) = after_one(HeaderFeedbackLayer::new(), 200, lines).await;
         let sources: Vec<_> = reports.iter().map(|r| r.source).collect();
         assert_eq!(sources, [source], "{line}");
     }
@@ -635,12 +609,7 @@ async fn each_family_is_still_detected_among_unrelated_headers() {
     ];
     for (line, pause) in delays {
         let lines: &'static str = format!("{UNRELATED}{line}\n").leak();
-        let feedback = Feedback::new();
-        let mut service = HeaderFeedbackLayer::new()
-            .feedback(feedback.clone())
-            .layer(upstream(429, lines));
-        send(&mut service).await;
-        assert_eq!(feedback.pause_gate().remaining(), pause, "{line}");
+        assert_eq!(pause_after(429, lines).await, pause, "{line}");
     }
 }
 
@@ -661,18 +630,12 @@ impl gentlify_headers::ParseHeaders for Credits {
 
 #[tokio::test(start_paused = true)]
 async fn custom_parsers_run_whatever_headers_the_response_carries() {
-    let feedback = Feedback::new();
-    let reports = Arc::new(Reports::default());
-    feedback.register(&reports);
-    let mut service = HeaderFeedbackLayer::new()
-        .parser(Credits)
-        .feedback(feedback.clone())
-        .layer(upstream(
-            200,
-            "content-type: application/json\nx-credits-left: 17",
-        ));
-    send(&mut service).await;
-    let reports = reports.0.lock().unwrap();
+    let (_, reports) = after_one(
+        HeaderFeedbackLayer::new().parser(Credits),
+        200,
+        "content-type: application/json\nx-credits-left: 17",
+    )
+    .await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].source, "credits");
     assert_eq!(reports[0].quotas[0].remaining, Some(17));
@@ -755,9 +718,7 @@ mod same_as_every_parser {
                 .build()
                 .unwrap();
             let published = runtime.block_on(async move {
-                let feedback = Feedback::new();
-                let reports = Arc::new(Reports::default());
-                feedback.register(&reports);
+                let (feedback, reports) = Reports::on_new_handle();
                 let answer = service_fn(move |_req: http::Request<()>| {
                     let mut response = http::Response::new(Full::new(Bytes::new()));
                     *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -770,11 +731,9 @@ mod same_as_every_parser {
                     .layer(answer);
                 send(&mut service).await;
                 let published: Vec<_> = reports
-                    .0
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|r| (r.source, r.quotas.clone()))
+                    .taken()
+                    .into_iter()
+                    .map(|r| (r.source, r.quotas))
                     .collect();
                 published
             });
