@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use gentlify_core::{parse_millis, parse_retry_after, should_retry, MAX_SERVER_DELAY};
 use http::{HeaderMap, HeaderName};
 
-use super::{until, values};
+use super::{latest_delay, until};
 
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
@@ -86,16 +86,16 @@ pub struct ServerDelay {
 impl ServerDelay {
     /// Reads `headers`; `None` when they say nothing about delays or retrying.
     pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<ServerDelay> {
-        let delay = longest(headers, &RETRY_AFTER_MS, parse_millis)
+        let delay = latest_delay(headers, &RETRY_AFTER_MS, parse_millis)
             .map(|d| (d, DelaySource::RetryAfterMs))
             .or_else(|| {
-                longest(headers, &http::header::RETRY_AFTER, |v| {
+                latest_delay(headers, &http::header::RETRY_AFTER, |v| {
                     parse_retry_after_at(v, now)
                 })
                 .map(|d| (d, DelaySource::RetryAfter))
             })
             .or_else(|| {
-                longest(headers, &GRPC_RETRY_PUSHBACK_MS, parse_pushback)
+                latest_delay(headers, &GRPC_RETRY_PUSHBACK_MS, parse_pushback)
                     .map(|d| (d, DelaySource::GrpcRetryPushbackMs))
             });
         let should_retry = should_retry(headers);
@@ -108,14 +108,6 @@ impl ServerDelay {
             should_retry,
         })
     }
-}
-
-fn longest(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    parse: impl Fn(&str) -> Option<Duration>,
-) -> Option<Duration> {
-    values(headers, name).filter_map(parse).max()
 }
 
 /// `Retry-After` with the HTTP-date measured from `now` (core's [`parse_retry_after`] reads the

@@ -150,6 +150,11 @@ impl ParseHeaders for OpenAiHeaders {
 /// assert_eq!(parse_go_duration("-1s"), None);
 /// ```
 pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    go_duration(value, true)
+}
+
+/// [`parse_go_duration`], with the exact path or (`exact: false`, for tests) the float path only.
+fn go_duration(value: &str, exact: bool) -> Option<Duration> {
     let value = value.trim();
     if let Some(seconds) = parse_seconds(value) {
         return Some(seconds);
@@ -157,6 +162,9 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
     let rest = value.strip_prefix('+').unwrap_or(value);
     if rest.is_empty() {
         return None;
+    }
+    if !exact {
+        return go_duration_f64(rest);
     }
     // Integers first: exact, and several times cheaper than parsing floats (what every reset
     // OpenAI sends takes). Numbers too long for it take the float path, which clamps what fits
@@ -376,18 +384,7 @@ mod tests {
         /// precision.
         #[test]
         fn exact_path_refuses_what_the_float_path_refused(text in "[0-9.hmsun+µ ]{0,14}") {
-            let float_only = |value: &str| {
-                let value = value.trim();
-                if let Some(seconds) = parse_seconds(value) {
-                    return Some(seconds);
-                }
-                let rest = value.strip_prefix('+').unwrap_or(value);
-                if rest.is_empty() {
-                    return None;
-                }
-                go_duration_f64(rest)
-            };
-            let (now, before) = (parse_go_duration(&text), float_only(&text));
+            let (now, before) = (parse_go_duration(&text), go_duration(&text, false));
             proptest::prop_assert_eq!(now.is_some(), before.is_some(), "{:?}", text);
             if let (Some(now), Some(before)) = (now, before) {
                 proptest::prop_assert!(now.abs_diff(before) <= Duration::from_micros(1), "{:?}", text);
