@@ -274,6 +274,48 @@ async fn server_delay_wins_over_a_reset_in_the_same_response() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_after_wins_over_an_ietf_t_in_the_same_response() {
+    // As the IETF draft says: `Retry-After` wins over `t`.
+    let pause = pause_after(
+        429,
+        "retry-after: 1
+         ratelimit-policy: \"default\";q=100;w=60
+         ratelimit: \"default\";r=0;t=30",
+    );
+    assert_eq!(pause.await, Some(secs(1)));
+    // Without it, the exhausted policy's `t` holds the gate.
+    let pause = pause_after(200, "ratelimit: \"default\";r=0;t=30");
+    assert_eq!(pause.await, Some(secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_pause_never_shortens_a_longer_one() {
+    let feedback = Feedback::new();
+    // Not waiting on the gate itself, so the second response arrives within the first pause.
+    let layer = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .hold_dispatch(false);
+    send(&mut layer.layer(upstream(429, "retry-after: 10"))).await;
+    send(&mut layer.layer(upstream(429, "retry-after: 1"))).await;
+    assert_eq!(feedback.pause_gate().remaining(), Some(secs(10)));
+    let part = headers_part(&feedback);
+    assert_eq!(part.get("pauses"), Some(&SnapshotValue::U64(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_grpc_pushback_means_do_not_wait() {
+    // gRPC: a negative pushback says "do not retry"; a `retry-after` beside it is not honoured.
+    let pause = pause_after(
+        200,
+        "content-type: application/grpc
+         grpc-status: 8
+         retry-after: 2
+         grpc-retry-pushback-ms: -1",
+    );
+    assert_eq!(pause.await, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn server_delay_can_be_turned_off() {
     let layer = HeaderFeedbackLayer::new().server_delay(false);
     let (feedback, _) = after_one(layer, 429, "retry-after: 2").await;
@@ -600,11 +642,12 @@ async fn each_family_is_still_detected_among_unrelated_headers() {
         assert_eq!(sources, [source], "{line}");
     }
 
-    let delays: [(&'static str, Option<Duration>); 5] = [
+    let delays: [(&'static str, Option<Duration>); 6] = [
         ("retry-after: 2", Some(secs(2))),
         ("retry-after-ms: 1500", Some(ms(1500))),
         ("grpc-retry-pushback-ms: 700", Some(ms(700))),
         ("retry-after: 2\nx-should-retry: false", None),
+        ("retry-after: 2\nx-should-retry: true", Some(secs(2))),
         ("x-should-retry: true", None),
     ];
     for (line, pause) in delays {
