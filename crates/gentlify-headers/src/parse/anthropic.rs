@@ -94,6 +94,7 @@ impl ParseHeaders for AnthropicHeaders {
 
     fn parse(&self, headers: &HeaderMap, now: SystemTime) -> Option<QuotaReport> {
         let mut fields = [Fields::default(); 4];
+        let mut resets: [Option<(&str, Option<Duration>)>; 4] = [None; 4];
         // One pass over the headers, in the order of `DIMENSIONS`.
         for (name, value) in headers {
             let Some(rest) = name.as_str().strip_prefix("anthropic-ratelimit-") else {
@@ -114,8 +115,15 @@ impl ParseHeaders for AnthropicHeaders {
                 "output-tokens-reset" => (3, Field::Reset),
                 _ => continue,
             };
+            // Anthropic sends one reset time for most dimensions: each distinct one is parsed
+            // once.
             fields[dimension].read(field, value, |v| {
-                parse_rfc3339(v).map(|at| until(at, now, self.max_reset))
+                if let Some((_, reset)) = resets.iter().flatten().find(|(text, _)| *text == v) {
+                    return *reset;
+                }
+                let reset = parse_rfc3339(v).map(|at| until(at, now, self.max_reset));
+                resets[dimension] = Some((v, reset));
+                reset
             });
         }
         let quotas: Vec<Quota> = DIMENSIONS

@@ -121,6 +121,13 @@ fn parse_count_bytes(value: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
+    if digits.len() < 20 {
+        // Up to 19 digits cannot overflow a u64: no checked arithmetic needed.
+        return digits.iter().try_fold(0u64, |n, &b| {
+            let digit = b.wrapping_sub(b'0');
+            (digit <= 9).then(|| n * 10 + u64::from(digit))
+        });
+    }
     digits.iter().try_fold(0u64, |n, &b| {
         let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
         n.checked_mul(10)?.checked_add(u64::from(digit))
@@ -155,11 +162,11 @@ enum Field {
 
 impl Fields {
     /// Adds one header value; a reset is read by `parse_reset` from the trimmed text.
-    fn read(
+    fn read<'v>(
         &mut self,
         field: Field,
-        value: &HeaderValue,
-        parse_reset: impl FnOnce(&str) -> Option<Duration>,
+        value: &'v HeaderValue,
+        parse_reset: impl FnOnce(&'v str) -> Option<Duration>,
     ) {
         match field {
             Field::Limit => smallest(&mut self.limit, parse_count_bytes(value.as_bytes())),
