@@ -66,7 +66,9 @@
 //! exact header names, so they never mistake one another's headers.
 //! One pass over each response's header names tells the layer which families are there at all, and a
 //! built-in parser whose family is absent is skipped (it would find nothing): a response without
-//! any rate-limit header costs that pass and no allocation. Parsers of your own always run.
+//! any rate-limit header costs that pass and no allocation. A built-in parser that runs reads the
+//! headers in one more pass rather than looking each of its names up. Parsers of your own always
+//! run.
 //!
 //! | parser | family | resets |
 //! |---|---|---|
@@ -83,7 +85,9 @@
 //! The handle's [`snapshot`](Feedback::snapshot) gains a part `"headers"`: `reports`, `pauses`,
 //! `last_pause`, `last_pause_cause`, and for each dimension (and quota name, as
 //! `requests.burst` for an IETF policy named `burst`) the last `source`, `limit`, `remaining`,
-//! `reset_in` (time left until the reported reset) and `window`.
+//! `reset_in` (time left until the reported reset) and `window`. At most 32 quotas are kept: a
+//! server naming a new quota on every response replaces the one heard from longest ago rather
+//! than growing the snapshot.
 //!
 //! # Hostile headers
 //!

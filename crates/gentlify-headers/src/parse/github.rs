@@ -29,7 +29,7 @@ const EPOCH_MILLIS_FROM: u64 = 1_000_000_000_000;
 /// x-ratelimit-resource: core
 /// ```
 ///
-/// One [`Dimension::Requests`] [`Quota`], named after `x-ratelimit-resource` when present. When
+/// One [`Dimension::Requests`] [`Quota`](gentlify_core::Quota), named after `x-ratelimit-resource` when present. When
 /// `remaining` is missing but `limit` and `used` are there, remaining = limit − used (saturating).
 /// These are the *unsuffixed* names: OpenAI's `x-ratelimit-limit-requests` and its kin are read
 /// by [`OpenAiHeaders`](crate::OpenAiHeaders), not here.

@@ -22,7 +22,7 @@ const GROQ_TOKENS_WINDOW: Duration = Duration::from_secs(60);
 /// x-ratelimit-reset-tokens: 6m0s
 /// ```
 ///
-/// One [`Quota`] for [`Dimension::Requests`] and one for [`Dimension::Tokens`], each present when
+/// One [`Quota`](gentlify_core::Quota) for [`Dimension::Requests`] and one for [`Dimension::Tokens`], each present when
 /// at least one of its three headers parses.
 ///
 /// - Resets are Go durations ([`parse_go_duration`]).
@@ -34,7 +34,7 @@ const GROQ_TOKENS_WINDOW: Duration = Duration::from_secs(60);
 ///   [`GitHubHeaders`](crate::GitHubHeaders)).
 /// - The windows are not in the headers. [`OpenAiHeaders::groq`] fills them in for Groq, whose
 ///   request headers count per **day** and token headers per **minute**: the request quota gets
-///   [`window`](Quota::window) = 24 h and the token quota 60 s. The automatic selection cannot tell
+///   [`window`](gentlify_core::Quota::window) = 24 h and the token quota 60 s. The automatic selection cannot tell
 ///   Groq from OpenAI by its headers and leaves `window` empty; select `groq()` yourself when
 ///   calling Groq.
 ///
