@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use crate::cost::TokenCost;
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{nanos, Actual, Tick, Window};
+use crate::window::{nanos, Actual, Reported, Tick, Window};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -162,15 +162,23 @@ impl State {
         Some(charges)
     }
 
-    /// When `need` (the request and whoever waits before it) fits in every limit, and which limit
-    /// is the last to allow it.
-    fn time_to_fit(&mut self, now: Instant, need: &TokenCost) -> (Instant, Dimension) {
+    /// When `need` (the request and whoever waits before it: `requests` requests) fits in every
+    /// limit, and which limit is the last to allow it.
+    fn time_to_fit(
+        &mut self,
+        now: Instant,
+        need: &TokenCost,
+        requests: u64,
+    ) -> (Instant, Dimension) {
         let now = self.tick(now);
         let mut latest = (now, Dimension::Requests);
         for w in &mut self.windows {
             // More than a whole capacity (a long queue before it) takes a window per capacity
             // after the first; an estimate, the deadline catches the rest.
-            let amount = w.amount_of(need);
+            let amount = match w.dimension() {
+                Dimension::Requests => requests,
+                _ => w.amount_of(need),
+            };
             let whole_windows = amount.saturating_sub(1) / w.capacity;
             let at = w
                 .time_to_fit(now, amount.min(w.capacity))
@@ -382,6 +390,18 @@ impl TokenBudget {
         self.shared.on_quota(report);
     }
 
+    /// Says that the attempt whose response was just received (now) was sent at `sent`: a
+    /// server report that arrived with it describes the server as of then, before the charges
+    /// this budget made while the attempt was in flight. The layer calls it for every response.
+    pub(crate) fn response_heard(&self, sent: Instant) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let (sent, now) = (state.tick(sent), state.tick(now));
+        for w in &mut state.windows {
+            w.rebase(sent, now);
+        }
+    }
+
     /// Registers the budget with `feedback` (once per handle): it then hears the server's quota
     /// reports and shows in the handle's snapshots.
     pub fn register(&self, feedback: &Feedback) {
@@ -446,19 +466,24 @@ impl Shared {
 
 impl Controller for Shared {
     fn on_quota(&self, report: &QuotaReport) {
-        let now = Instant::now();
-        // The report describes the server at `observed_at`; what has passed since is refill.
-        let elapsed = now.saturating_duration_since(report.observed_at);
         let mut state = self.lock();
-        let now = state.tick(now);
+        // The report describes the server when it was observed (rebased on the attempt's send
+        // time by the layer when the attempt's response future hears it).
+        let observed = state.tick(report.observed_at.min(Instant::now()));
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
             };
-            let reset_after = quota.reset_after.map(|d| d.saturating_sub(elapsed));
+            let reported = Reported {
+                source: report.source,
+                limit: quota.limit,
+                remaining,
+                reset_after: quota.reset_after,
+                window: quota.window,
+            };
             for w in &mut state.windows {
                 if w.dimension() == quota.dimension {
-                    w.server_says(now, remaining, reset_after);
+                    w.report(observed, &reported);
                 }
             }
         }
@@ -605,7 +630,7 @@ impl Reserve {
                             charges,
                         }));
                     }
-                    let (at, dimension) = state.time_to_fit(now, &self.cost);
+                    let (at, dimension) = state.time_to_fit(now, &self.cost, 1);
                     self.short = dimension;
                     wake_at = wake_at.min(at);
                     if self.waiter.is_none() && at > started + max_wait {
@@ -624,7 +649,8 @@ impl Reserve {
                             sum.output_tokens.saturating_add(w.cost.output_tokens),
                         )
                     });
-                    let (at, dimension) = state.time_to_fit(now, &ahead);
+                    let requests = state.queue.len() as u64 + 1;
+                    let (at, dimension) = state.time_to_fit(now, &ahead, requests);
                     self.short = dimension;
                     if at > started + max_wait {
                         return Poll::Ready(Err(BudgetWaitTooLong::new(

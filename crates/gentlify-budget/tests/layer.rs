@@ -369,14 +369,17 @@ async fn attempts_made_below_the_layer_are_charged_when_the_slot_ends() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_server_remaining_lowers_the_budget_and_never_raises_it() {
-    let budget = tpm(10_000);
+async fn the_server_account_is_a_bucket_refilling_at_its_limit_rate() {
+    // The default 90 % safety ratio: the budget alone believes 9 000.
+    let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
     let feedback = Feedback::new();
     let _svc = TokenBudgetLayer::new(budget.clone())
         .feedback(feedback.clone())
         .layer(service_fn(|_req: http::Request<String>| async {
             json("{}")
         }));
+    // OpenAI's reading: 2 000 left, full again in 20 s at 10 000 per minute: the bucket holds
+    // 2 000 + 20 s x 10 000 / 60 s = 5 333.
     feedback.report_quota(&QuotaReport::new(
         "openai",
         vec![Quota::new(Dimension::Tokens)
@@ -385,26 +388,74 @@ async fn the_server_remaining_lowers_the_budget_and_never_raises_it() {
             .with_reset_after(Duration::from_secs(20))],
     ));
     assert_eq!(budget.remaining(Dimension::Tokens), Some(2_000));
-    feedback.report_quota(&QuotaReport::new(
-        "openai",
-        vec![Quota::new(Dimension::Tokens).with_remaining(9_000)],
-    ));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(3_666));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(5_333));
+    tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(
         budget.remaining(Dimension::Tokens),
-        Some(2_000),
-        "never raised"
+        Some(5_333),
+        "not a full window after the reset: the bucket is full"
     );
-    // The server's bucket refills by its reset: so does what the budget believes.
-    tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
-    tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(10_000));
+    // The server's account of the very limit the budget enforces is exact: no safety margin.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(10_000)
+            .with_remaining(9_500)
+            .with_reset_after(Duration::from_secs(3))],
+    ));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_500));
     let part = feedback.snapshot();
     let part = part.part("budget").expect("registered on the handle");
     assert_eq!(
         part.get("tokens_per_60s_server_remaining"),
-        Some(&gentlify_core::SnapshotValue::U64(9_000))
+        Some(&gentlify_core::SnapshotValue::U64(9_500))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_of_another_limit_only_lowers_the_budget() {
+    let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    // Without a limit the report cannot be read as a bucket: what it says holds until its
+    // reset, and never raises the budget above its own window.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_remaining(2_000)
+            .with_reset_after(Duration::from_secs(20))],
+    ));
+    tokio::time::advance(Duration::from_secs(19)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(2_000));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_000));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(50_000)
+            .with_remaining(50_000)
+            .with_reset_after(Duration::ZERO)],
+    ));
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(9_000),
+        "never raised"
+    );
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(50_000)
+            .with_remaining(1_000)
+            .with_reset_after(Duration::ZERO)],
+    ));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(1_000), "lowered");
 }
 
 #[tokio::test(start_paused = true)]
@@ -605,8 +656,8 @@ async fn used_counts_the_attempts_when_the_server_agrees_with_them() {
 
 #[tokio::test(start_paused = true)]
 async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_reports() {
-    // The server's remaining is that of a 60-request burst (the simulator's 3 s bucket at
-    // 1 200 RPM): far below what the budget believes, on every one of the 50 responses.
+    // The server's remaining is far below what the budget believes, on every one of the 50
+    // responses: 10 left after the 50th, full in 30 s at 1 200 per minute, a bucket of 610.
     let feedback = Feedback::new();
     let (budget, mut svc) = rpm_1200_stack(&feedback);
     for k in 1..=50 {
@@ -627,15 +678,76 @@ async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_re
             "the deficit is set once per report, not added up"
         );
     }
-    // The deficit fades by the server's reset; the attempts stay in the window.
+    // The bucket refills at 20 a second until it is full; the attempts stay in the window.
     tokio::time::advance(Duration::from_secs(15)).await;
-    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 510);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(10 + 300));
     assert_eq!(
-        budget.remaining(Dimension::Requests),
-        Some(1_080 - 50 - 510)
+        budget_field(&feedback, "requests_per_60s_unseen"),
+        1_080 - 50 - 310
     );
-    tokio::time::advance(Duration::from_secs(15)).await;
-    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 50);
-    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 0);
-    assert_eq!(budget.remaining(Dimension::Requests), Some(1_030));
+    tokio::time::advance(Duration::from_secs(45)).await;
+    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 0);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(610));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
+    // 60 RPM. The slow request's response reports 10 left (full in 50 s) as the server counted
+    // them when it arrived, before the 5 fast requests sent while it was in flight.
+    let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
+    let feedback = Feedback::new();
+    let publisher = feedback.clone();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |req: http::Request<String>| {
+            let publisher = publisher.clone();
+            async move {
+                if req.body() == "slow" {
+                    // Stands for the header layer below the budget, reading the response head.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    publisher.report_quota(&QuotaReport::new(
+                        "openai",
+                        vec![Quota::new(Dimension::Requests)
+                            .with_limit(60)
+                            .with_remaining(10)
+                            .with_reset_after(Duration::from_secs(50))],
+                    ));
+                }
+                json("{}")
+            }
+        }));
+    let mut slow = request(0, 0);
+    *slow.body_mut() = "slow".to_string();
+    let slow = tokio::spawn(svc.clone().oneshot(slow));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
+    }
+    drop(slow.await.unwrap().unwrap());
+    // 10 at the slow request's send, 5 sent at 0.5 s, one a second of refill: 6, not 10.
+    assert_eq!(budget.remaining(Dimension::Requests), Some(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_queued_behind_others_is_refused_at_once_when_the_request_limit_is_too_far() {
+    let budget = TokenBudget::builder()
+        .limit(Limit::requests_per_minute(2))
+        .safety_ratio(1.0)
+        .max_wait(Duration::from_secs(50))
+        .build()
+        .unwrap();
+    let _first = budget.try_reserve(&TokenCost::new(1, 0)).unwrap();
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let _second = budget.try_reserve(&TokenCost::new(1, 0)).unwrap();
+    // The third fits when the first leaves the window, in 40 s: it waits.
+    let mut third = tokio_test::task::spawn(budget.reserve(TokenCost::new(1, 0)));
+    tokio_test::assert_pending!(third.poll());
+    // The fourth needs both places back, the second's in 60 s: past its maximum wait, refused
+    // now rather than after 50 s of waiting.
+    let mut fourth = tokio_test::task::spawn(budget.reserve(TokenCost::new(1, 0)));
+    let error = tokio_test::assert_ready_err!(fourth.poll());
+    let too_long = error.downcast_ref::<BudgetWaitTooLong>().expect("typed");
+    assert_eq!(too_long.dimension(), Dimension::Requests);
+    assert_eq!(too_long.needed(), Duration::from_secs(60));
 }
