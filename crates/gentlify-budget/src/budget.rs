@@ -144,20 +144,19 @@ impl State {
     /// Charges every limit, or none when one is short.
     fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
         let now = self.tick(now);
-        if !self
-            .windows
-            .iter_mut()
-            .all(|w| w.fits(now, w.amount_of(cost)))
-        {
-            return None;
-        }
         let mut charges = Charges {
             seqs: [0; MAX_LIMITS],
             len: self.windows.len() as u8,
         };
+        // The amounts, once; then the charges, only when every limit has room.
+        for (amount, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
+            *amount = w.amount_of(cost);
+            if !w.fits(now, *amount) {
+                return None;
+            }
+        }
         for (seq, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
-            let amount = w.amount_of(cost);
-            *seq = w.charge(now, amount);
+            *seq = w.charge(now, *seq);
         }
         Some(charges)
     }

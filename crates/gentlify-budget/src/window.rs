@@ -195,6 +195,7 @@ impl Window {
     }
 
     /// What `cost` weighs in this window.
+    #[inline]
     pub(crate) fn amount_of(&self, cost: &TokenCost) -> u64 {
         match self.limit.dimension() {
             Dimension::Requests => 1,
@@ -206,6 +207,7 @@ impl Window {
 
     /// What a request really weighed, given what is known of its usage; `estimate` is what it was
     /// charged.
+    #[inline]
     pub(crate) fn amount_of_actual(&self, actual: Actual, estimate: u64) -> u64 {
         match (self.limit.dimension(), actual) {
             (Dimension::Requests, _) => estimate,
@@ -218,6 +220,7 @@ impl Window {
         }
     }
 
+    #[inline]
     fn expire(&mut self, now: Tick) {
         while let Some(front) = self.entries.front() {
             if front.last.saturating_add(self.window) > now {
@@ -283,6 +286,7 @@ impl Window {
         Duration::from_nanos(log.saturating_sub(now))
     }
 
+    #[inline]
     pub(crate) fn fits(&mut self, now: Tick, amount: u64) -> bool {
         self.expire(now);
         match &self.model {
@@ -295,6 +299,7 @@ impl Window {
     }
 
     /// Charges `amount` now; returns the entry's sequence number, for reconciling.
+    #[inline]
     pub(crate) fn charge(&mut self, now: Tick, amount: u64) -> u64 {
         self.used = self.used.saturating_add(amount);
         if let Some(m) = &mut self.model {
@@ -325,6 +330,7 @@ impl Window {
     /// The server's account takes overruns but not returns: providers count a request's
     /// estimate when they admit it (OpenAI counts `max_tokens`), and the next report says
     /// whether anything came back.
+    #[inline]
     pub(crate) fn adjust(
         &mut self,
         seq: u64,
