@@ -476,9 +476,11 @@ impl Window {
         model.as_of = sent;
         model.at = sent;
         model.level = (u128::from(model.reported) * u128::from(self.window)) as i128;
-        // Charges in entries that closed after `sent` are not in the report (an entry open at
-        // `sent` may hold the reporting attempt itself: counted again, on the safe side).
-        let first_after = self.entries.partition_point(|e| e.last <= sent);
+        // Charges made after `sent` are not in the report, nor, perhaps, those made at the same
+        // instant (a batch dispatched together reaches the server one after the other): every
+        // entry holding a charge from `sent` on is replayed. The reporting attempt itself, and
+        // charges of its entry made before it, are then counted again, on the safe side.
+        let first_after = self.entries.partition_point(|e| e.last < sent);
         for e in self.entries.range(first_after..) {
             model.charge(e.last.max(sent), e.amount, self.window);
         }
@@ -617,8 +619,22 @@ mod tests {
         w.report(S, &openai(Some(60), 10, Some(50)));
         assert_eq!(w.remaining(S), 10, "as if counted when observed");
         w.rebase(0, S);
-        // 10 at 0, 5 charged at 0.5 s, 1 per second of refill.
-        assert_eq!(w.remaining(S), 6);
+        // 10 at 0, 5 charged at 0.5 s, 1 per second of refill; the reporting attempt's own
+        // charge, made at the instant the server counted, is counted again (on the safe side).
+        assert_eq!(w.remaining(S), 5);
+    }
+
+    #[test]
+    fn a_rebased_report_counts_the_charges_made_at_its_attempt_s_instant() {
+        // A batch of 8 sent together: the server counts them one after the other, and the
+        // report of the first does not include the seven after it.
+        let mut w = Window::new(Limit::requests_per_minute(60), 54);
+        for _ in 0..8 {
+            w.charge(0, 1);
+        }
+        w.report(S, &openai(Some(60), 20, Some(40)));
+        w.rebase(0, S);
+        assert_eq!(w.remaining(S), 20 - 8 + 1);
     }
 
     #[test]
