@@ -21,9 +21,10 @@ use crate::window::{nanos, Actual, Reported, Tick, Window};
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
 pub const MAX_LIMITS: usize = 8;
 
-/// The share of each limit the budget uses by default: 90 %, the margin chat-limiter uses, which
-/// absorbs the estimation error of requests in flight and requests sent by other clients on the
-/// same key before the server's headers report them.
+/// The share of each limit the budget uses by default while it flies blind: 90 %, the margin
+/// chat-limiter uses, which absorbs the estimation error of requests in flight and requests sent
+/// by other clients on the same key before the server's headers report them. Once the server
+/// reports the limit itself, its account governs instead, without a margin.
 pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 
 /// A wait that stands for "never" without overflowing `Instant`.
@@ -61,10 +62,42 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// window share an entry that expires with its latest charge, so merging can only delay
 /// capacity, by at most one slice).
 ///
-/// What it costs in throughput: under a saturating load the budget admits its capacity per
-/// window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when the
-/// estimates are good and no other client shares the key. Its shape is bursty where a token
+/// What it costs in throughput, blind: under a saturating load the budget admits its capacity
+/// per window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when
+/// the estimates are good and no other client shares the key. Its shape is bursty where a token
 /// bucket's is smooth: what was admitted together comes back together one window later.
+///
+/// # The server's account
+///
+/// A quota report (from the header layer, or [`report_quota`](TokenBudget::report_quota)) says
+/// what the server holds: `remaining`, and the time until its `reset`. The budget reads it as
+/// follows, and keeps it up to date with its own charges until the next report.
+///
+/// - **A continuously refilled bucket** (OpenAI, Azure OpenAI, Groq, Anthropic: every source but
+///   the two below). The reset is the time until the bucket is full again, refilling at
+///   `limit / window`, so the bucket holds `remaining + reset × limit / window` and what is left
+///   grows at that rate. OpenAI's recorded headers read exactly so (`remaining-requests: 4999` of
+///   5 000 per minute, `reset-requests: 12ms`: one request is 60 s / 5 000 = 12 ms of refill),
+///   and the reading holds for a server whose burst is shorter than its window (limits
+///   "enforced over shorter periods", as OpenAI warns): after a reset the budget believes what
+///   the bucket holds, not a whole window.
+/// - **A fixed window** (GitHub, the IETF `RateLimit` fields, or a report that no bucket of its
+///   limit could give, such as 100 left of 100 with a whole window to its reset): the reset is
+///   the end of the window; nothing comes back before it, and after it the budget's own window
+///   governs again until the next report.
+/// - A report without a limit is read as a fixed window, to its reset (or for one window).
+///
+/// When the report's limit is the limit the budget enforces (same amount, same window), the
+/// server's account replaces the budget's window and its safety margin; otherwise it only
+/// lowers what the budget believes. Overruns found at reconciliation are taken from the
+/// server's account, returns are not (providers count a request's estimate when they admit it;
+/// the next report says whether anything came back).
+///
+/// A report describes the server when it counted the reporting attempt, not when its response
+/// arrived: the layer tells the budget when that attempt was sent, and the charges made since
+/// (those made at the same instant included: a batch sent together reaches the server one after
+/// the other) are replayed on the report. A report older than the account it would replace (a
+/// slow response overtaken by a faster one) is dropped.
 ///
 /// # Waiting
 ///
@@ -382,9 +415,10 @@ impl TokenBudget {
         self.lock().queue.len()
     }
 
-    /// Applies what a server said about its limits: no limit of a reported dimension believes it
-    /// has more left than the server's `remaining`. The layer registers the budget on its
-    /// [`Feedback`] handle so that the header layer's reports arrive here by themselves.
+    /// Applies what a server said about its limits, as of now (see "The server's account"
+    /// above): no limit of a reported dimension believes it has more left than the server's
+    /// `remaining`. The layer registers the budget on its [`Feedback`] handle so that the header
+    /// layer's reports arrive here by themselves.
     pub fn report_quota(&self, report: &QuotaReport) {
         self.shared.on_quota(report);
     }
@@ -418,10 +452,12 @@ impl TokenBudget {
 
     /// The budget's part of a snapshot (also what [`Feedback::snapshot`] shows under
     /// `"budget"`): per limit, `<dimension>_per_<seconds>s_limit`, `_used` (charged by this
-    /// budget in the window: its own attempts and tokens), `_unseen` (what the server's
-    /// `remaining` says was consumed beyond that, by other clients on the key or against a
-    /// server burst smaller than the window, fading until the server's reset), `_remaining`
-    /// (the capacity less both), `_reset` (time until everything charged has left the window)
+    /// budget in the window: its own attempts and tokens), `_remaining` (what the budget
+    /// believes is left: the server's account when it reported this limit, else the capacity
+    /// less `_used`, lowered by any other report), `_unseen` (the capacity less `_used` less
+    /// `_remaining`, never negative: what the server's account says was consumed beyond this
+    /// budget's charges, by other clients on the key or against a server burst smaller than the
+    /// window), `_reset` (time until everything charged has left the window)
     /// and, once a server reported it, `_server_remaining` and `_server_reset`; and `waiting`.
     pub fn snapshot(&self) -> SnapshotPart {
         self.shared.part()
