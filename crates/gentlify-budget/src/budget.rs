@@ -56,7 +56,9 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///   above the limit for a server counting over a sliding window.
 ///
 /// The sliding window is the one of the three whose guarantee matches how limits are stated:
-/// **in every window of the limit's length, the tokens charged never exceed the capacity**. Its
+/// **in every window of the limit's length, the tokens charged never exceed the capacity**
+/// (while the budget flies blind: once the server reports the very limit, its own account
+/// governs, and a server that keeps a bucket admits its burst and its refill within a window). Its
 /// output also conforms to a server-side token bucket of the full limit. The cost is a small
 /// queue per limit, bounded at about 1 025 entries however busy (charges within 1/1024 of a
 /// window share an entry that expires with its latest charge, so merging can only delay
@@ -573,7 +575,9 @@ impl Reservation {
         for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
             let amount = w.amount_of(&self.cost);
             let to = w.amount_of_actual(actual, amount);
-            returned |= w.adjust(seq, amount, to, &mut now);
+            if to != amount {
+                returned |= w.adjust(seq, amount, to, &mut now);
+            }
         }
         if returned {
             state.wake_front();
