@@ -9,7 +9,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use gentlify_core::error::{BudgetWaitTooLong, RequestTooLarge};
-use gentlify_core::{BoxError, Controller, Dimension, Feedback, QuotaReport, SnapshotPart};
+use gentlify_core::{
+    BoxError, Class, Controller, Dimension, Feedback, Outcome, QuotaReport, SnapshotPart,
+};
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
@@ -88,6 +90,12 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///   the end of the window; nothing comes back before it, and after it the budget's own window
 ///   governs again until the next report.
 /// - A report without a limit is read as a fixed window, to its reset (or for one window).
+/// - **A 429 heard blind** (an attempt refused for quota, HTTP 429, while no report of a limit
+///   has come): the server's bucket is empty now. Without its figures the budget reads it as a
+///   bucket of its own capacity, refilling at the capacity per window and starting empty, which
+///   only ever lowers what it believes: what comes back after a 429 is paced instead of sent at
+///   once. Every such 429 empties it again; a report replaces it. A 503 or 529 (the server's
+///   load, not the caller's quota) does not.
 ///
 /// When the report's limit is the limit the budget enforces (same amount, same window), the
 /// server's account replaces the budget's window and its safety margin; otherwise it only
@@ -502,6 +510,19 @@ impl Shared {
 }
 
 impl Controller for Shared {
+    fn on_outcome(&self, outcome: &Outcome) {
+        if !(matches!(outcome.class, Class::Overloaded { .. })
+            && outcome.status == Some(http::StatusCode::TOO_MANY_REQUESTS))
+        {
+            return;
+        }
+        let mut state = self.lock();
+        let now = state.tick(Instant::now());
+        for w in &mut state.windows {
+            w.refused(now);
+        }
+    }
+
     fn on_quota(&self, report: &QuotaReport) {
         let mut state = self.lock();
         // The report describes the server when it was observed (rebased on the attempt's send

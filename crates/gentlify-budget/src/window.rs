@@ -74,6 +74,8 @@ pub(crate) struct ServerModel {
     /// The report's limit is this window's: the server's account replaces the budget's own
     /// window (and its safety margin) instead of only lowering it.
     exact: bool,
+    /// Not a report: a 429 heard while no report had come (see [`Window::refused`]).
+    blind: bool,
 }
 
 impl ServerModel {
@@ -452,8 +454,37 @@ impl Window {
             level: (u128::from(report.remaining) * scale) as i128,
             at: now,
             exact,
+            blind: false,
         };
         self.previous = self.model.replace(model);
+    }
+
+    /// The server refused an attempt for its quota (a 429) and no report of this limit was heard:
+    /// its bucket is empty now. Without the server's figures it reads as a bucket of the budget's
+    /// capacity refilling at the capacity per window, starting empty: what comes back after a 429
+    /// is paced at that rate instead of sent at once, until the bucket has refilled. A report
+    /// replaces it.
+    pub(crate) fn refused(&mut self, now: Tick) {
+        if self.model.is_some_and(|m| !m.blind) {
+            return;
+        }
+        self.expire(now);
+        let scale = u128::from(self.window);
+        let per = u128::from(self.capacity).max(1);
+        self.model = Some(ServerModel {
+            refill: Refill::Bucket {
+                cap: u128::from(self.capacity) * scale,
+            },
+            per,
+            reported: 0,
+            observed: now,
+            as_of: now,
+            rebased: true,
+            level: 0,
+            at: now,
+            exact: false,
+            blind: true,
+        });
     }
 
     /// The attempt whose response just carried a report (observed at `now`) was sent at `sent`:

@@ -298,17 +298,19 @@ async fn each_attempt_of_a_retry_above_the_layer_is_charged() {
     first.extensions_mut().insert(slot.clone());
     let response = svc.ready().await.unwrap().call(first).await.unwrap();
     response.into_body().collect().await.unwrap();
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(8_000));
+    // The charges are read from `_used`: the 429 also empties what the blind budget believes
+    // is left (see `a_429_heard_blind_paces_what_comes_back_at_the_capacity_rate`).
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 2_000);
     slot.next_attempt();
     let mut second = request(1_000, 1_000);
     *second.extensions_mut() = extensions.lock().unwrap().take().unwrap();
     let response = svc.ready().await.unwrap().call(second).await.unwrap();
     response.into_body().collect().await.unwrap();
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 4_000);
     end.end(gentlify_core::EndReason::BodyEnded);
     // The 429 keeps its estimate; the final attempt is reconciled to its usage.
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_800));
-    assert_eq!(budget.remaining(Dimension::Requests), Some(998));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 2_200);
+    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,12 +344,13 @@ async fn a_retry_cloned_from_the_original_request_is_charged_once() {
         response.into_body().collect().await.unwrap();
     }
     end.end(gentlify_core::EndReason::BodyEnded);
+    // Read from `_used`: the 429 also empties what the blind budget believes is left.
     assert_eq!(
-        budget.remaining(Dimension::Requests),
-        Some(997),
+        budget_field(&feedback, "requests_per_60s_used"),
+        3,
         "three attempts, three charges"
     );
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_000));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 3_000);
 }
 
 #[tokio::test(start_paused = true)]
@@ -751,4 +754,55 @@ async fn a_request_queued_behind_others_is_refused_at_once_when_the_request_limi
     let too_long = error.downcast_ref::<BudgetWaitTooLong>().expect("typed");
     assert_eq!(too_long.dimension(), Dimension::Requests);
     assert_eq!(too_long.needed(), Duration::from_secs(60));
+}
+
+fn refused(feedback: &Feedback, status: u16) {
+    let outcome = gentlify_core::Outcome::new(
+        gentlify_core::Class::Overloaded { retry_after: None },
+        0,
+        Instant::now(),
+    )
+    .with_status(http::StatusCode::from_u16(status).unwrap());
+    feedback.publish(&outcome);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_heard_blind_paces_what_comes_back_at_the_capacity_rate() {
+    // 600 RPM at the default ratio: 540 a minute, 9 a second.
+    let feedback = Feedback::new();
+    let budget = TokenBudget::new([Limit::requests_per_minute(600)]).unwrap();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    refused(&feedback, 503);
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(540),
+        "a 503 is not the quota"
+    );
+    refused(&feedback, 429);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(0));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(budget.remaining(Dimension::Requests), Some(9));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(budget.remaining(Dimension::Requests), Some(27));
+    refused(&feedback, 429);
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(0),
+        "every 429 empties it again"
+    );
+    // The server's own report replaces the guess, and a later 429 does not override it.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Requests)
+            .with_limit(600)
+            .with_remaining(40)
+            .with_reset_after(Duration::from_secs(1))],
+    ));
+    assert_eq!(budget.remaining(Dimension::Requests), Some(40));
+    refused(&feedback, 429);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(40));
 }
