@@ -97,9 +97,11 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///   once. Every such 429 empties it again; a report replaces it. A 503 or 529 (the server's
 ///   load, not the caller's quota) does not.
 ///
-/// When the report's limit is the limit the budget enforces (same amount, same window), the
-/// server's account replaces the budget's window and its safety margin; otherwise it only
-/// lowers what the budget believes. Overruns found at reconciliation are taken from the
+/// When the report's limit is a limit the budget enforces (same amount, and same window when
+/// the report gives one), only that limit hears the report, and the server's account replaces
+/// its window and its safety margin (a minute's report says nothing of the day's quota of the
+/// same dimension). When no limit of the budget is the reported one, every limit of the
+/// dimension hears it, and it only lowers what they believe. Overruns found at reconciliation are taken from the
 /// server's account, returns are not (providers count a request's estimate when they admit it;
 /// the next report says whether anything came back).
 ///
@@ -539,8 +541,17 @@ impl Controller for Shared {
                 reset_after: quota.reset_after,
                 window: quota.window,
             };
+            // A report of one quota says nothing of another of the same dimension (the minute's
+            // remaining is not the day's): when a limit of the budget is the reported one, only
+            // it hears the report; else every limit of the dimension does, and is only lowered.
+            let described = |w: &Window| {
+                w.dimension() == quota.dimension
+                    && quota.limit == Some(w.limit.amount())
+                    && quota.window.is_none_or(|d| d == w.limit.window())
+            };
+            let any_described = state.windows.iter().any(described);
             for w in &mut state.windows {
-                if w.dimension() == quota.dimension {
+                if w.dimension() == quota.dimension && (!any_described || described(w)) {
                     w.report(observed, &reported);
                 }
             }

@@ -806,3 +806,31 @@ async fn a_429_heard_blind_paces_what_comes_back_at_the_capacity_rate() {
     refused(&feedback, 429);
     assert_eq!(budget.remaining(Dimension::Requests), Some(40));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_report_of_the_minute_quota_leaves_the_day_quota_alone() {
+    let budget = TokenBudget::new([
+        Limit::requests_per_minute(600),
+        Limit::requests_per_day(10_000),
+    ])
+    .unwrap();
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Requests)
+            .with_limit(600)
+            .with_remaining(5)
+            .with_reset_after(Duration::from_millis(59_500))],
+    ));
+    assert_eq!(budget_field(&feedback, "requests_per_60s_remaining"), 5);
+    assert_eq!(
+        budget_field(&feedback, "requests_per_86400s_remaining"),
+        9_000,
+        "the day's quota was not reported"
+    );
+}
