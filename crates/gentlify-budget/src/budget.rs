@@ -9,21 +9,24 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use gentlify_core::error::{BudgetWaitTooLong, RequestTooLarge};
-use gentlify_core::{BoxError, Controller, Dimension, Feedback, QuotaReport, SnapshotPart};
+use gentlify_core::{
+    BoxError, Class, Controller, Dimension, Feedback, Outcome, QuotaReport, SnapshotPart,
+};
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{nanos, Actual, Tick, Window};
+use crate::window::{nanos, Actual, Reported, Tick, Window};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
 pub const MAX_LIMITS: usize = 8;
 
-/// The share of each limit the budget uses by default: 90 %, the margin chat-limiter uses, which
-/// absorbs the estimation error of requests in flight and requests sent by other clients on the
-/// same key before the server's headers report them.
+/// The share of each limit the budget uses by default while it flies blind: 90 %, the margin
+/// chat-limiter uses, which absorbs the estimation error of requests in flight and requests sent
+/// by other clients on the same key before the server's headers report them. Once the server
+/// reports the limit itself, its account governs instead, without a margin.
 pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 
 /// A wait that stands for "never" without overflowing `Instant`.
@@ -55,16 +58,58 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///   above the limit for a server counting over a sliding window.
 ///
 /// The sliding window is the one of the three whose guarantee matches how limits are stated:
-/// **in every window of the limit's length, the tokens charged never exceed the capacity**. Its
+/// **in every window of the limit's length, the tokens charged never exceed the capacity**
+/// (while the budget flies blind: once the server reports the very limit, its own account
+/// governs, and a server that keeps a bucket admits its burst and its refill within a window). Its
 /// output also conforms to a server-side token bucket of the full limit. The cost is a small
 /// queue per limit, bounded at about 1 025 entries however busy (charges within 1/1024 of a
 /// window share an entry that expires with its latest charge, so merging can only delay
 /// capacity, by at most one slice).
 ///
-/// What it costs in throughput: under a saturating load the budget admits its capacity per
-/// window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when the
-/// estimates are good and no other client shares the key. Its shape is bursty where a token
+/// What it costs in throughput, blind: under a saturating load the budget admits its capacity
+/// per window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when
+/// the estimates are good and no other client shares the key. Its shape is bursty where a token
 /// bucket's is smooth: what was admitted together comes back together one window later.
+///
+/// # The server's account
+///
+/// A quota report (from the header layer, or [`report_quota`](TokenBudget::report_quota)) says
+/// what the server holds: `remaining`, and the time until its `reset`. The budget reads it as
+/// follows, and keeps it up to date with its own charges until the next report.
+///
+/// - **A continuously refilled bucket** (OpenAI, Azure OpenAI, Groq, Anthropic: every source but
+///   the two below). The reset is the time until the bucket is full again, refilling at
+///   `limit / window`, so the bucket holds `remaining + reset × limit / window` and what is left
+///   grows at that rate. OpenAI's recorded headers read exactly so (`remaining-requests: 4999` of
+///   5 000 per minute, `reset-requests: 12ms`: one request is 60 s / 5 000 = 12 ms of refill),
+///   and the reading holds for a server whose burst is shorter than its window (limits
+///   "enforced over shorter periods", as OpenAI warns): after a reset the budget believes what
+///   the bucket holds, not a whole window.
+/// - **A fixed window** (GitHub, the IETF `RateLimit` fields, or a report that no bucket of its
+///   limit could give, such as 100 left of 100 with a whole window to its reset): the reset is
+///   the end of the window; nothing comes back before it, and after it the budget's own window
+///   governs again until the next report.
+/// - A report without a limit is read as a fixed window, to its reset (or for one window).
+/// - **A 429 heard blind** (an attempt refused for quota, HTTP 429, while no report of a limit
+///   has come): the server's bucket is empty now. Without its figures the budget reads it as a
+///   bucket of its own capacity, refilling at the capacity per window and starting empty, which
+///   only ever lowers what it believes: what comes back after a 429 is paced instead of sent at
+///   once. Every such 429 empties it again; a report replaces it. A 503 or 529 (the server's
+///   load, not the caller's quota) does not.
+///
+/// When the report's limit is a limit the budget enforces (same amount, and same window when
+/// the report gives one), only that limit hears the report, and the server's account replaces
+/// its window and its safety margin (a minute's report says nothing of the day's quota of the
+/// same dimension). When no limit of the budget is the reported one, every limit of the
+/// dimension hears it, and it only lowers what they believe. Overruns found at reconciliation are taken from the
+/// server's account, returns are not (providers count a request's estimate when they admit it;
+/// the next report says whether anything came back).
+///
+/// A report describes the server when it counted the reporting attempt, not when its response
+/// arrived: the layer tells the budget when that attempt was sent, and the charges made since
+/// (those made at the same instant included: a batch sent together reaches the server one after
+/// the other) are replayed on the report. A report older than the account it would replace (a
+/// slow response overtaken by a faster one) is dropped.
 ///
 /// # Waiting
 ///
@@ -144,33 +189,40 @@ impl State {
     /// Charges every limit, or none when one is short.
     fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
         let now = self.tick(now);
-        if !self
-            .windows
-            .iter_mut()
-            .all(|w| w.fits(now, w.amount_of(cost)))
-        {
-            return None;
-        }
         let mut charges = Charges {
             seqs: [0; MAX_LIMITS],
             len: self.windows.len() as u8,
         };
+        // The amounts, once; then the charges, only when every limit has room.
+        for (amount, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
+            *amount = w.amount_of(cost);
+            if !w.fits(now, *amount) {
+                return None;
+            }
+        }
         for (seq, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
-            let amount = w.amount_of(cost);
-            *seq = w.charge(now, amount);
+            *seq = w.charge(now, *seq);
         }
         Some(charges)
     }
 
-    /// When `need` (the request and whoever waits before it) fits in every limit, and which limit
-    /// is the last to allow it.
-    fn time_to_fit(&mut self, now: Instant, need: &TokenCost) -> (Instant, Dimension) {
+    /// When `need` (the request and whoever waits before it: `requests` requests) fits in every
+    /// limit, and which limit is the last to allow it.
+    fn time_to_fit(
+        &mut self,
+        now: Instant,
+        need: &TokenCost,
+        requests: u64,
+    ) -> (Instant, Dimension) {
         let now = self.tick(now);
         let mut latest = (now, Dimension::Requests);
         for w in &mut self.windows {
             // More than a whole capacity (a long queue before it) takes a window per capacity
             // after the first; an estimate, the deadline catches the rest.
-            let amount = w.amount_of(need);
+            let amount = match w.dimension() {
+                Dimension::Requests => requests,
+                _ => w.amount_of(need),
+            };
             let whole_windows = amount.saturating_sub(1) / w.capacity;
             let at = w
                 .time_to_fit(now, amount.min(w.capacity))
@@ -375,11 +427,24 @@ impl TokenBudget {
         self.lock().queue.len()
     }
 
-    /// Applies what a server said about its limits: no limit of a reported dimension believes it
-    /// has more left than the server's `remaining`. The layer registers the budget on its
-    /// [`Feedback`] handle so that the header layer's reports arrive here by themselves.
+    /// Applies what a server said about its limits, as of now (see "The server's account"
+    /// above): no limit of a reported dimension believes it has more left than the server's
+    /// `remaining`. The layer registers the budget on its [`Feedback`] handle so that the header
+    /// layer's reports arrive here by themselves.
     pub fn report_quota(&self, report: &QuotaReport) {
         self.shared.on_quota(report);
+    }
+
+    /// Says that the attempt whose response was just received (now) was sent at `sent`: a
+    /// server report that arrived with it describes the server as of then, before the charges
+    /// this budget made while the attempt was in flight. The layer calls it for every response.
+    pub(crate) fn response_heard(&self, sent: Instant) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let (sent, now) = (state.tick(sent), state.tick(now));
+        for w in &mut state.windows {
+            w.rebase(sent, now);
+        }
     }
 
     /// Registers the budget with `feedback` (once per handle): it then hears the server's quota
@@ -399,10 +464,12 @@ impl TokenBudget {
 
     /// The budget's part of a snapshot (also what [`Feedback::snapshot`] shows under
     /// `"budget"`): per limit, `<dimension>_per_<seconds>s_limit`, `_used` (charged by this
-    /// budget in the window: its own attempts and tokens), `_unseen` (what the server's
-    /// `remaining` says was consumed beyond that, by other clients on the key or against a
-    /// server burst smaller than the window, fading until the server's reset), `_remaining`
-    /// (the capacity less both), `_reset` (time until everything charged has left the window)
+    /// budget in the window: its own attempts and tokens), `_remaining` (what the budget
+    /// believes is left: the server's account when it reported this limit, else the capacity
+    /// less `_used`, lowered by any other report), `_unseen` (the capacity less `_used` less
+    /// `_remaining`, never negative: what the server's account says was consumed beyond this
+    /// budget's charges, by other clients on the key or against a server burst smaller than the
+    /// window), `_reset` (time until everything charged has left the window)
     /// and, once a server reported it, `_server_remaining` and `_server_reset`; and `waiting`.
     pub fn snapshot(&self) -> SnapshotPart {
         self.shared.part()
@@ -445,20 +512,47 @@ impl Shared {
 }
 
 impl Controller for Shared {
-    fn on_quota(&self, report: &QuotaReport) {
-        let now = Instant::now();
-        // The report describes the server at `observed_at`; what has passed since is refill.
-        let elapsed = now.saturating_duration_since(report.observed_at);
+    fn on_outcome(&self, outcome: &Outcome) {
+        if !(matches!(outcome.class, Class::Overloaded { .. })
+            && outcome.status == Some(http::StatusCode::TOO_MANY_REQUESTS))
+        {
+            return;
+        }
         let mut state = self.lock();
-        let now = state.tick(now);
+        let now = state.tick(Instant::now());
+        for w in &mut state.windows {
+            w.refused(now);
+        }
+    }
+
+    fn on_quota(&self, report: &QuotaReport) {
+        let mut state = self.lock();
+        // The report describes the server when it was observed (rebased on the attempt's send
+        // time by the layer when the attempt's response future hears it).
+        let observed = state.tick(report.observed_at.min(Instant::now()));
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
             };
-            let reset_after = quota.reset_after.map(|d| d.saturating_sub(elapsed));
+            let reported = Reported {
+                source: report.source,
+                limit: quota.limit,
+                remaining,
+                reset_after: quota.reset_after,
+                window: quota.window,
+            };
+            // A report of one quota says nothing of another of the same dimension (the minute's
+            // remaining is not the day's): when a limit of the budget is the reported one, only
+            // it hears the report; else every limit of the dimension does, and is only lowered.
+            let described = |w: &Window| {
+                w.dimension() == quota.dimension
+                    && quota.limit == Some(w.limit.amount())
+                    && quota.window.is_none_or(|d| d == w.limit.window())
+            };
+            let any_described = state.windows.iter().any(described);
             for w in &mut state.windows {
-                if w.dimension() == quota.dimension {
-                    w.server_says(now, remaining, reset_after);
+                if w.dimension() == quota.dimension && (!any_described || described(w)) {
+                    w.report(observed, &reported);
                 }
             }
         }
@@ -513,7 +607,9 @@ impl Reservation {
         for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
             let amount = w.amount_of(&self.cost);
             let to = w.amount_of_actual(actual, amount);
-            returned |= w.adjust(seq, amount, to, &mut now);
+            if to != amount {
+                returned |= w.adjust(seq, amount, to, &mut now);
+            }
         }
         if returned {
             state.wake_front();
@@ -605,7 +701,7 @@ impl Reserve {
                             charges,
                         }));
                     }
-                    let (at, dimension) = state.time_to_fit(now, &self.cost);
+                    let (at, dimension) = state.time_to_fit(now, &self.cost, 1);
                     self.short = dimension;
                     wake_at = wake_at.min(at);
                     if self.waiter.is_none() && at > started + max_wait {
@@ -624,7 +720,8 @@ impl Reserve {
                             sum.output_tokens.saturating_add(w.cost.output_tokens),
                         )
                     });
-                    let (at, dimension) = state.time_to_fit(now, &ahead);
+                    let requests = state.queue.len() as u64 + 1;
+                    let (at, dimension) = state.time_to_fit(now, &ahead, requests);
                     self.short = dimension;
                     if at > started + max_wait {
                         return Poll::Ready(Err(BudgetWaitTooLong::new(

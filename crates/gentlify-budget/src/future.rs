@@ -28,6 +28,8 @@ pin_project! {
         slot: Slot,
         end: Option<SlotEnd>,
         dispatched: Option<Dispatched>,
+        // The budgets and the send instant, to rebase the server reports its response brings.
+        sent: Option<(Arc<[TokenBudget]>, tokio::time::Instant)>,
     }
 }
 
@@ -94,6 +96,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             slot,
             end,
             dispatched: None,
+            sent: None,
         }
     }
 }
@@ -157,12 +160,19 @@ where
                     }
                     let request = waiting.request.take().expect("request sent once");
                     *this.dispatched = Some(this.slot.dispatch(&waiting.feedback));
+                    *this.sent = Some((waiting.budgets.clone(), tokio::time::Instant::now()));
                     let future = waiting.service.call(request);
                     this.waiting.take();
                     this.state.set(State::Called { future });
                 }
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
+                    if let (Ok(_), Some((budgets, sent))) = (&result, this.sent.take()) {
+                        // A header layer below has just published what this response says.
+                        for budget in budgets.iter() {
+                            budget.response_heard(sent);
+                        }
+                    }
                     let slot = this.slot.clone();
                     let result = result.map(|response| UsageBody::wrap(response, slot));
                     let dispatched = this.dispatched.as_ref().expect("dispatched before called");

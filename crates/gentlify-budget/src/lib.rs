@@ -68,9 +68,12 @@
 //!    again for each attempt; earlier attempts keep their estimate, since providers count failed
 //!    requests. Attempts made by a retry below the layer are charged when the slot ends.
 //! 5. **Server truth wins.** Registered on the [`Feedback`](gentlify_core::Feedback) handle, the
-//!    budget hears the quota reports of the header layer (give both layers the same handle): no
-//!    limit believes it has more left than the server's `remaining`, and the difference fades
-//!    out by the server's reset time.
+//!    budget hears the quota reports of the header layer (give both layers the same handle) and
+//!    keeps an account of what the server holds, updated with its own charges since
+//!    ([`TokenBudget`] says how a report is read). When the server reports the very limit the
+//!    budget enforces, its account replaces the budget's own window and safety margin: the
+//!    margin is for flying blind, and the server's word, once heard, is exact. A report of
+//!    another limit only ever lowers what the budget believes.
 //!
 //! In gentlify's default order the budget sits below the retry layer and above the header
 //! layer: breaker → adaptive concurrency → retry → **token budget** → header feedback → client.

@@ -298,17 +298,19 @@ async fn each_attempt_of_a_retry_above_the_layer_is_charged() {
     first.extensions_mut().insert(slot.clone());
     let response = svc.ready().await.unwrap().call(first).await.unwrap();
     response.into_body().collect().await.unwrap();
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(8_000));
+    // The charges are read from `_used`: the 429 also empties what the blind budget believes
+    // is left (see `a_429_heard_blind_paces_what_comes_back_at_the_capacity_rate`).
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 2_000);
     slot.next_attempt();
     let mut second = request(1_000, 1_000);
     *second.extensions_mut() = extensions.lock().unwrap().take().unwrap();
     let response = svc.ready().await.unwrap().call(second).await.unwrap();
     response.into_body().collect().await.unwrap();
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 4_000);
     end.end(gentlify_core::EndReason::BodyEnded);
     // The 429 keeps its estimate; the final attempt is reconciled to its usage.
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_800));
-    assert_eq!(budget.remaining(Dimension::Requests), Some(998));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 2_200);
+    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,12 +344,13 @@ async fn a_retry_cloned_from_the_original_request_is_charged_once() {
         response.into_body().collect().await.unwrap();
     }
     end.end(gentlify_core::EndReason::BodyEnded);
+    // Read from `_used`: the 429 also empties what the blind budget believes is left.
     assert_eq!(
-        budget.remaining(Dimension::Requests),
-        Some(997),
+        budget_field(&feedback, "requests_per_60s_used"),
+        3,
         "three attempts, three charges"
     );
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(7_000));
+    assert_eq!(budget_field(&feedback, "tokens_per_60s_used"), 3_000);
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,14 +372,17 @@ async fn attempts_made_below_the_layer_are_charged_when_the_slot_ends() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_server_remaining_lowers_the_budget_and_never_raises_it() {
-    let budget = tpm(10_000);
+async fn the_server_account_is_a_bucket_refilling_at_its_limit_rate() {
+    // The default 90 % safety ratio: the budget alone believes 9 000.
+    let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
     let feedback = Feedback::new();
     let _svc = TokenBudgetLayer::new(budget.clone())
         .feedback(feedback.clone())
         .layer(service_fn(|_req: http::Request<String>| async {
             json("{}")
         }));
+    // OpenAI's reading: 2 000 left, full again in 20 s at 10 000 per minute: the bucket holds
+    // 2 000 + 20 s x 10 000 / 60 s = 5 333.
     feedback.report_quota(&QuotaReport::new(
         "openai",
         vec![Quota::new(Dimension::Tokens)
@@ -385,26 +391,74 @@ async fn the_server_remaining_lowers_the_budget_and_never_raises_it() {
             .with_reset_after(Duration::from_secs(20))],
     ));
     assert_eq!(budget.remaining(Dimension::Tokens), Some(2_000));
-    feedback.report_quota(&QuotaReport::new(
-        "openai",
-        vec![Quota::new(Dimension::Tokens).with_remaining(9_000)],
-    ));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(3_666));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(5_333));
+    tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(
         budget.remaining(Dimension::Tokens),
-        Some(2_000),
-        "never raised"
+        Some(5_333),
+        "not a full window after the reset: the bucket is full"
     );
-    // The server's bucket refills by its reset: so does what the budget believes.
-    tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(6_000));
-    tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(budget.remaining(Dimension::Tokens), Some(10_000));
+    // The server's account of the very limit the budget enforces is exact: no safety margin.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(10_000)
+            .with_remaining(9_500)
+            .with_reset_after(Duration::from_secs(3))],
+    ));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_500));
     let part = feedback.snapshot();
     let part = part.part("budget").expect("registered on the handle");
     assert_eq!(
         part.get("tokens_per_60s_server_remaining"),
-        Some(&gentlify_core::SnapshotValue::U64(9_000))
+        Some(&gentlify_core::SnapshotValue::U64(9_500))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_of_another_limit_only_lowers_the_budget() {
+    let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    // Without a limit the report cannot be read as a bucket: what it says holds until its
+    // reset, and never raises the budget above its own window.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_remaining(2_000)
+            .with_reset_after(Duration::from_secs(20))],
+    ));
+    tokio::time::advance(Duration::from_secs(19)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(2_000));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(9_000));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(50_000)
+            .with_remaining(50_000)
+            .with_reset_after(Duration::ZERO)],
+    ));
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(9_000),
+        "never raised"
+    );
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(50_000)
+            .with_remaining(1_000)
+            .with_reset_after(Duration::ZERO)],
+    ));
+    assert_eq!(budget.remaining(Dimension::Tokens), Some(1_000), "lowered");
 }
 
 #[tokio::test(start_paused = true)]
@@ -605,8 +659,8 @@ async fn used_counts_the_attempts_when_the_server_agrees_with_them() {
 
 #[tokio::test(start_paused = true)]
 async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_reports() {
-    // The server's remaining is that of a 60-request burst (the simulator's 3 s bucket at
-    // 1 200 RPM): far below what the budget believes, on every one of the 50 responses.
+    // The server's remaining is far below what the budget believes, on every one of the 50
+    // responses: 10 left after the 50th, full in 30 s at 1 200 per minute, a bucket of 610.
     let feedback = Feedback::new();
     let (budget, mut svc) = rpm_1200_stack(&feedback);
     for k in 1..=50 {
@@ -627,15 +681,156 @@ async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_re
             "the deficit is set once per report, not added up"
         );
     }
-    // The deficit fades by the server's reset; the attempts stay in the window.
+    // The bucket refills at 20 a second until it is full; the attempts stay in the window.
     tokio::time::advance(Duration::from_secs(15)).await;
-    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 510);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(10 + 300));
+    assert_eq!(
+        budget_field(&feedback, "requests_per_60s_unseen"),
+        1_080 - 50 - 310
+    );
+    tokio::time::advance(Duration::from_secs(45)).await;
+    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 0);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(610));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
+    // 60 RPM. The slow request's response reports 10 left (full in 50 s) as the server counted
+    // them when it arrived, before the 5 fast requests sent while it was in flight.
+    let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
+    let feedback = Feedback::new();
+    let publisher = feedback.clone();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |req: http::Request<String>| {
+            let publisher = publisher.clone();
+            async move {
+                if req.body() == "slow" {
+                    // Stands for the header layer below the budget, reading the response head.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    publisher.report_quota(&QuotaReport::new(
+                        "openai",
+                        vec![Quota::new(Dimension::Requests)
+                            .with_limit(60)
+                            .with_remaining(10)
+                            .with_reset_after(Duration::from_secs(50))],
+                    ));
+                }
+                json("{}")
+            }
+        }));
+    let mut slow = request(0, 0);
+    *slow.body_mut() = "slow".to_string();
+    let slow = tokio::spawn(svc.clone().oneshot(slow));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
+    }
+    drop(slow.await.unwrap().unwrap());
+    // 10 at the slow request's send, 5 sent at 0.5 s, one a second of refill, the slow request
+    // itself counted again on the safe side: 5, not 10.
+    assert_eq!(budget.remaining(Dimension::Requests), Some(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_queued_behind_others_is_refused_at_once_when_the_request_limit_is_too_far() {
+    let budget = TokenBudget::builder()
+        .limit(Limit::requests_per_minute(2))
+        .safety_ratio(1.0)
+        .max_wait(Duration::from_secs(50))
+        .build()
+        .unwrap();
+    let _first = budget.try_reserve(&TokenCost::new(1, 0)).unwrap();
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let _second = budget.try_reserve(&TokenCost::new(1, 0)).unwrap();
+    // The third fits when the first leaves the window, in 40 s: it waits.
+    let mut third = tokio_test::task::spawn(budget.reserve(TokenCost::new(1, 0)));
+    tokio_test::assert_pending!(third.poll());
+    // The fourth needs both places back, the second's in 60 s: past its maximum wait, refused
+    // now rather than after 50 s of waiting.
+    let mut fourth = tokio_test::task::spawn(budget.reserve(TokenCost::new(1, 0)));
+    let error = tokio_test::assert_ready_err!(fourth.poll());
+    let too_long = error.downcast_ref::<BudgetWaitTooLong>().expect("typed");
+    assert_eq!(too_long.dimension(), Dimension::Requests);
+    assert_eq!(too_long.needed(), Duration::from_secs(60));
+}
+
+fn refused(feedback: &Feedback, status: u16) {
+    let outcome = gentlify_core::Outcome::new(
+        gentlify_core::Class::Overloaded { retry_after: None },
+        0,
+        Instant::now(),
+    )
+    .with_status(http::StatusCode::from_u16(status).unwrap());
+    feedback.publish(&outcome);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_heard_blind_paces_what_comes_back_at_the_capacity_rate() {
+    // 600 RPM at the default ratio: 540 a minute, 9 a second.
+    let feedback = Feedback::new();
+    let budget = TokenBudget::new([Limit::requests_per_minute(600)]).unwrap();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    refused(&feedback, 503);
     assert_eq!(
         budget.remaining(Dimension::Requests),
-        Some(1_080 - 50 - 510)
+        Some(540),
+        "a 503 is not the quota"
     );
-    tokio::time::advance(Duration::from_secs(15)).await;
-    assert_eq!(budget_field(&feedback, "requests_per_60s_used"), 50);
-    assert_eq!(budget_field(&feedback, "requests_per_60s_unseen"), 0);
-    assert_eq!(budget.remaining(Dimension::Requests), Some(1_030));
+    refused(&feedback, 429);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(0));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(budget.remaining(Dimension::Requests), Some(9));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(budget.remaining(Dimension::Requests), Some(27));
+    refused(&feedback, 429);
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(0),
+        "every 429 empties it again"
+    );
+    // The server's own report replaces the guess, and a later 429 does not override it.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Requests)
+            .with_limit(600)
+            .with_remaining(40)
+            .with_reset_after(Duration::from_secs(1))],
+    ));
+    assert_eq!(budget.remaining(Dimension::Requests), Some(40));
+    refused(&feedback, 429);
+    assert_eq!(budget.remaining(Dimension::Requests), Some(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_of_the_minute_quota_leaves_the_day_quota_alone() {
+    let budget = TokenBudget::new([
+        Limit::requests_per_minute(600),
+        Limit::requests_per_day(10_000),
+    ])
+    .unwrap();
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Requests)
+            .with_limit(600)
+            .with_remaining(5)
+            .with_reset_after(Duration::from_millis(59_500))],
+    ));
+    assert_eq!(budget_field(&feedback, "requests_per_60s_remaining"), 5);
+    assert_eq!(
+        budget_field(&feedback, "requests_per_86400s_remaining"),
+        9_000,
+        "the day's quota was not reported"
+    );
 }
