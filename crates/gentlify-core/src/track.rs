@@ -30,9 +30,14 @@ where
 {
     match result {
         Ok(response) => {
-            let eos = match dispatched.on_response(&response) {
-                Classified::Ready(_) => None,
-                Classified::AtEndOfStream => Some(dispatched.clone()),
+            // In a stack, a layer nearer the server has usually settled the attempt already.
+            let eos = if dispatched.is_settled() {
+                None
+            } else {
+                match dispatched.on_response(&response) {
+                    Classified::Ready(_) => None,
+                    Classified::AtEndOfStream => Some(dispatched.clone()),
+                }
             };
             Ok(SlotBody::wrap(response, end, eos))
         }
