@@ -64,6 +64,7 @@ impl<B: Body> SlotBody<B> {
     /// Wraps `inner`. `end` is the slot's end when the wrapping layer made the slot; `eos` the
     /// attempt to classify and publish from the trailers when its head could not say. A body that
     /// is already at its end (no body) ends the slot at once.
+    #[inline]
     pub fn new(inner: B, end: Option<SlotEnd>, eos: Option<Dispatched>) -> Self {
         let mut body = SlotBody { inner, end, eos };
         if body.inner.is_end_stream() {
@@ -78,6 +79,7 @@ impl<B: Body> SlotBody<B> {
     }
 
     /// Wraps the body of `response` (see [`SlotBody::new`]).
+    #[inline]
     pub fn wrap(
         response: http::Response<B>,
         end: Option<SlotEnd>,
