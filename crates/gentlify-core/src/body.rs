@@ -67,7 +67,7 @@ impl<B: Body> SlotBody<B> {
     #[inline]
     pub fn new(inner: B, end: Option<SlotEnd>, eos: Option<Dispatched>) -> Self {
         let mut body = SlotBody { inner, end, eos };
-        if body.inner.is_end_stream() {
+        if body.is_tracking() && body.inner.is_end_stream() {
             if let Some(eos) = body.eos.take() {
                 eos.on_trailers(None);
             }
@@ -92,6 +92,11 @@ impl<B: Body> SlotBody<B> {
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
+
+    /// True while the body still has a slot to end or an attempt to classify at its end.
+    fn is_tracking(&self) -> bool {
+        self.end.is_some() || self.eos.is_some()
+    }
 }
 
 impl<B: Body> Body for SlotBody<B> {
@@ -103,6 +108,11 @@ impl<B: Body> Body for SlotBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if this.end.is_none() && this.eos.is_none() {
+            // Nothing left to do at the end: a plain pass-through (in a stack, every layer but
+            // one), without asking the bodies inside whether they ended after each frame.
+            return this.inner.poll_frame(cx);
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
         let reason = match &polled {
             Poll::Pending => return polled,
