@@ -156,7 +156,7 @@ where
                         this.slot.hold(waiting.key, waiting.book.hold(waiting.key));
                     }
                     let request = waiting.request.take().expect("request sent once");
-                    *this.dispatched = Some(this.slot.dispatch(&waiting.feedback));
+                    *this.dispatched = Some(this.slot.dispatch_at(&waiting.feedback, now));
                     let future = waiting.service.call(request);
                     this.waiting.take();
                     this.state.set(State::Called { future });
