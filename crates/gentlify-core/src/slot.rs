@@ -55,6 +55,10 @@ struct SlotInner {
     /// before any. Written under the state's lock, read without it: the layers outside the one
     /// that published an attempt learn it is settled without taking the lock.
     owner_settled_below: AtomicU32,
+    /// 1 + the attempt whose owner-handle dispatch is running its inner `call`
+    /// ([`Slot::dispatch_with`]), 0 outside: a layer inside that dispatches the same attempt
+    /// reuses that dispatch's instant instead of reading the clock again.
+    owner_sending: AtomicU32,
     state: Mutex<SlotState>,
 }
 
@@ -248,6 +252,7 @@ impl Slot {
                 attempt: AtomicU32::new(0),
                 recorded_tokens: AtomicU64::new(0),
                 owner_settled_below: AtomicU32::new(0),
+                owner_sending: AtomicU32::new(0),
                 state: Mutex::new(SlotState::default()),
             }),
         };
@@ -393,8 +398,57 @@ impl Slot {
     /// Marks the current attempt as sent to the inner service now, on `feedback`'s behalf, and
     /// returns the record through which its outcome is published. Each layer calls it just before
     /// calling its inner service; the innermost layer's record is the one that publishes first.
+    ///
+    /// Inside the `call` of an outer layer that dispatched the same attempt on the same handle
+    /// with [`dispatch_with`](Slot::dispatch_with), it takes that dispatch's instant rather than
+    /// reading the clock again: no time can pass between the two, the inner `call` being
+    /// synchronous.
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
-        self.dispatch_at(feedback, Instant::now())
+        let sending = self.inner.owner_sending.load(Ordering::Acquire);
+        if sending != 0 && sending == self.attempt().wrapping_add(1) {
+            return self.dispatch_sent_at(feedback, None);
+        }
+        self.dispatch_sent_at(feedback, Some(Instant::now()))
+    }
+
+    /// Dispatches the current attempt like [`dispatch`](Slot::dispatch) and runs `call` (the
+    /// inner service's `call`) right away: a gentlify layer inside that dispatches the same
+    /// attempt on the same handle during `call` shares this dispatch's clock read. What a layer
+    /// that sends from its own `call` uses, so a stack of such layers reads the clock once.
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Slot};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let (slot, _end) = Slot::new(&feedback);
+    /// let (outer, inner) = slot.dispatch_with(&feedback, || {
+    ///     // The inner layer's `call`, on the same request.
+    ///     slot.dispatch(&feedback)
+    /// });
+    /// assert_eq!(inner.sent_at(), outer.sent_at());
+    /// # }
+    /// ```
+    pub fn dispatch_with<R>(
+        &self,
+        feedback: &Feedback,
+        call: impl FnOnce() -> R,
+    ) -> (Dispatched, R) {
+        let dispatched = self.dispatch(feedback);
+        if dispatched.other.is_some() {
+            return (dispatched, call());
+        }
+        let sending = &self.inner.owner_sending;
+        let outer = sending.swap(dispatched.attempt.wrapping_add(1), Ordering::AcqRel);
+        // Closed again when `call` returns or unwinds: a later dispatch reads the clock.
+        struct Restore<'a>(&'a AtomicU32, u32);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::Release);
+            }
+        }
+        let _restore = Restore(sending, outer);
+        (dispatched, call())
     }
 
     /// [`dispatch`](Slot::dispatch) with the instant the layer has just read from the clock
@@ -412,12 +466,24 @@ impl Slot {
     /// # }
     /// ```
     pub fn dispatch_at(&self, feedback: &Feedback, sent_at: Instant) -> Dispatched {
+        self.dispatch_sent_at(feedback, Some(sent_at))
+    }
+
+    /// Dispatches at `sent_at`; `None` takes the instant of the owner handle's dispatch of the
+    /// same attempt (an outer layer's [`dispatch_with`](Slot::dispatch_with) still running), or
+    /// reads the clock when there is none.
+    fn dispatch_sent_at(&self, feedback: &Feedback, sent_at: Option<Instant>) -> Dispatched {
         let attempt = self.attempt();
         let other = self.other(feedback);
+        let mut sent_at = sent_at;
         let flush = {
             let mut state = self.lock();
             match state.marks(other) {
                 Some(marks) => {
+                    let sent_at = *sent_at.get_or_insert_with(|| match marks.dispatched {
+                        Some((a, at)) if a == attempt && other.is_none() => at,
+                        _ => Instant::now(),
+                    });
                     marks.dispatched = Some((attempt, sent_at));
                     match &marks.deferred {
                         Some(d) if d.attempt < attempt => marks.take_deferred(),
@@ -425,6 +491,7 @@ impl Slot {
                     }
                 }
                 None => {
+                    let sent_at = *sent_at.get_or_insert_with(Instant::now);
                     state.other_marks.push((
                         feedback.clone(),
                         Marks {
@@ -444,7 +511,7 @@ impl Slot {
             slot: self.clone(),
             other: other.cloned(),
             attempt,
-            sent_at,
+            sent_at: sent_at.unwrap_or_else(Instant::now),
         }
     }
 

@@ -173,3 +173,63 @@ async fn dispatch_at_keeps_the_instant_it_is_given_and_latency_runs_from_it() {
     assert_eq!(outcome.latency, Duration::from_millis(45));
     assert_eq!(outcome.finished_at(), Instant::now());
 }
+
+/// Spins until the (real) clock has moved on from `since`: a fresh read inside the closure below
+/// then differs from the outer layer's, whatever the machine's speed.
+fn clock_moves_past(since: Instant) {
+    while Instant::now() == since {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn a_layer_inside_another_layers_call_shares_its_clock_read() {
+    let feedback = Feedback::new();
+    let (slot, _end) = Slot::new(&feedback);
+    let (outer, inner) = slot.dispatch_with(&feedback, || {
+        clock_moves_past(Instant::now());
+        slot.dispatch(&feedback)
+    });
+    assert_eq!(inner.sent_at(), outer.sent_at());
+    assert_eq!(inner.attempt(), outer.attempt());
+}
+
+#[test]
+fn a_new_attempt_or_another_handle_inside_the_call_reads_the_clock() {
+    let feedback = Feedback::new();
+    let other = Feedback::new();
+    let (slot, _end) = Slot::new(&feedback);
+    let (outer, (elsewhere, retry)) = slot.dispatch_with(&feedback, || {
+        let started = Instant::now();
+        clock_moves_past(started);
+        let elsewhere = slot.dispatch(&other);
+        slot.next_attempt();
+        (elsewhere, slot.dispatch(&feedback))
+    });
+    assert!(elsewhere.sent_at() > outer.sent_at());
+    assert!(retry.sent_at() > outer.sent_at());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_call_returns_a_dispatch_reads_the_clock_again() {
+    let feedback = Feedback::new();
+    let (slot, _end) = Slot::new(&feedback);
+    let (outer, ()) = slot.dispatch_with(&feedback, || ());
+    tokio::time::advance(Duration::from_millis(30)).await;
+    // A layer that dispatches from its future, after a wait (a budget, say).
+    let later = slot.dispatch(&feedback);
+    assert_eq!(later.sent_at(), Instant::now());
+    assert_eq!(later.sent_at() - outer.sent_at(), Duration::from_millis(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_panics_does_not_leave_the_clock_read_shared() {
+    let feedback = Feedback::new();
+    let (slot, _end) = Slot::new(&feedback);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        slot.dispatch_with(&feedback, || panic!("the inner service panicked"))
+    }));
+    assert!(unwound.is_err());
+    tokio::time::advance(Duration::from_millis(30)).await;
+    assert_eq!(slot.dispatch(&feedback).sent_at(), Instant::now());
+}
