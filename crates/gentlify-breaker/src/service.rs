@@ -120,7 +120,8 @@ where
                 slot.hold(self.breaker.key(), Box::new(permit));
             }
         }
-        let dispatched = slot.dispatch(feedback);
-        ResponseFuture::called(Tracked::new(self.inner.call(request), dispatched, end))
+        let inner = &mut self.inner;
+        let (dispatched, future) = slot.dispatch_with(feedback, || inner.call(request));
+        ResponseFuture::called(Tracked::new(future, dispatched, end))
     }
 }

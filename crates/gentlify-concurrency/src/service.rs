@@ -195,8 +195,9 @@ where
             let ready = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
-        let dispatched = slot.dispatch(&limiter.feedback);
-        ResponseFuture::called(self.inner.call(request), dispatched, end)
+        let inner = &mut self.inner;
+        let (dispatched, future) = slot.dispatch_with(&limiter.feedback, || inner.call(request));
+        ResponseFuture::called(future, dispatched, end)
     }
 }
 
