@@ -120,8 +120,7 @@ where
                 slot.hold(self.breaker.key(), Box::new(permit));
             }
         }
-        let inner = &mut self.inner;
-        let (dispatched, future) = slot.dispatch_with(feedback, || inner.call(request));
-        ResponseFuture::called(Tracked::new(future, dispatched, end))
+        let (dispatched, _sending) = slot.dispatch_sending(feedback);
+        ResponseFuture::called(Tracked::new(self.inner.call(request), dispatched, end))
     }
 }

@@ -195,9 +195,8 @@ where
             let ready = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
-        let inner = &mut self.inner;
-        let (dispatched, future) = slot.dispatch_with(&limiter.feedback, || inner.call(request));
-        ResponseFuture::called(future, dispatched, end)
+        let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
+        ResponseFuture::called(self.inner.call(request), dispatched, end)
     }
 }
 

@@ -56,7 +56,7 @@ struct SlotInner {
     /// that published an attempt learn it is settled without taking the lock.
     owner_settled_below: AtomicU32,
     /// 1 + the attempt whose owner-handle dispatch is running its inner `call`
-    /// ([`Slot::dispatch_with`]), 0 outside: a layer inside that dispatches the same attempt
+    /// ([`Slot::dispatch_sending`]), 0 outside: a layer inside that dispatches the same attempt
     /// reuses that dispatch's instant instead of reading the clock again.
     owner_sending: AtomicU32,
     state: Mutex<SlotState>,
@@ -400,7 +400,7 @@ impl Slot {
     /// calling its inner service; the innermost layer's record is the one that publishes first.
     ///
     /// Inside the `call` of an outer layer that dispatched the same attempt on the same handle
-    /// with [`dispatch_with`](Slot::dispatch_with), it takes that dispatch's instant rather than
+    /// with [`dispatch_sending`](Slot::dispatch_sending), it takes that dispatch's instant rather than
     /// reading the clock again: no time can pass between the two, the inner `call` being
     /// synchronous.
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
@@ -411,10 +411,11 @@ impl Slot {
         self.dispatch_sent_at(feedback, Some(Instant::now()))
     }
 
-    /// Dispatches the current attempt like [`dispatch`](Slot::dispatch) and runs `call` (the
-    /// inner service's `call`) right away: a gentlify layer inside that dispatches the same
-    /// attempt on the same handle during `call` shares this dispatch's clock read. What a layer
-    /// that sends from its own `call` uses, so a stack of such layers reads the clock once.
+    /// Dispatches the current attempt like [`dispatch`](Slot::dispatch), for a layer that calls
+    /// its inner service right away: until the returned [`Sending`] is dropped (keep it for the
+    /// inner `call`), a gentlify layer inside that dispatches the same attempt on the same handle
+    /// shares this dispatch's clock read. A stack of layers that send from their `call` reads the
+    /// clock once.
     ///
     /// ```
     /// use gentlify_core::{Feedback, Slot};
@@ -422,33 +423,24 @@ impl Slot {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let feedback = Feedback::new();
     /// let (slot, _end) = Slot::new(&feedback);
-    /// let (outer, inner) = slot.dispatch_with(&feedback, || {
-    ///     // The inner layer's `call`, on the same request.
-    ///     slot.dispatch(&feedback)
-    /// });
+    /// let (outer, sending) = slot.dispatch_sending(&feedback);
+    /// // The inner service's `call`: here, another layer on the same request.
+    /// let inner = slot.dispatch(&feedback);
+    /// drop(sending);
     /// assert_eq!(inner.sent_at(), outer.sent_at());
     /// # }
     /// ```
-    pub fn dispatch_with<R>(
-        &self,
-        feedback: &Feedback,
-        call: impl FnOnce() -> R,
-    ) -> (Dispatched, R) {
+    pub fn dispatch_sending(&self, feedback: &Feedback) -> (Dispatched, Sending<'_>) {
         let dispatched = self.dispatch(feedback);
-        if dispatched.other.is_some() {
-            return (dispatched, call());
-        }
         let sending = &self.inner.owner_sending;
-        let outer = sending.swap(dispatched.attempt.wrapping_add(1), Ordering::AcqRel);
-        // Closed again when `call` returns or unwinds: a later dispatch reads the clock.
-        struct Restore<'a>(&'a AtomicU32, u32);
-        impl Drop for Restore<'_> {
-            fn drop(&mut self) {
-                self.0.store(self.1, Ordering::Release);
-            }
+        // A load and a store rather than a swap: the slot is sent from one task at a time, and
+        // were two threads to race here, the worst is a dispatch of the same attempt taking the
+        // other's instant.
+        let outer = sending.load(Ordering::Acquire);
+        if dispatched.other.is_none() {
+            sending.store(dispatched.attempt.wrapping_add(1), Ordering::Release);
         }
-        let _restore = Restore(sending, outer);
-        (dispatched, call())
+        (dispatched, Sending { sending, outer })
     }
 
     /// [`dispatch`](Slot::dispatch) with the instant the layer has just read from the clock
@@ -470,7 +462,7 @@ impl Slot {
     }
 
     /// Dispatches at `sent_at`; `None` takes the instant of the owner handle's dispatch of the
-    /// same attempt (an outer layer's [`dispatch_with`](Slot::dispatch_with) still running), or
+    /// same attempt (an outer layer's [`dispatch_sending`](Slot::dispatch_sending) still live), or
     /// reads the clock when there is none.
     fn dispatch_sent_at(&self, feedback: &Feedback, sent_at: Option<Instant>) -> Dispatched {
         let attempt = self.attempt();
@@ -675,6 +667,26 @@ impl Drop for SlotInner {
             }
             self.owner.slot_closed();
         }
+    }
+}
+
+/// An attempt being handed to the inner service ([`Slot::dispatch_sending`]): while it lives, the
+/// layers inside share the dispatch's clock read. Dropping it (or unwinding past it) ends that.
+#[must_use = "drop it once the inner service's `call` has returned"]
+pub struct Sending<'a> {
+    sending: &'a AtomicU32,
+    outer: u32,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.sending.store(self.outer, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Sending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sending").finish_non_exhaustive()
     }
 }
 

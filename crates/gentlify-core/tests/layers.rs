@@ -186,10 +186,10 @@ fn clock_moves_past(since: Instant) {
 fn a_layer_inside_another_layers_call_shares_its_clock_read() {
     let feedback = Feedback::new();
     let (slot, _end) = Slot::new(&feedback);
-    let (outer, inner) = slot.dispatch_with(&feedback, || {
-        clock_moves_past(Instant::now());
-        slot.dispatch(&feedback)
-    });
+    let (outer, sending) = slot.dispatch_sending(&feedback);
+    clock_moves_past(Instant::now());
+    let inner = slot.dispatch(&feedback);
+    drop(sending);
     assert_eq!(inner.sent_at(), outer.sent_at());
     assert_eq!(inner.attempt(), outer.attempt());
 }
@@ -199,13 +199,11 @@ fn a_new_attempt_or_another_handle_inside_the_call_reads_the_clock() {
     let feedback = Feedback::new();
     let other = Feedback::new();
     let (slot, _end) = Slot::new(&feedback);
-    let (outer, (elsewhere, retry)) = slot.dispatch_with(&feedback, || {
-        let started = Instant::now();
-        clock_moves_past(started);
-        let elsewhere = slot.dispatch(&other);
-        slot.next_attempt();
-        (elsewhere, slot.dispatch(&feedback))
-    });
+    let (outer, _sending) = slot.dispatch_sending(&feedback);
+    clock_moves_past(Instant::now());
+    let elsewhere = slot.dispatch(&other);
+    slot.next_attempt();
+    let retry = slot.dispatch(&feedback);
     assert!(elsewhere.sent_at() > outer.sent_at());
     assert!(retry.sent_at() > outer.sent_at());
 }
@@ -214,7 +212,8 @@ fn a_new_attempt_or_another_handle_inside_the_call_reads_the_clock() {
 async fn after_the_call_returns_a_dispatch_reads_the_clock_again() {
     let feedback = Feedback::new();
     let (slot, _end) = Slot::new(&feedback);
-    let (outer, ()) = slot.dispatch_with(&feedback, || ());
+    let (outer, sending) = slot.dispatch_sending(&feedback);
+    drop(sending);
     tokio::time::advance(Duration::from_millis(30)).await;
     // A layer that dispatches from its future, after a wait (a budget, say).
     let later = slot.dispatch(&feedback);
@@ -227,7 +226,8 @@ async fn a_call_that_panics_does_not_leave_the_clock_read_shared() {
     let feedback = Feedback::new();
     let (slot, _end) = Slot::new(&feedback);
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        slot.dispatch_with(&feedback, || panic!("the inner service panicked"))
+        let _sending = slot.dispatch_sending(&feedback);
+        panic!("the inner service panicked")
     }));
     assert!(unwound.is_err());
     tokio::time::advance(Duration::from_millis(30)).await;
