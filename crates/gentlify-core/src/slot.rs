@@ -467,23 +467,23 @@ impl Slot {
     fn dispatch_sent_at(&self, feedback: &Feedback, sent_at: Option<Instant>) -> Dispatched {
         let attempt = self.attempt();
         let other = self.other(feedback);
-        let mut sent_at = sent_at;
-        let flush = {
+        let (sent_at, flush) = {
             let mut state = self.lock();
             match state.marks(other) {
                 Some(marks) => {
-                    let sent_at = *sent_at.get_or_insert_with(|| match marks.dispatched {
+                    let sent_at = sent_at.unwrap_or_else(|| match marks.dispatched {
                         Some((a, at)) if a == attempt && other.is_none() => at,
                         _ => Instant::now(),
                     });
                     marks.dispatched = Some((attempt, sent_at));
-                    match &marks.deferred {
+                    let flush = match &marks.deferred {
                         Some(d) if d.attempt < attempt => marks.take_deferred(),
                         _ => None,
-                    }
+                    };
+                    (sent_at, flush)
                 }
                 None => {
-                    let sent_at = *sent_at.get_or_insert_with(Instant::now);
+                    let sent_at = sent_at.unwrap_or_else(Instant::now);
                     state.other_marks.push((
                         feedback.clone(),
                         Marks {
@@ -491,7 +491,7 @@ impl Slot {
                             ..Marks::default()
                         },
                     ));
-                    None
+                    (sent_at, None)
                 }
             }
         };
@@ -503,7 +503,7 @@ impl Slot {
             slot: self.clone(),
             other: other.cloned(),
             attempt,
-            sent_at: sent_at.unwrap_or_else(Instant::now),
+            sent_at,
         }
     }
 
