@@ -120,7 +120,7 @@ where
                 slot.hold(self.breaker.key(), Box::new(permit));
             }
         }
-        let dispatched = slot.dispatch(feedback);
+        let (dispatched, _sending) = slot.dispatch_sending(feedback);
         ResponseFuture::called(Tracked::new(self.inner.call(request), dispatched, end))
     }
 }

@@ -159,8 +159,8 @@ where
                         this.slot.hold(waiting.key, waiting.book.hold(waiting.key));
                     }
                     let request = waiting.request.take().expect("request sent once");
-                    *this.dispatched = Some(this.slot.dispatch(&waiting.feedback));
-                    *this.sent = Some((waiting.budgets.clone(), tokio::time::Instant::now()));
+                    *this.dispatched = Some(this.slot.dispatch_at(&waiting.feedback, now));
+                    *this.sent = Some((waiting.budgets.clone(), now));
                     let future = waiting.service.call(request);
                     this.waiting.take();
                     this.state.set(State::Called { future });

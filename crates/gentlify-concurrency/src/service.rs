@@ -195,7 +195,7 @@ where
             let ready = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
-        let dispatched = slot.dispatch(&limiter.feedback);
+        let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
         ResponseFuture::called(self.inner.call(request), dispatched, end)
     }
 }

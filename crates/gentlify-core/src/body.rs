@@ -64,9 +64,10 @@ impl<B: Body> SlotBody<B> {
     /// Wraps `inner`. `end` is the slot's end when the wrapping layer made the slot; `eos` the
     /// attempt to classify and publish from the trailers when its head could not say. A body that
     /// is already at its end (no body) ends the slot at once.
+    #[inline]
     pub fn new(inner: B, end: Option<SlotEnd>, eos: Option<Dispatched>) -> Self {
         let mut body = SlotBody { inner, end, eos };
-        if body.inner.is_end_stream() {
+        if body.is_tracking() && body.inner.is_end_stream() {
             if let Some(eos) = body.eos.take() {
                 eos.on_trailers(None);
             }
@@ -78,6 +79,7 @@ impl<B: Body> SlotBody<B> {
     }
 
     /// Wraps the body of `response` (see [`SlotBody::new`]).
+    #[inline]
     pub fn wrap(
         response: http::Response<B>,
         end: Option<SlotEnd>,
@@ -90,6 +92,11 @@ impl<B: Body> SlotBody<B> {
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
+
+    /// True while the body still has a slot to end or an attempt to classify at its end.
+    fn is_tracking(&self) -> bool {
+        self.end.is_some() || self.eos.is_some()
+    }
 }
 
 impl<B: Body> Body for SlotBody<B> {
@@ -101,6 +108,11 @@ impl<B: Body> Body for SlotBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if this.end.is_none() && this.eos.is_none() {
+            // Nothing left to do at the end: a plain pass-through (in a stack, every layer but
+            // one), without asking the bodies inside whether they ended after each frame.
+            return this.inner.poll_frame(cx);
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
         let reason = match &polled {
             Poll::Pending => return polled,

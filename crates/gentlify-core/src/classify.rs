@@ -152,7 +152,8 @@ impl Classify for DefaultClassifier {
     }
 
     fn wants_body(&self, response: &dyn ResponseParts) -> bool {
-        !is_grpc(response.headers()) && HttpClassifier.wants_body(response)
+        // The status first: it is read without a header lookup, and rarely a 429.
+        HttpClassifier.wants_body(response) && !is_grpc(response.headers())
     }
 
     fn classify_body(&self, response: &dyn ResponseParts, body_prefix: &[u8]) -> Option<Class> {

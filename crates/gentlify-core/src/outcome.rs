@@ -111,6 +111,29 @@ impl Outcome {
         }
     }
 
+    /// When the attempt's result was known: `sent_at + latency`, the instant the publishing layer
+    /// read the clock. A controller that needs "now" in [`on_outcome`] can use it instead of reading
+    /// the clock again (a clock read costs tens of nanoseconds, once per controller per attempt).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gentlify_core::{Class, Outcome};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let sent_at = Instant::now();
+    /// tokio::time::sleep(Duration::from_millis(120)).await;
+    /// let outcome = Outcome::new(Class::Success, 0, sent_at);
+    /// assert_eq!(outcome.latency, Duration::from_millis(120));
+    /// assert_eq!(outcome.finished_at(), Instant::now());
+    /// # }
+    /// ```
+    ///
+    /// [`on_outcome`]: crate::Controller::on_outcome
+    pub fn finished_at(&self) -> Instant {
+        self.sent_at + self.latency
+    }
+
     /// The outcome with its status set.
     pub fn with_status(mut self, status: http::StatusCode) -> Self {
         self.status = Some(status);

@@ -51,6 +51,14 @@ struct SlotInner {
     owner: Feedback,
     attempt: AtomicU32,
     recorded_tokens: AtomicU64,
+    /// 1 + the newest attempt whose class the owner handle knows (published or deferred), 0
+    /// before any. Written under the state's lock, read without it: the layers outside the one
+    /// that published an attempt learn it is settled without taking the lock.
+    owner_settled_below: AtomicU32,
+    /// 1 + the attempt whose owner-handle dispatch is running its inner `call`
+    /// ([`Slot::dispatch_sending`]), 0 outside: a layer inside that dispatches the same attempt
+    /// reuses that dispatch's instant instead of reading the clock again.
+    owner_sending: AtomicU32,
     state: Mutex<SlotState>,
 }
 
@@ -107,15 +115,40 @@ impl Marks {
     }
 }
 
-impl SlotState {
-    fn marks(&mut self, owner: &Feedback, feedback: &Feedback) -> Option<&mut Marks> {
-        if owner.same_as(feedback) {
-            return Some(&mut self.owner_marks);
+impl Marks {
+    /// The class that stands for `attempt` on this handle, if it is settled: deferred, published,
+    /// or older than the last published attempt.
+    fn settled_class(&self, attempt: u32) -> Option<Class> {
+        if let Some(deferred) = self.deferred.as_ref().filter(|d| d.attempt == attempt) {
+            return Some(deferred.class);
         }
-        self.other_marks
-            .iter_mut()
-            .find(|(f, _)| f.same_as(feedback))
-            .map(|(_, m)| m)
+        match self.last_class {
+            Some((published, class)) if published == attempt => Some(class),
+            // An older attempt, published long ago: its class no longer matters to anyone.
+            _ if attempt < self.published_below => Some(Class::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Records `outcome` as published on this handle.
+    fn mark_published(&mut self, outcome: &Outcome) {
+        self.published_below = outcome.attempt + 1;
+        self.last_class = Some((outcome.attempt, outcome.class));
+        self.deferred = None;
+    }
+}
+
+impl SlotState {
+    /// The marks of `other`, or of the owner handle for `None`.
+    fn marks(&mut self, other: Option<&Feedback>) -> Option<&mut Marks> {
+        match other {
+            None => Some(&mut self.owner_marks),
+            Some(feedback) => self
+                .other_marks
+                .iter_mut()
+                .find(|(f, _)| f.same_as(feedback))
+                .map(|(_, m)| m),
+        }
     }
 }
 
@@ -218,6 +251,8 @@ impl Slot {
                 owner: feedback.clone(),
                 attempt: AtomicU32::new(0),
                 recorded_tokens: AtomicU64::new(0),
+                owner_settled_below: AtomicU32::new(0),
+                owner_sending: AtomicU32::new(0),
                 state: Mutex::new(SlotState::default()),
             }),
         };
@@ -363,20 +398,92 @@ impl Slot {
     /// Marks the current attempt as sent to the inner service now, on `feedback`'s behalf, and
     /// returns the record through which its outcome is published. Each layer calls it just before
     /// calling its inner service; the innermost layer's record is the one that publishes first.
+    ///
+    /// Inside the `call` of an outer layer that dispatched the same attempt on the same handle
+    /// with [`dispatch_sending`](Slot::dispatch_sending), it takes that dispatch's instant rather than
+    /// reading the clock again: no time can pass between the two, the inner `call` being
+    /// synchronous.
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
+        let sending = self.inner.owner_sending.load(Ordering::Acquire);
+        if sending != 0 && sending == self.attempt().wrapping_add(1) {
+            return self.dispatch_sent_at(feedback, None);
+        }
+        self.dispatch_sent_at(feedback, Some(Instant::now()))
+    }
+
+    /// Dispatches the current attempt like [`dispatch`](Slot::dispatch), for a layer that calls
+    /// its inner service right away: until the returned [`Sending`] is dropped (keep it for the
+    /// inner `call`), a gentlify layer inside that dispatches the same attempt on the same handle
+    /// shares this dispatch's clock read. A stack of layers that send from their `call` reads the
+    /// clock once.
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Slot};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let (slot, _end) = Slot::new(&feedback);
+    /// let (outer, sending) = slot.dispatch_sending(&feedback);
+    /// // The inner service's `call`: here, another layer on the same request.
+    /// let inner = slot.dispatch(&feedback);
+    /// drop(sending);
+    /// assert_eq!(inner.sent_at(), outer.sent_at());
+    /// # }
+    /// ```
+    pub fn dispatch_sending(&self, feedback: &Feedback) -> (Dispatched, Sending<'_>) {
+        let dispatched = self.dispatch(feedback);
+        let sending = &self.inner.owner_sending;
+        // A load and a store rather than a swap: the slot is sent from one task at a time, and
+        // were two threads to race here, the worst is a dispatch of the same attempt taking the
+        // other's instant.
+        let outer = sending.load(Ordering::Acquire);
+        if dispatched.other.is_none() {
+            sending.store(dispatched.attempt.wrapping_add(1), Ordering::Release);
+        }
+        (dispatched, Sending { sending, outer })
+    }
+
+    /// [`dispatch`](Slot::dispatch) with the instant the layer has just read from the clock
+    /// (after its own waits, right before calling its inner service), to spare a second read.
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Slot};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let (slot, _end) = Slot::new(&feedback);
+    /// let now = Instant::now();
+    /// assert_eq!(slot.dispatch_at(&feedback, now).sent_at(), now);
+    /// # }
+    /// ```
+    pub fn dispatch_at(&self, feedback: &Feedback, sent_at: Instant) -> Dispatched {
+        self.dispatch_sent_at(feedback, Some(sent_at))
+    }
+
+    /// Dispatches at `sent_at`; `None` takes the instant of the owner handle's dispatch of the
+    /// same attempt (an outer layer's [`dispatch_sending`](Slot::dispatch_sending) still live), or
+    /// reads the clock when there is none.
+    fn dispatch_sent_at(&self, feedback: &Feedback, sent_at: Option<Instant>) -> Dispatched {
         let attempt = self.attempt();
-        let sent_at = Instant::now();
-        let flush = {
+        let other = self.other(feedback);
+        let (sent_at, flush) = {
             let mut state = self.lock();
-            match state.marks(&self.inner.owner, feedback) {
+            match state.marks(other) {
                 Some(marks) => {
+                    let sent_at = sent_at.unwrap_or_else(|| match marks.dispatched {
+                        Some((a, at)) if a == attempt && other.is_none() => at,
+                        _ => Instant::now(),
+                    });
                     marks.dispatched = Some((attempt, sent_at));
-                    match &marks.deferred {
+                    let flush = match &marks.deferred {
                         Some(d) if d.attempt < attempt => marks.take_deferred(),
                         _ => None,
-                    }
+                    };
+                    (sent_at, flush)
                 }
                 None => {
+                    let sent_at = sent_at.unwrap_or_else(Instant::now);
                     state.other_marks.push((
                         feedback.clone(),
                         Marks {
@@ -384,107 +491,136 @@ impl Slot {
                             ..Marks::default()
                         },
                     ));
-                    None
+                    (sent_at, None)
                 }
             }
         };
         // A deferred outcome of the previous attempt nobody refined: the head's class stands.
         if let Some(outcome) = flush {
-            self.publish_once(feedback, outcome);
+            self.publish_once(other, outcome);
         }
         Dispatched {
             slot: self.clone(),
-            feedback: feedback.clone(),
+            other: other.cloned(),
             attempt,
             sent_at,
         }
+    }
+
+    /// `None` for the handle that made the slot (whose marks live apart, without a lookup),
+    /// `Some(feedback)` for any other.
+    fn other<'a>(&self, feedback: &'a Feedback) -> Option<&'a Feedback> {
+        (!self.inner.owner.same_as(feedback)).then_some(feedback)
+    }
+
+    fn feedback<'a>(&'a self, other: Option<&'a Feedback>) -> &'a Feedback {
+        other.unwrap_or(&self.inner.owner)
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes `outcome` to `feedback` unless that attempt was already published there.
-    fn publish_once(&self, feedback: &Feedback, outcome: Outcome) -> bool {
+    /// Notes, under the lock, that the owner handle knows the class of `attempt`.
+    fn note_settled(&self, other: Option<&Feedback>, attempt: u32) {
+        if other.is_none() {
+            self.inner
+                .owner_settled_below
+                .fetch_max(attempt + 1, Ordering::Release);
+        }
+    }
+
+    /// True when the owner handle is known, without the lock, to have settled `attempt` as its
+    /// newest attempt (so [`is_published`](Slot::is_published) would say `Some`).
+    fn settled_on_owner(&self, attempt: u32) -> bool {
+        self.inner.owner_settled_below.load(Ordering::Acquire) == attempt + 1
+    }
+
+    /// Publishes `outcome` to the handle unless that attempt was already published there.
+    fn publish_once(&self, other: Option<&Feedback>, outcome: Outcome) -> bool {
         {
             let mut state = self.lock();
-            let Some(marks) = state.marks(&self.inner.owner, feedback) else {
+            let Some(marks) = state.marks(other) else {
                 return false;
             };
             if outcome.attempt < marks.published_below {
                 return false;
             }
-            marks.published_below = outcome.attempt + 1;
-            marks.last_class = Some((outcome.attempt, outcome.class));
-            marks.deferred = None;
+            marks.mark_published(&outcome);
+            self.note_settled(other, outcome.attempt);
             state.last_outcome = Some(outcome.clone());
         }
-        feedback.publish(&outcome);
+        self.feedback(other).publish(&outcome);
         true
     }
 
-    fn is_published(&self, feedback: &Feedback, attempt: u32) -> Option<Class> {
-        let mut state = self.lock();
-        let marks = state.marks(&self.inner.owner, feedback)?;
-        if let Some(deferred) = marks.deferred.as_ref().filter(|d| d.attempt == attempt) {
-            return Some(deferred.class);
+    /// Settles `outcome`'s attempt on the handle under one lock: when the attempt already has a
+    /// class there (published or deferred), that class; else `outcome` is deferred (`defer`) or
+    /// published, and its class returned.
+    fn settle(&self, other: Option<&Feedback>, outcome: Outcome, defer: bool) -> Class {
+        {
+            let mut state = self.lock();
+            let Some(marks) = state.marks(other) else {
+                return outcome.class;
+            };
+            if let Some(class) = marks.settled_class(outcome.attempt) {
+                return class;
+            }
+            let class = outcome.class;
+            let attempt = outcome.attempt;
+            if defer {
+                marks.deferred = Some(outcome);
+                self.note_settled(other, attempt);
+                return class;
+            }
+            marks.mark_published(&outcome);
+            self.note_settled(other, attempt);
+            state.last_outcome = Some(outcome.clone());
         }
-        match marks.last_class {
-            Some((published, class)) if published == attempt => Some(class),
-            // An older attempt, published long ago: its class no longer matters to anyone.
-            _ if attempt < marks.published_below => Some(Class::Cancelled),
-            _ => None,
-        }
+        self.feedback(other).publish(&outcome);
+        outcome.class
     }
 
-    /// Keeps `outcome` to be published later, unless its attempt is already published or
-    /// deferred. Returns the class that stands for the attempt now.
-    fn defer(&self, feedback: &Feedback, outcome: Outcome) -> Class {
-        let mut state = self.lock();
-        let Some(marks) = state.marks(&self.inner.owner, feedback) else {
-            return outcome.class;
-        };
-        if let Some(d) = marks
-            .deferred
-            .as_ref()
-            .filter(|d| d.attempt == outcome.attempt)
-        {
-            return d.class;
-        }
-        let class = outcome.class;
-        if outcome.attempt >= marks.published_below {
-            marks.deferred = Some(outcome);
-        }
-        class
+    fn is_published(&self, other: Option<&Feedback>, attempt: u32) -> Option<Class> {
+        self.lock().marks(other)?.settled_class(attempt)
     }
 
     fn end(&self, reason: EndReason) {
-        let (holds, owner_unpublished, others_unpublished, usage) = {
-            let mut state = self.lock();
-            if state.ended {
-                return;
-            }
-            state.ended = true;
-            let others: Vec<(Feedback, Outcome)> = state
-                .other_marks
-                .iter_mut()
-                .filter_map(|(f, m)| m.final_outcome().map(|o| (f.clone(), o)))
-                .collect();
-            (
-                std::mem::take(&mut state.holds),
-                state.owner_marks.final_outcome(),
-                others,
-                state.usage,
-            )
-        };
+        let mut state = self.lock();
+        if state.ended {
+            return;
+        }
+        state.ended = true;
         // A deferred outcome nobody refined is published as the head said; an attempt sent but
         // never answered (the caller went away) as cancelled: every attempt publishes exactly one
-        // outcome.
-        let owner = owner_unpublished.map(|o| (self.inner.owner.clone(), o));
-        for (feedback, outcome) in owner.into_iter().chain(others_unpublished) {
-            self.publish_once(&feedback, outcome);
+        // outcome. All are marked under this one lock and published after it.
+        let owner = state.owner_marks.final_outcome();
+        if let Some(outcome) = &owner {
+            state.owner_marks.mark_published(outcome);
+            self.note_settled(None, outcome.attempt);
+            state.last_outcome = Some(outcome.clone());
         }
-        let last_outcome = self.lock().last_outcome.clone();
+        let mut others: Vec<(Feedback, Outcome)> = Vec::new();
+        for (feedback, marks) in state.other_marks.iter_mut() {
+            if let Some(outcome) = marks.final_outcome() {
+                marks.mark_published(&outcome);
+                others.push((feedback.clone(), outcome));
+            }
+        }
+        if let Some((_, outcome)) = others.last() {
+            state.last_outcome = Some(outcome.clone());
+        }
+        let holds = std::mem::take(&mut state.holds);
+        let usage = state.usage;
+        let last_outcome = state.last_outcome.clone();
+        drop(state);
+
+        if let Some(outcome) = &owner {
+            self.inner.owner.publish(outcome);
+        }
+        for (feedback, outcome) in &others {
+            feedback.publish(outcome);
+        }
         let summary = SlotEnded {
             reason,
             attempts: self.attempt() + 1,
@@ -534,6 +670,26 @@ impl Drop for SlotInner {
     }
 }
 
+/// An attempt being handed to the inner service ([`Slot::dispatch_sending`]): while it lives, the
+/// layers inside share the dispatch's clock read. Dropping it (or unwinding past it) ends that.
+#[must_use = "drop it once the inner service's `call` has returned"]
+pub struct Sending<'a> {
+    sending: &'a AtomicU32,
+    outer: u32,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.sending.store(self.outer, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Sending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sending").finish_non_exhaustive()
+    }
+}
+
 /// The right to end a slot, owned by the layer that made it. Ending it (or dropping it, which
 /// counts as [`EndReason::Cancelled`]) releases every [`Hold`] in the slot, once.
 pub struct SlotEnd {
@@ -573,7 +729,8 @@ impl fmt::Debug for SlotEnd {
 #[derive(Clone)]
 pub struct Dispatched {
     slot: Slot,
-    feedback: Feedback,
+    /// The handle, when it is not the one that made the slot (the common case needs no clone).
+    other: Option<Feedback>,
     attempt: u32,
     sent_at: Instant,
 }
@@ -607,21 +764,31 @@ impl Dispatched {
     /// [`SlotBody`]: crate::SlotBody
     /// [`Classify::wants_body`]: crate::Classify::wants_body
     pub fn on_response(&self, response: &dyn ResponseParts) -> Classified {
-        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
-            return Classified::Ready(class);
-        }
-        let classifier = self.feedback.classifier();
-        let classified = classifier.classify_response(response);
-        if let Classified::Ready(class) = classified {
-            if classifier.wants_body(response) {
-                // A layer that reads the body (the retry layer) may refine the class: keep the
-                // outcome until it does, the next attempt is sent, or the slot ends.
-                let outcome = self.outcome(class, Some(response.status()));
-                return Classified::Ready(self.slot.defer(&self.feedback, outcome));
+        if self.is_settled() {
+            if let Some(class) = self.slot.is_published(self.other.as_ref(), self.attempt) {
+                return Classified::Ready(class);
             }
-            self.publish_with_status(class, Some(response.status()));
         }
-        classified
+        let classifier = self.feedback().classifier();
+        let Classified::Ready(class) = classifier.classify_response(response) else {
+            return match self.slot.is_published(self.other.as_ref(), self.attempt) {
+                Some(class) => Classified::Ready(class),
+                None => Classified::AtEndOfStream,
+            };
+        };
+        // A layer that reads the body (the retry layer) may refine the class when the classifier
+        // says it could: keep the outcome until it does, the next attempt is sent, or the slot
+        // ends.
+        let defer = classifier.wants_body(response);
+        let outcome = self.outcome(class, Some(response.status()));
+        Classified::Ready(self.slot.settle(self.other.as_ref(), outcome, defer))
+    }
+
+    /// True when a layer nearer the server on the handle that made the slot has already settled
+    /// this attempt (published or deferred its outcome), known without taking the slot's lock.
+    /// [`settle`](crate::settle) uses it to skip classifying again in every outer layer.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.other.is_none() && self.slot.settled_on_owner(self.attempt)
     }
 
     /// Classifies a response from its head and a prefix of its body
@@ -631,19 +798,23 @@ impl Dispatched {
     ///
     /// [`Classify::classify_body`]: crate::Classify::classify_body
     pub fn on_response_body(&self, response: &dyn ResponseParts, body_prefix: &[u8]) -> Classified {
-        let classifier = self.feedback.classifier();
+        let classifier = self.feedback().classifier();
         let classified = match classifier.classify_body(response, body_prefix) {
             Some(class) => Classified::Ready(class),
             None => classifier.classify_response(response),
         };
         if let Classified::Ready(class) = classified {
             if !self.publish_with_status(class, Some(response.status())) {
-                if let Some(published) = self.slot.is_published(&self.feedback, self.attempt) {
+                if let Some(published) = self.slot.is_published(self.other.as_ref(), self.attempt) {
                     return Classified::Ready(published);
                 }
             }
         }
         classified
+    }
+
+    fn feedback(&self) -> &Feedback {
+        self.slot.feedback(self.other.as_ref())
     }
 
     fn outcome(&self, class: Class, status: Option<http::StatusCode>) -> Outcome {
@@ -658,22 +829,16 @@ impl Dispatched {
         if is_local_rejection(error) {
             return None;
         }
-        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
-            return Some(class);
-        }
-        let class = self.feedback.classifier().classify_error(error);
-        self.publish_with_status(class, None);
-        Some(class)
+        let class = self.feedback().classifier().classify_error(error);
+        let outcome = self.outcome(class, None);
+        Some(self.slot.settle(self.other.as_ref(), outcome, false))
     }
 
     /// Classifies the end of a body whose head said [`Classified::AtEndOfStream`] and publishes it.
     pub fn on_trailers(&self, trailers: Option<&HeaderMap>) -> Class {
-        if let Some(class) = self.slot.is_published(&self.feedback, self.attempt) {
-            return class;
-        }
-        let class = self.feedback.classifier().classify_trailers(trailers);
-        self.publish(class);
-        class
+        let class = self.feedback().classifier().classify_trailers(trailers);
+        let outcome = self.outcome(class, None);
+        self.slot.settle(self.other.as_ref(), outcome, false)
     }
 
     /// Publishes `class` for this attempt, unless it was already published on this handle.
@@ -686,7 +851,7 @@ impl Dispatched {
     /// published on this handle. Returns whether it was.
     pub fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
         self.slot
-            .publish_once(&self.feedback, self.outcome(class, status))
+            .publish_once(self.other.as_ref(), self.outcome(class, status))
     }
 }
 

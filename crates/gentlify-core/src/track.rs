@@ -19,6 +19,7 @@ use crate::slot::{Dispatched, EndReason, SlotEnd};
 ///
 /// Layers that run their own futures (a retry loop, say) call it on the final result;
 /// [`Tracked`] calls it for layers that forward one attempt.
+#[inline]
 pub fn settle<B, E>(
     result: Result<http::Response<B>, E>,
     dispatched: &Dispatched,
@@ -30,9 +31,14 @@ where
 {
     match result {
         Ok(response) => {
-            let eos = match dispatched.on_response(&response) {
-                Classified::Ready(_) => None,
-                Classified::AtEndOfStream => Some(dispatched.clone()),
+            // In a stack, a layer nearer the server has usually settled the attempt already.
+            let eos = if dispatched.is_settled() {
+                None
+            } else {
+                match dispatched.on_response(&response) {
+                    Classified::Ready(_) => None,
+                    Classified::AtEndOfStream => Some(dispatched.clone()),
+                }
             };
             Ok(SlotBody::wrap(response, end, eos))
         }
@@ -79,6 +85,7 @@ where
 {
     type Output = Result<http::Response<SlotBody<B>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
