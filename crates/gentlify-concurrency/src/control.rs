@@ -317,7 +317,12 @@ pub(crate) struct Settings {
     pub(crate) max_cooling: Duration,
     pub(crate) ceiling_relax_after: Duration,
     pub(crate) pacing: Pacing,
+    pub(crate) failure_threshold: f64,
 }
+
+/// How many recent attempts the failure share averages over (the weight of a new attempt is
+/// `1 / FAILURE_WINDOW`).
+const FAILURE_WINDOW: f64 = 20.0;
 
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
@@ -355,13 +360,28 @@ pub(crate) struct Control {
     slow_start: bool,
     /// When the limit last changed: growth waits for an attempt sent after it (a round trip).
     last_change: Option<Instant>,
-    /// When the limit last decelerated: congestion from attempts sent before it is ignored.
+    /// When the limit last decelerated (the ceiling relaxes some time after it).
     last_decel: Option<Instant>,
+    /// In-flight is still above the limit set by the last deceleration: every attempt sent now
+    /// (a retry inside its permit, a paced dispatch on a permit granted before the cut) still
+    /// loads the server at the old level, so its congestion says nothing of the new limit.
+    draining: bool,
+    /// When in-flight last came down to the limit after a deceleration: congestion (and success)
+    /// from attempts sent before it belongs to the round trip that was already answered.
+    recovered_at: Option<Instant>,
+    /// Share of the recent attempts that failed (an exponential average over about
+    /// [`FAILURE_WINDOW`] attempts): failures decelerate only in a storm.
+    failure_share: f64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
     pub(crate) decelerations: u64,
+}
+
+/// The limit in whole permits: `limit` rounded down, at least 1.
+pub(crate) fn effective(limit: f64) -> usize {
+    (limit.floor() as usize).max(1)
 }
 
 /// What an outcome did to the limit.
@@ -384,6 +404,9 @@ impl Control {
             slow_start: matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start),
             last_change: None,
             last_decel: None,
+            draining: false,
+            recovered_at: None,
+            failure_share: 0.0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -399,16 +422,39 @@ impl Control {
         }
     }
 
-    /// An overload or a failure of an attempt sent at `sent_at`. Decelerates at most once per
-    /// round trip: an attempt sent before the last deceleration already had its effect.
+    /// Counts an attempt toward the failure share; true when the failures of the recent attempts
+    /// make a storm (their share reached `failure_threshold`).
+    pub(crate) fn note_attempt(&mut self, settings: &Settings, failed: bool) -> bool {
+        let sample = if failed { 1.0 } else { 0.0 };
+        self.failure_share += (sample - self.failure_share) / FAILURE_WINDOW;
+        failed && self.failure_share >= settings.failure_threshold
+    }
+
+    /// Whether the last deceleration still waits for in-flight to come down to the new limit.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// In-flight came down to the limit at `now`: from here on, attempts are sent under it.
+    pub(crate) fn drained(&mut self, now: Instant) {
+        self.draining = false;
+        self.recovered_at = Some(now);
+        self.last_change = Some(now);
+    }
+
+    /// An overload (or a failure storm) of an attempt sent at `sent_at`, heard while `in_flight`
+    /// permits are held. Decelerates at most once per round trip: an attempt sent before
+    /// in-flight came down to the limit of the last deceleration was sent at the old load, and
+    /// that load has already had its answer.
     pub(crate) fn on_congestion(
         &mut self,
         settings: &Settings,
         sent_at: Instant,
         retry_after: Option<Duration>,
+        in_flight: usize,
         now: Instant,
     ) -> Change {
-        if self.last_decel.is_some_and(|d| sent_at < d) {
+        if self.draining || self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
         }
         let old = self.limit;
@@ -418,6 +464,11 @@ impl Control {
         self.slow_start = false;
         self.last_decel = Some(now);
         self.last_change = Some(now);
+        if in_flight > effective(self.limit) {
+            self.draining = true;
+        } else {
+            self.recovered_at = Some(now);
+        }
         let cool = settings
             .cooling
             .max(retry_after.unwrap_or_default().min(settings.max_cooling));
@@ -453,7 +504,7 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.last_change.is_some_and(|c| sent_at < c) {
+        if self.draining || self.last_change.is_some_and(|c| sent_at < c) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;

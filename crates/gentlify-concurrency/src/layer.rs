@@ -115,6 +115,7 @@ impl fmt::Debug for AdaptiveConcurrencyLayer {
 /// | `cooling` | 5 s, or the server's `retry-after` if longer (≤ 60 s) | covers the few seconds a 429's `retry-after` usually names (Azure sends `Retry-After: 6`) |
 /// | `ceiling_relax_after` | 20 s | a few LLM round trips of quiet after the cooling period. The simulator (`gentlify-sim`) showed 60 s pinning the limit far below the server's capacity: a deceleration from a small limit leaves the ceiling at the new limit, and each later deceleration restarts the period, so one early burst of 429s cost a minute or more at a limit of 1. Shorter than 20 s re-probes above a capacity step too often (the capacity test's goodput falls) |
 /// | pacing | [`Pacing::default`] | no spacing while calm; 50 ms–1 s after decelerations |
+/// | `failure_threshold` | 0.2 | a few percent of dropped connections or stray 5xx are noise, not a sign of load, and cutting the limit for each ratchets it down to `min` (the simulator's dropped-connections scenario: 5 % of failures took the limit to 1); an outage or a server timing out under load fails one attempt in five within a handful of attempts |
 /// | `acquire_timeout` | none | waiting is the point of a client-side limiter; set one to fail fast |
 /// | `max_waiting` | none | bound the queue to shed load instead of queueing it |
 #[derive(Clone)]
@@ -128,6 +129,7 @@ pub struct AdaptiveConcurrencyBuilder {
     max_cooling: Duration,
     ceiling_relax_after: Duration,
     pacing: Pacing,
+    failure_threshold: f64,
     acquire_timeout: Option<Duration>,
     max_waiting: Option<usize>,
 }
@@ -144,6 +146,7 @@ impl Default for AdaptiveConcurrencyBuilder {
             max_cooling: Duration::from_secs(60),
             ceiling_relax_after: Duration::from_secs(20),
             pacing: Pacing::default(),
+            failure_threshold: 0.2,
             acquire_timeout: None,
             max_waiting: None,
         }
@@ -216,6 +219,14 @@ impl AdaptiveConcurrencyBuilder {
     /// Dispatch pacing.
     pub fn pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;
+        self
+    }
+
+    /// The share of recent attempts (about the last 20) that must have failed (5xx, transport
+    /// error, timeout) before a failure decelerates, in `[0, 1]`; 0 makes every failure
+    /// decelerate. Overloads (429 / 503 / 529) always decelerate, once per round trip.
+    pub fn failure_threshold(mut self, share: f64) -> Self {
+        self.failure_threshold = share;
         self
     }
 
@@ -305,6 +316,13 @@ impl AdaptiveConcurrencyBuilder {
                 expected: "[0, 1)",
             });
         }
+        if !(0.0..=1.0).contains(&self.failure_threshold) {
+            return Err(BuildError::OutOfRange {
+                name: "failure_threshold",
+                value: self.failure_threshold,
+                expected: "[0, 1]",
+            });
+        }
         let config = Config {
             settings: Settings {
                 min: self.min as f64,
@@ -314,6 +332,7 @@ impl AdaptiveConcurrencyBuilder {
                 max_cooling: self.max_cooling,
                 ceiling_relax_after: self.ceiling_relax_after,
                 pacing: self.pacing,
+                failure_threshold: self.failure_threshold,
             },
             acquire_timeout: self.acquire_timeout,
             max_waiting: self.max_waiting,
@@ -335,6 +354,7 @@ impl fmt::Debug for AdaptiveConcurrencyBuilder {
             .field("cooling", &self.cooling)
             .field("ceiling_relax_after", &self.ceiling_relax_after)
             .field("pacing", &self.pacing)
+            .field("failure_threshold", &self.failure_threshold)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("max_waiting", &self.max_waiting)
             .finish()

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use gentlify_core::error::{AcquireTimeout, QueueFull};
 use gentlify_core::{
-    BoxError, CircuitState, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded, SnapshotPart,
+    BoxError, CircuitState, Class, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded,
+    SnapshotPart,
 };
 use tokio::time::{Instant, Sleep};
 
-use crate::control::{Change, Control, ControlState, Settings};
+use crate::control::{effective, Change, Control, ControlState, Settings};
 
 /// What a limiter shows of its state: the part `"concurrency"` of the handle's snapshot, typed.
 ///
@@ -131,6 +132,14 @@ impl State {
         self.note_fill();
     }
 
+    /// After a permit came back (or the limit moved): a deceleration waiting for in-flight to
+    /// come down to its limit is complete once it has.
+    fn check_drained(&mut self) {
+        if self.control.draining() && self.in_flight <= self.limit {
+            self.control.drained(Instant::now());
+        }
+    }
+
     fn apply(&mut self, change: Change, wake: &mut Wake) {
         if change == Change::None {
             return;
@@ -138,6 +147,7 @@ impl State {
         self.limit = effective(self.control.limit);
         self.filled = false;
         self.note_fill();
+        self.check_drained();
         if change == Change::Grew {
             self.grant(wake);
         }
@@ -154,10 +164,6 @@ impl State {
         self.next_dispatch = at.checked_add(config.settings.pacing.jittered(interval));
         (at > now).then_some(at)
     }
-}
-
-fn effective(limit: f64) -> usize {
-    (limit.floor() as usize).max(1)
 }
 
 /// Wakers collected under the lock and woken after it: at most one on the common path.
@@ -217,6 +223,7 @@ impl Limiter {
         {
             let mut state = self.lock();
             state.in_flight -= 1;
+            state.check_drained();
             state.grant(&mut wake);
         }
         wake.run();
@@ -256,26 +263,48 @@ impl Limiter {
 
 impl Controller for Limiter {
     fn on_outcome(&self, outcome: &Outcome) {
-        let class = outcome.class;
-        if !class.is_congestion() && class != gentlify_core::Class::Success {
-            return;
-        }
+        let failed = match outcome.class {
+            Class::Success | Class::Overloaded { .. } => false,
+            Class::Failure => true,
+            _ => return,
+        };
         // The instant the outcome was made, without another read of the clock.
         let now = outcome.sent_at + outcome.latency;
-        let half_open = self.feedback.circuit_state() == CircuitState::HalfOpen;
         let settings = &self.config.settings;
+        let half_open = matches!(outcome.class, Class::Success)
+            && self.feedback.circuit_state() == CircuitState::HalfOpen;
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            let change = if class.is_congestion() {
-                state
-                    .control
-                    .on_congestion(settings, outcome.sent_at, class.retry_after(), now)
-            } else {
-                let may_grow = state.filled && !half_open;
-                state
-                    .control
-                    .on_success(settings, outcome.sent_at, outcome.latency, may_grow, now)
+            let storm = state.control.note_attempt(settings, failed);
+            let change = match outcome.class {
+                Class::Overloaded { retry_after } => {
+                    let in_flight = state.in_flight;
+                    state.control.on_congestion(
+                        settings,
+                        outcome.sent_at,
+                        retry_after,
+                        in_flight,
+                        now,
+                    )
+                }
+                Class::Failure if storm => {
+                    let in_flight = state.in_flight;
+                    state
+                        .control
+                        .on_congestion(settings, outcome.sent_at, None, in_flight, now)
+                }
+                Class::Success => {
+                    let may_grow = state.filled && !half_open;
+                    state.control.on_success(
+                        settings,
+                        outcome.sent_at,
+                        outcome.latency,
+                        may_grow,
+                        now,
+                    )
+                }
+                _ => Change::None,
             };
             state.apply(change, &mut wake);
         }
@@ -441,6 +470,7 @@ impl Acquire {
                 if i < state.granted {
                     state.granted -= 1;
                     state.in_flight -= 1;
+                    state.check_drained();
                     state.grant(&mut wake);
                 }
             }

@@ -368,7 +368,7 @@ async fn pacing_spaces_dispatches_after_a_deceleration() {
         finish(r.unwrap()).await;
     }
 
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     assert_eq!(layer.snapshot().pacing_interval, Duration::from_millis(100));
     let start = Instant::now();
     let responses = futures_util::future::join_all(
@@ -384,7 +384,7 @@ async fn pacing_spaces_dispatches_after_a_deceleration() {
         finish(r.unwrap()).await;
     }
 
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     assert_eq!(layer.snapshot().pacing_interval, Duration::from_millis(200));
 }
 
@@ -403,7 +403,7 @@ async fn pacing_jitters_each_interval() {
         .unwrap();
     let upstream = Upstream::ok_after(SECOND);
     let template = layer.layer(upstream.clone());
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     let responses =
         futures_util::future::join_all(names.iter().map(|n| template.clone().oneshot(request(n))))

@@ -99,8 +99,85 @@ async fn overload_decelerates_at_most_once_per_round_trip() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failure_decelerates_like_overload() {
+async fn overloads_sent_on_permits_granted_before_the_cut_decelerate_once() {
+    // 20 permits in flight when the first 429 comes back. Until in-flight is down to the new
+    // limit (14), every attempt sent (a retry inside its permit, a paced dispatch on a permit
+    // granted before the cut) still loads the server at 20: its 429 is part of the same answer.
+    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    rig.fill();
+    let burst_sent = Instant::now();
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), burst_sent);
+    assert_eq!(rig.limit(), 14);
+    for _ in 0..20 {
+        advance(Duration::from_millis(10)).await;
+        let retry_sent = Instant::now();
+        advance(Duration::from_millis(10)).await;
+        publish(&rig.feedback, overloaded(), retry_sent);
+    }
+    assert_eq!(rig.limit(), 14, "sent after the cut, but at the old load");
+    assert_eq!(rig.layer.snapshot().decelerations, 1);
+
+    // In-flight comes down to 14: the cut has taken effect.
+    let sent_while_draining = Instant::now();
+    advance(SECOND).await;
+    rig.hold(14);
+    publish(&rig.feedback, overloaded(), sent_while_draining);
+    assert_eq!(rig.limit(), 14, "sent before in-flight came down");
+
+    let sent = Instant::now();
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), sent);
+    assert_eq!(
+        rig.limit(),
+        9,
+        "a round trip at the new limit: the next cut"
+    );
+    assert_eq!(rig.layer.snapshot().decelerations, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn isolated_failures_at_a_few_percent_leave_the_limit_alone() {
+    // One attempt in twenty fails (a dropped connection, a stray 500); the rest succeed. Each
+    // failure comes from an attempt sent after the previous one was heard.
+    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut failures = 0;
+    for i in 0..2000 {
+        rig.fill();
+        let sent = Instant::now();
+        advance(Duration::from_millis(50)).await;
+        let class = if i % 20 == 7 || rng.f64() < 0.02 {
+            failures += 1;
+            Class::Failure
+        } else {
+            Class::Success
+        };
+        publish(&rig.feedback, class, sent);
+    }
+    assert!(failures > 100, "{failures}");
+    assert_eq!(rig.layer.snapshot().decelerations, 0);
+    assert_eq!(rig.limit(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_storm_decelerates_like_overload() {
     let rig = Rig::new(|b| b.initial(20));
+    let mut limits = Vec::new();
+    for _ in 0..6 {
+        let sent = Instant::now();
+        advance(SECOND).await;
+        publish(&rig.feedback, Class::Failure, sent);
+        limits.push(rig.limit());
+    }
+    // The share of failures among the recent attempts passes one in five at the fifth failure
+    // in a row; from then on each failure is a round trip of congestion, as an overload is.
+    assert_eq!(limits, [20, 20, 20, 20, 14, 9]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_threshold_zero_makes_every_failure_decelerate() {
+    let rig = Rig::new(|b| b.initial(20).failure_threshold(0.0));
     publish(&rig.feedback, Class::Failure, Instant::now());
     assert_eq!(rig.limit(), 14);
 }
@@ -235,7 +312,13 @@ async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
     publish(&rig.feedback, overloaded(), Instant::now());
     assert_eq!(rig.limit(), 22);
     advance(SECOND).await;
-    rig.fill();
+    rig.round_trip_of_success().await;
+    assert_eq!(
+        rig.limit(),
+        22,
+        "32 still in flight: the new limit is not tested yet"
+    );
+    rig.hold(22);
     rig.round_trip_of_success().await;
     assert_eq!(rig.limit(), 26, "no more doubling: toward the ceiling (31)");
 }
@@ -346,6 +429,13 @@ fn the_builder_rejects_settings_that_cannot_work() {
             .unwrap_err(),
         BuildError::OutOfRange {
             name: "tolerance",
+            ..
+        }
+    ));
+    assert!(matches!(
+        build().failure_threshold(1.5).build().unwrap_err(),
+        BuildError::OutOfRange {
+            name: "failure_threshold",
             ..
         }
     ));
