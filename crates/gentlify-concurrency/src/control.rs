@@ -324,6 +324,9 @@ pub(crate) struct Settings {
 /// `1 / FAILURE_WINDOW`).
 const FAILURE_WINDOW: f64 = 20.0;
 
+/// Failures in a row that make a storm whatever their share (an outage shows at once).
+const FAILURES_IN_A_ROW: u32 = 3;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -358,6 +361,8 @@ pub(crate) struct Control {
     pub(crate) limit: f64,
     pub(crate) ceiling: Option<f64>,
     slow_start: bool,
+    /// The last change of the limit was a slow-start doubling.
+    doubled: bool,
     /// When the limit last changed: growth waits for an attempt sent after it (a round trip).
     last_change: Option<Instant>,
     /// When the limit last decelerated (the ceiling relaxes some time after it).
@@ -372,6 +377,10 @@ pub(crate) struct Control {
     /// Share of the recent attempts that failed (an exponential average over about
     /// [`FAILURE_WINDOW`] attempts): failures decelerate only in a storm.
     failure_share: f64,
+    /// Failed attempts heard in a row.
+    failures_in_a_row: u32,
+    /// Smoothed latency of successful attempts (TCP's SRTT, gain 1/8), when one was heard.
+    srtt: Option<Duration>,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -402,11 +411,14 @@ impl Control {
             limit: initial,
             ceiling: None,
             slow_start: matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start),
+            doubled: false,
             last_change: None,
             last_decel: None,
             draining: false,
             recovered_at: None,
             failure_share: 0.0,
+            failures_in_a_row: 0,
+            srtt: None,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -423,16 +435,34 @@ impl Control {
     }
 
     /// Counts an attempt toward the failure share; true when the failures of the recent attempts
-    /// make a storm (their share reached `failure_threshold`).
+    /// make a storm: their share reached `failure_threshold`, or [`FAILURES_IN_A_ROW`] failed
+    /// in a row (at a few percent of random failures, three in a row come once in thousands of
+    /// attempts; an outage fails every attempt).
     pub(crate) fn note_attempt(&mut self, settings: &Settings, failed: bool) -> bool {
         let sample = if failed { 1.0 } else { 0.0 };
         self.failure_share += (sample - self.failure_share) / FAILURE_WINDOW;
-        failed && self.failure_share >= settings.failure_threshold
+        self.failures_in_a_row = if failed {
+            self.failures_in_a_row.saturating_add(1)
+        } else {
+            0
+        };
+        failed
+            && (self.failure_share >= settings.failure_threshold
+                || self.failures_in_a_row >= FAILURES_IN_A_ROW)
     }
 
     /// Whether the last deceleration still waits for in-flight to come down to the new limit.
     pub(crate) fn draining(&self) -> bool {
         self.draining
+    }
+
+    /// The longest a deceleration waits for in-flight to come down before the next round trip
+    /// counts anyway: one smoothed round trip (1 s before any is known). Permits can stay held
+    /// far longer than a round trip (retries inside their permit, each backing off and trying
+    /// again under a per-minute quota): their new attempts then keep the load up, and one round
+    /// trip later their refusals are an answer to the new limit.
+    fn drain_bound(&self) -> Duration {
+        self.srtt.unwrap_or(Duration::from_secs(1))
     }
 
     /// In-flight came down to the limit at `now`: from here on, attempts are sent under it.
@@ -454,12 +484,57 @@ impl Control {
         in_flight: usize,
         now: Instant,
     ) -> Change {
-        if self.draining || self.recovered_at.is_some_and(|r| sent_at < r) {
+        if self.draining {
+            let bound = self
+                .last_decel
+                .and_then(|d| d.checked_add(self.drain_bound()));
+            if bound.is_some_and(|b| now < b) {
+                return Change::None;
+            }
+            self.drained(bound.unwrap_or(now));
+        }
+        if self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
         }
+        self.decelerate(settings, retry_after, in_flight, now)
+    }
+
+    /// A failure of an attempt sent at `sent_at` during a failure storm (an outage, a server
+    /// timing out under load). Decelerates for every failed attempt sent after the last
+    /// deceleration, without waiting for in-flight to come down: the retries of the requests
+    /// already admitted are failing too, and the server needs the load gone, not a gentler one.
+    pub(crate) fn on_failure_storm(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        in_flight: usize,
+        now: Instant,
+    ) -> Change {
+        if self.last_decel.is_some_and(|d| sent_at < d) {
+            return Change::None;
+        }
+        self.draining = false;
+        self.decelerate(settings, None, in_flight, now)
+    }
+
+    fn decelerate(
+        &mut self,
+        settings: &Settings,
+        retry_after: Option<Duration>,
+        in_flight: usize,
+        now: Instant,
+    ) -> Change {
         let old = self.limit;
         let algorithm = settings.algorithm;
-        self.limit = (old * algorithm.decrease_factor()).max(settings.min);
+        // Slow start doubled the limit in the last round trip: the level before it is the last
+        // one known to be good (TCP's slow-start exit halves too, RFC 5681).
+        let factor = if self.doubled {
+            algorithm.decrease_factor().min(0.5)
+        } else {
+            algorithm.decrease_factor()
+        };
+        self.limit = (old * factor).max(settings.min);
+        self.doubled = false;
         self.ceiling = Some((old - algorithm.step()).max(self.limit));
         self.slow_start = false;
         self.last_decel = Some(now);
@@ -494,6 +569,11 @@ impl Control {
         may_grow: bool,
         now: Instant,
     ) -> Change {
+        self.srtt = Some(match self.srtt {
+            Some(srtt) if latency >= srtt => srtt + (latency - srtt) / 8,
+            Some(srtt) => srtt - (srtt - latency) / 8,
+            None => latency,
+        });
         if let Algorithm::Gradient(_) = settings.algorithm {
             let sample = latency.as_secs_f64();
             self.short.add(sample);
@@ -533,11 +613,13 @@ impl Control {
                 }
             }
         };
+        let doubling = self.slow_start && self.ceiling.is_none();
         let proposed = proposed.min(cap).max(settings.min);
         if proposed > self.limit && self.limit < cap {
             if cooling || !may_grow {
                 return Change::None;
             }
+            self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
             self.limit = proposed;
             self.last_change = Some(now);
             if self.limit >= cap {
@@ -547,6 +629,7 @@ impl Control {
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.
+            self.doubled = false;
             self.limit = proposed;
             self.last_change = Some(now);
             Change::Shrank
@@ -558,6 +641,7 @@ impl Control {
     /// Sets the limit by hand (clamped to `[min, max]`).
     pub(crate) fn set(&mut self, settings: &Settings, limit: f64, now: Instant) -> Change {
         let old = self.limit;
+        self.doubled = false;
         self.limit = limit.clamp(settings.min, settings.max);
         self.last_change = Some(now);
         if self.limit > old {

@@ -115,7 +115,7 @@ impl fmt::Debug for AdaptiveConcurrencyLayer {
 /// | `cooling` | 5 s, or the server's `retry-after` if longer (≤ 60 s) | covers the few seconds a 429's `retry-after` usually names (Azure sends `Retry-After: 6`) |
 /// | `ceiling_relax_after` | 20 s | a few LLM round trips of quiet after the cooling period. The simulator (`gentlify-sim`) showed 60 s pinning the limit far below the server's capacity: a deceleration from a small limit leaves the ceiling at the new limit, and each later deceleration restarts the period, so one early burst of 429s cost a minute or more at a limit of 1. Shorter than 20 s re-probes above a capacity step too often (the capacity test's goodput falls) |
 /// | pacing | [`Pacing::default`] | no spacing while calm; 50 ms–1 s after decelerations |
-/// | `failure_threshold` | 0.2 | a few percent of dropped connections or stray 5xx are noise, not a sign of load, and cutting the limit for each ratchets it down to `min` (the simulator's dropped-connections scenario: 5 % of failures took the limit to 1); an outage or a server timing out under load fails one attempt in five within a handful of attempts |
+/// | `failure_threshold` | 0.2 | a few percent of dropped connections or stray 5xx are noise, not a sign of load, and cutting the limit for each ratchets it down to `min` (the simulator's dropped-connections scenario: 5 % of failures took the limit to 1); an outage or a server timing out under load fails three attempts in a row at once. In a storm every failure sent after the last deceleration decelerates again |
 /// | `acquire_timeout` | none | waiting is the point of a client-side limiter; set one to fail fast |
 /// | `max_waiting` | none | bound the queue to shed load instead of queueing it |
 #[derive(Clone)]
@@ -223,8 +223,8 @@ impl AdaptiveConcurrencyBuilder {
     }
 
     /// The share of recent attempts (about the last 20) that must have failed (5xx, transport
-    /// error, timeout) before a failure decelerates, in `[0, 1]`; 0 makes every failure
-    /// decelerate. Overloads (429 / 503 / 529) always decelerate, once per round trip.
+    /// error, timeout) before a failure decelerates, in `[0, 1]`; three failures in a row
+    /// decelerate whatever the share; 0 makes every failure decelerate. Overloads (429 / 503 / 529) always decelerate, once per round trip.
     pub fn failure_threshold(mut self, share: f64) -> Self {
         self.failure_threshold = share;
         self

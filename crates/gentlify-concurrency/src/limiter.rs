@@ -292,7 +292,7 @@ impl Controller for Limiter {
                     let in_flight = state.in_flight;
                     state
                         .control
-                        .on_congestion(settings, outcome.sent_at, None, in_flight, now)
+                        .on_failure_storm(settings, outcome.sent_at, in_flight, now)
                 }
                 Class::Success => {
                     let may_grow = state.filled && !half_open;

@@ -137,6 +137,33 @@ async fn overloads_sent_on_permits_granted_before_the_cut_decelerate_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn permits_that_never_come_down_hold_off_the_next_cut_for_one_round_trip_only() {
+    // Retries inside their permits keep in-flight above the new limit for longer than a round
+    // trip (each backs off and tries again): one smoothed round trip after the cut, their
+    // refusals count as the answer to the new limit.
+    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    rig.fill();
+    let sent = Instant::now();
+    advance(2 * SECOND).await;
+    publish(&rig.feedback, Class::Success, sent); // a round trip of 2 s
+    let sent = Instant::now();
+    publish(&rig.feedback, overloaded(), sent);
+    assert_eq!(rig.limit(), 14);
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), Instant::now());
+    assert_eq!(rig.limit(), 14, "within one round trip of the cut");
+    advance(SECOND).await;
+    let retry_sent = Instant::now();
+    advance(Duration::from_millis(100)).await;
+    publish(&rig.feedback, overloaded(), retry_sent);
+    assert_eq!(
+        rig.limit(),
+        9,
+        "sent a round trip after the cut, 20 still in flight"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn isolated_failures_at_a_few_percent_leave_the_limit_alone() {
     // One attempt in twenty fails (a dropped connection, a stray 500); the rest succeed. Each
     // failure comes from an attempt sent after the previous one was heard.
@@ -170,9 +197,9 @@ async fn a_failure_storm_decelerates_like_overload() {
         publish(&rig.feedback, Class::Failure, sent);
         limits.push(rig.limit());
     }
-    // The share of failures among the recent attempts passes one in five at the fifth failure
-    // in a row; from then on each failure is a round trip of congestion, as an overload is.
-    assert_eq!(limits, [20, 20, 20, 20, 14, 9]);
+    // Three failures in a row make a storm; from then on each failure sent after the last
+    // deceleration decelerates again.
+    assert_eq!(limits, [20, 20, 14, 9, 6, 4]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,17 +337,21 @@ async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
     assert_eq!(rig.limit(), 32);
 
     publish(&rig.feedback, overloaded(), Instant::now());
-    assert_eq!(rig.limit(), 22);
+    assert_eq!(
+        rig.limit(),
+        16,
+        "back to the last limit known good, as TCP's slow start exits (RFC 5681)"
+    );
     advance(SECOND).await;
     rig.round_trip_of_success().await;
     assert_eq!(
         rig.limit(),
-        22,
+        16,
         "32 still in flight: the new limit is not tested yet"
     );
-    rig.hold(22);
+    rig.hold(16);
     rig.round_trip_of_success().await;
-    assert_eq!(rig.limit(), 26, "no more doubling: toward the ceiling (31)");
+    assert_eq!(rig.limit(), 23, "no more doubling: toward the ceiling (31)");
 }
 
 #[tokio::test(start_paused = true)]
