@@ -322,7 +322,7 @@ pub(crate) struct Settings {
 
 /// How many recent attempts the failure share averages over (the weight of a new attempt is
 /// `1 / FAILURE_WINDOW`).
-const FAILURE_WINDOW: f64 = 20.0;
+const FAILURE_WINDOW: f64 = 10.0;
 
 /// Failures in a row that make a storm whatever their share (an outage shows at once).
 const FAILURES_IN_A_ROW: u32 = 3;
@@ -465,6 +465,22 @@ impl Control {
         self.srtt.unwrap_or(Duration::from_secs(1))
     }
 
+    /// Whether the last deceleration still waits for in-flight to come down at `now`; ends the
+    /// wait when one round trip has passed.
+    fn still_draining(&mut self, now: Instant) -> bool {
+        if !self.draining {
+            return false;
+        }
+        let bound = self
+            .last_decel
+            .and_then(|d| d.checked_add(self.drain_bound()));
+        if bound.is_some_and(|b| now < b) {
+            return true;
+        }
+        self.drained(bound.unwrap_or(now));
+        false
+    }
+
     /// In-flight came down to the limit at `now`: from here on, attempts are sent under it.
     pub(crate) fn drained(&mut self, now: Instant) {
         self.draining = false;
@@ -484,14 +500,8 @@ impl Control {
         in_flight: usize,
         now: Instant,
     ) -> Change {
-        if self.draining {
-            let bound = self
-                .last_decel
-                .and_then(|d| d.checked_add(self.drain_bound()));
-            if bound.is_some_and(|b| now < b) {
-                return Change::None;
-            }
-            self.drained(bound.unwrap_or(now));
+        if self.still_draining(now) {
+            return Change::None;
         }
         if self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
@@ -514,7 +524,13 @@ impl Control {
             return Change::None;
         }
         self.draining = false;
-        self.decelerate(settings, None, in_flight, now)
+        // A failing server says nothing of its capacity: the ceiling stays where overloads put
+        // it, or at the limit the storm found, so that the limit climbs back quickly (half the
+        // distance per round trip) once the failures stop.
+        let ceiling = self.ceiling.unwrap_or(self.limit).max(self.limit);
+        let change = self.decelerate(settings, None, in_flight, now);
+        self.ceiling = Some(ceiling.min(settings.max));
+        change
     }
 
     fn decelerate(
@@ -584,7 +600,7 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.draining || self.last_change.is_some_and(|c| sent_at < c) {
+        if self.still_draining(now) || self.last_change.is_some_and(|c| sent_at < c) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;

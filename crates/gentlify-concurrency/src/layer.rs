@@ -222,7 +222,7 @@ impl AdaptiveConcurrencyBuilder {
         self
     }
 
-    /// The share of recent attempts (about the last 20) that must have failed (5xx, transport
+    /// The share of recent attempts (about the last 10) that must have failed (5xx, transport
     /// error, timeout) before a failure decelerates, in `[0, 1]`; three failures in a row
     /// decelerate whatever the share; 0 makes every failure decelerate. Overloads (429 / 503 / 529) always decelerate, once per round trip.
     pub fn failure_threshold(mut self, share: f64) -> Self {

@@ -165,26 +165,36 @@ async fn permits_that_never_come_down_hold_off_the_next_cut_for_one_round_trip_o
 
 #[tokio::test(start_paused = true)]
 async fn isolated_failures_at_a_few_percent_leave_the_limit_alone() {
-    // One attempt in twenty fails (a dropped connection, a stray 500); the rest succeed. Each
-    // failure comes from an attempt sent after the previous one was heard.
-    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    // One attempt in twenty fails (a dropped connection, a stray 500), and one in a hundred more
+    // at random; the rest succeed. Each failure comes from an attempt sent after the previous
+    // one was heard: with every failure decelerating, the limit would ratchet down to 1.
+    let mut rig = Rig::new(|b| b.initial(20).max(20).cooling(SECOND));
     let mut rng = fastrand::Rng::with_seed(7);
     let mut failures = 0;
+    let mut lowest = rig.limit();
     for i in 0..2000 {
         rig.fill();
         let sent = Instant::now();
         advance(Duration::from_millis(50)).await;
-        let class = if i % 20 == 7 || rng.f64() < 0.02 {
+        let class = if i % 20 == 7 || rng.f64() < 0.01 {
             failures += 1;
             Class::Failure
         } else {
             Class::Success
         };
         publish(&rig.feedback, class, sent);
+        lowest = lowest.min(rig.limit());
     }
-    assert!(failures > 100, "{failures}");
-    assert_eq!(rig.layer.snapshot().decelerations, 0);
-    assert_eq!(rig.limit(), 20);
+    let decelerations = rig.layer.snapshot().decelerations;
+    assert!(failures > 110, "{failures}");
+    // A random cluster (three failures in a row, or three in about ten attempts) now and then
+    // looks like a storm: it costs one cut, never a ratchet.
+    assert!(
+        decelerations <= 5,
+        "{decelerations} for {failures} failures"
+    );
+    assert!(lowest >= 14, "never more than one cut deep: {lowest}");
+    assert!(rig.limit() >= 19, "{}", rig.limit());
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,6 +210,33 @@ async fn a_failure_storm_decelerates_like_overload() {
     // Three failures in a row make a storm; from then on each failure sent after the last
     // deceleration decelerates again.
     assert_eq!(limits, [20, 20, 14, 9, 6, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failure_storm_the_limit_climbs_back_to_where_the_storm_found_it() {
+    // An outage says nothing of the server's capacity: the ceiling stays at the limit the storm
+    // found, and the limit climbs back half the distance per round trip once failures stop.
+    let mut rig = Rig::new(|b| {
+        b.initial(20)
+            .max(100)
+            .cooling(SECOND)
+            .ceiling_relax_after(HOUR)
+            .aimd(Aimd::new().slow_start(false))
+    });
+    for _ in 0..6 {
+        let sent = Instant::now();
+        advance(SECOND).await;
+        publish(&rig.feedback, Class::Failure, sent);
+    }
+    assert_eq!(rig.limit(), 4);
+    assert_eq!(rig.layer.snapshot().ceiling, Some(20.0));
+    let mut limits = Vec::new();
+    for _ in 0..6 {
+        rig.hold(rig.limit());
+        rig.round_trip_of_success().await;
+        limits.push(rig.limit());
+    }
+    assert_eq!(limits, [12, 16, 18, 19, 20, 20]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,14 +379,8 @@ async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
         16,
         "back to the last limit known good, as TCP's slow start exits (RFC 5681)"
     );
-    advance(SECOND).await;
-    rig.round_trip_of_success().await;
-    assert_eq!(
-        rig.limit(),
-        16,
-        "32 still in flight: the new limit is not tested yet"
-    );
     rig.hold(16);
+    advance(SECOND).await;
     rig.round_trip_of_success().await;
     assert_eq!(rig.limit(), 23, "no more doubling: toward the ceiling (31)");
 }
