@@ -78,7 +78,9 @@
 //!   success, with latency measured per attempt.
 //! - **Pacing**: a minimum interval between dispatches that widens on deceleration and narrows on
 //!   reacceleration ([`Pacing`]); and the handle's pause gate (the server said wait) holds all
-//!   dispatch.
+//!   dispatch. An overload that names a delay (`retry-after`) sets the pause gate for it, so
+//!   the requests queued behind a refused one wait too instead of being refused in turn
+//!   ([`pause_on_retry_after`](AdaptiveConcurrencyBuilder::pause_on_retry_after)).
 //! - **One limiter per layer value**, shared by every service made from it and their clones.
 //!
 //! The limiter's state is in [`AdaptiveConcurrencyLayer::snapshot`] and, as the part

@@ -74,6 +74,7 @@ pub(crate) struct Config {
     pub(crate) settings: Settings,
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) max_waiting: Option<usize>,
+    pub(crate) pause_on_retry_after: bool,
 }
 
 pub(crate) struct Limiter {
@@ -271,6 +272,18 @@ impl Controller for Limiter {
         // The instant the outcome was made, without another read of the clock.
         let now = outcome.sent_at + outcome.latency;
         let settings = &self.config.settings;
+        if let Class::Overloaded {
+            retry_after: Some(delay),
+        } = outcome.class
+        {
+            if self.config.pause_on_retry_after {
+                // The server said wait: every request sent through this handle waits, not only
+                // the one that was refused (a per-minute quota is the key's, not the request's).
+                if let Some(until) = now.checked_add(delay.min(self.config.settings.max_cooling)) {
+                    self.feedback.pause_until(until);
+                }
+            }
+        }
         let half_open = matches!(outcome.class, Class::Success)
             && self.feedback.circuit_state() == CircuitState::HalfOpen;
         let mut wake = Wake::default();
