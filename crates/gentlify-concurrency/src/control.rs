@@ -379,8 +379,9 @@ pub(crate) struct Control {
     failure_share: f64,
     /// Failed attempts heard in a row.
     failures_in_a_row: u32,
-    /// Smoothed latency of successful attempts (TCP's SRTT, gain 1/8), when one was heard.
-    srtt: Option<Duration>,
+    /// Smoothed latency of successful attempts in nanoseconds (TCP's SRTT, gain 1/8); 0 before
+    /// the first.
+    srtt_nanos: u64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -418,7 +419,7 @@ impl Control {
             recovered_at: None,
             failure_share: 0.0,
             failures_in_a_row: 0,
-            srtt: None,
+            srtt_nanos: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -440,7 +441,7 @@ impl Control {
     /// attempts; an outage fails every attempt).
     pub(crate) fn note_attempt(&mut self, settings: &Settings, failed: bool) -> bool {
         let sample = if failed { 1.0 } else { 0.0 };
-        self.failure_share += (sample - self.failure_share) / FAILURE_WINDOW;
+        self.failure_share += (sample - self.failure_share) * (1.0 / FAILURE_WINDOW);
         self.failures_in_a_row = if failed {
             self.failures_in_a_row.saturating_add(1)
         } else {
@@ -462,7 +463,11 @@ impl Control {
     /// again under a per-minute quota): their new attempts then keep the load up, and one round
     /// trip later their refusals are an answer to the new limit.
     fn drain_bound(&self) -> Duration {
-        self.srtt.unwrap_or(Duration::from_secs(1))
+        if self.srtt_nanos == 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_nanos(self.srtt_nanos)
+        }
     }
 
     /// Whether the last deceleration still waits for in-flight to come down at `now`; ends the
@@ -585,11 +590,18 @@ impl Control {
         may_grow: bool,
         now: Instant,
     ) -> Change {
-        self.srtt = Some(match self.srtt {
-            Some(srtt) if latency >= srtt => srtt + (latency - srtt) / 8,
-            Some(srtt) => srtt - (srtt - latency) / 8,
-            None => latency,
-        });
+        let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.srtt_nanos = if self.srtt_nanos == 0 {
+            sample.max(1)
+        } else {
+            // Gain 1/8 (RFC 6298), in integer nanoseconds: a success is the common path.
+            let srtt = self.srtt_nanos as i64;
+            (srtt + (sample.min(i64::MAX as u64) as i64 - srtt) / 8).max(1) as u64
+        };
+        if !may_grow && matches!(settings.algorithm, Algorithm::Aimd(_)) {
+            // The additive controller only grows on a success; growth is off.
+            return Change::None;
+        }
         if let Algorithm::Gradient(_) = settings.algorithm {
             let sample = latency.as_secs_f64();
             self.short.add(sample);

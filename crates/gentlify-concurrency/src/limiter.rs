@@ -167,11 +167,12 @@ impl State {
     }
 }
 
-/// Wakers collected under the lock and woken after it: at most one on the common path.
+/// Wakers collected under the lock and woken after it: none on the common path, and no
+/// allocation unless more than one waiter is granted at once.
 #[derive(Default)]
 struct Wake {
     one: Option<Waker>,
-    more: Vec<Waker>,
+    more: Option<Vec<Waker>>,
 }
 
 impl Wake {
@@ -179,16 +180,17 @@ impl Wake {
         if self.one.is_none() {
             self.one = Some(waker);
         } else {
-            self.more.push(waker);
+            self.more.get_or_insert_with(Vec::new).push(waker);
         }
     }
 
+    #[inline(always)]
     fn run(self) {
         if let Some(w) = self.one {
             w.wake();
-        }
-        for w in self.more {
-            w.wake();
+            for w in self.more.into_iter().flatten() {
+                w.wake();
+            }
         }
     }
 }
