@@ -15,7 +15,10 @@ use tokio::time::Instant;
 /// growth is additive, `step` per round trip.
 ///
 /// Before the first sign of overload the limit doubles per round trip (TCP's slow start), so a
-/// stack started far below the server's capacity finds it in a few round trips.
+/// stack started far below the server's capacity finds it in a few round trips. The overload that
+/// ends slow start halves the limit back to the last level that was fine, and the limit grows
+/// additively from there (TCP's slow-start exit, RFC 5681): the capacity lies somewhere under the
+/// doubled level, and climbing back fast toward it would overload the server again.
 ///
 /// ```
 /// use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd};
@@ -549,14 +552,24 @@ impl Control {
         let algorithm = settings.algorithm;
         // Slow start doubled the limit in the last round trip: the level before it is the last
         // one known to be good (TCP's slow-start exit halves too, RFC 5681).
-        let factor = if self.doubled {
+        let exit_slow_start = self.doubled;
+        let factor = if exit_slow_start {
             algorithm.decrease_factor().min(0.5)
         } else {
             algorithm.decrease_factor()
         };
         self.limit = (old * factor).max(settings.min);
         self.doubled = false;
-        self.ceiling = Some((old - algorithm.step()).max(self.limit));
+        // After a slow-start doubling overloaded the server, its capacity lies somewhere between
+        // the level that was fine and the doubled one: the limit grows additively from the
+        // former, as TCP's congestion avoidance does after its slow-start exit. After any other
+        // deceleration the level that overloaded is known within a step, and the limit climbs
+        // back quickly to just under it.
+        self.ceiling = if exit_slow_start {
+            None
+        } else {
+            Some((old - algorithm.step()).max(self.limit))
+        };
         self.slow_start = false;
         self.last_decel = Some(now);
         self.last_change = Some(now);

@@ -70,7 +70,8 @@
 //!   sent after the last deceleration decelerates again (an outage empties the pipe fast), and
 //!   the safe ceiling stays where the storm found the limit, so that it climbs back quickly.
 //! - **Slow start** doubles the limit per round trip until the first overload, which halves it
-//!   back to the last limit known good (TCP's slow-start exit, RFC 5681).
+//!   back to the last limit known good and lets it grow additively from there (TCP's slow-start
+//!   exit, RFC 5681).
 //! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
 //!   filled the current limit since it last changed (a limit nobody tests is not raised).
 //! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the

@@ -382,7 +382,16 @@ async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
     rig.hold(16);
     advance(SECOND).await;
     rig.round_trip_of_success().await;
-    assert_eq!(rig.limit(), 23, "no more doubling: toward the ceiling (31)");
+    assert_eq!(
+        rig.layer.snapshot().ceiling,
+        None,
+        "no level known to overload"
+    );
+    assert_eq!(
+        rig.limit(),
+        17,
+        "no more doubling: additive from the last good limit"
+    );
 }
 
 #[tokio::test(start_paused = true)]
