@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::knee::Knee;
+
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
 ///
@@ -33,6 +35,7 @@ pub struct Aimd {
     pub(crate) decrease_factor: f64,
     pub(crate) step: f64,
     pub(crate) slow_start: bool,
+    pub(crate) knee: bool,
 }
 
 impl Default for Aimd {
@@ -45,6 +48,9 @@ impl Default for Aimd {
             decrease_factor: 0.7,
             step: 1.0,
             slow_start: true,
+            // On: it moves the limit only when latency measurably rises with this client's own
+            // load (see `Aimd::knee`), which a hosted API's latency does not.
+            knee: true,
         }
     }
 }
@@ -70,6 +76,33 @@ impl Aimd {
     /// Whether the limit doubles per round trip until the first overload (default: yes).
     pub fn slow_start(mut self, on: bool) -> Self {
         self.slow_start = on;
+        self
+    }
+
+    /// Whether the limit holds at the *knee* of the server's latency curve (default: yes).
+    ///
+    /// A server that slows down as it gets busier (a self-hosted inference server batching more
+    /// sequences, a gateway queueing) serves fewer requests per second past some in-flight
+    /// count: by Little's law, throughput is in-flight divided by latency, and there latency
+    /// grows faster than in-flight. Overload signals come only later, at the server's cap, so
+    /// a controller that listens only to them sits past the knee.
+    ///
+    /// With the knee on, the limiter keeps, per band of levels 5 % wide, an average of the
+    /// latency of the successes sent while the limit was in that band (and its spread). An LLM
+    /// call's latency follows the length of its answer, but an average over a few dozen calls
+    /// of the same workload does not: the averages of two bands compare the server's load.
+    /// Once per round trip, when a lower band (with at least 24 samples) served more requests
+    /// per second than the current one by more than 3 %, even with its mean latency taken one
+    /// standard error higher, the limit moves down to it and holds there as a safe ceiling;
+    /// like any ceiling, it relaxes after
+    /// [`ceiling_relax_after`](crate::AdaptiveConcurrencyBuilder::ceiling_relax_after), and the
+    /// limit then probes above it again, each band measured afresh. Statistics older than three
+    /// relaxation periods are forgotten.
+    ///
+    /// A large hosted API's latency does not depend on one client's load: throughput then grows
+    /// with the level, no lower band wins, and the knee changes nothing.
+    pub fn knee(mut self, on: bool) -> Self {
+        self.knee = on;
         self
     }
 }
@@ -389,6 +422,8 @@ pub(crate) struct Control {
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
+    /// The knee estimator ([`Aimd::knee`]).
+    knee: Option<Knee>,
     pub(crate) decelerations: u64,
 }
 
@@ -427,8 +462,29 @@ impl Control {
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
             long: Ema::new(long),
+            knee: match settings.algorithm {
+                Algorithm::Aimd(a) if a.knee => {
+                    let mut knee = Knee::new();
+                    knee.limit_changed(effective(initial), Instant::now());
+                    Some(knee)
+                }
+                _ => None,
+            },
             decelerations: 0,
         }
+    }
+
+    /// The limit was set to `self.limit` at `now`.
+    fn changed(&mut self, now: Instant) {
+        self.last_change = Some(now);
+        if let Some(knee) = self.knee.as_mut() {
+            knee.limit_changed(effective(self.limit), now);
+        }
+    }
+
+    /// How long knee statistics stay valid.
+    fn knee_stale(settings: &Settings) -> Duration {
+        settings.ceiling_relax_after.saturating_mul(3)
     }
 
     pub(crate) fn state(&self, now: Instant) -> ControlState {
@@ -572,7 +628,7 @@ impl Control {
         };
         self.slow_start = false;
         self.last_decel = Some(now);
-        self.last_change = Some(now);
+        self.changed(now);
         if in_flight > effective(self.limit) {
             self.draining = true;
         } else {
@@ -615,6 +671,22 @@ impl Control {
             // The additive controller only grows on a success; growth is off.
             return Change::None;
         }
+        if let Some(level) = self.knee_below(settings, sent_at, latency, now) {
+            // A lower level served more per second: hold there (a ceiling, relaxing as any).
+            self.limit = level.max(settings.min);
+            self.ceiling = Some(self.limit);
+            self.doubled = false;
+            self.slow_start = false;
+            if let Some(knee) = self.knee.as_mut() {
+                knee.moved_at = Some(now);
+            }
+            self.changed(now);
+            tracing::debug!(
+                to = self.limit,
+                "gentlify concurrency holds at the latency knee"
+            );
+            return Change::Shrank;
+        }
         if let Algorithm::Gradient(_) = settings.algorithm {
             let sample = latency.as_secs_f64();
             self.short.add(sample);
@@ -629,9 +701,12 @@ impl Control {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
+        let ceiling_set = match (self.last_decel, self.knee.as_ref().and_then(|k| k.moved_at)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         if self.ceiling.is_some()
-            && self
-                .last_decel
+            && ceiling_set
                 .is_some_and(|d| now.saturating_duration_since(d) >= settings.ceiling_relax_after)
         {
             self.ceiling = None;
@@ -662,7 +737,7 @@ impl Control {
             }
             self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
             self.limit = proposed;
-            self.last_change = Some(now);
+            self.changed(now);
             if self.limit >= cap {
                 self.slow_start = false;
             }
@@ -672,11 +747,33 @@ impl Control {
             // Only the gradient proposes less on a success: latency is rising.
             self.doubled = false;
             self.limit = proposed;
-            self.last_change = Some(now);
+            self.changed(now);
             Change::Shrank
         } else {
             Change::None
         }
+    }
+
+    /// Feeds a success (sent while the sender filled the limit) to the knee estimator; the
+    /// level to move down to when a lower one served more per second.
+    fn knee_below(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        latency: Duration,
+        now: Instant,
+    ) -> Option<f64> {
+        if self.draining {
+            // Attempts sent now still carry the load of the level before the cut.
+            return None;
+        }
+        let every = self.drain_bound();
+        let limit = self.limit;
+        let knee = self.knee.as_mut()?;
+        let stale = Self::knee_stale(settings);
+        knee.record(sent_at, latency, stale, now);
+        knee.better_below(effective(limit), every, stale, now)
+            .filter(|level| *level < limit - 1e-9)
     }
 
     /// Sets the limit by hand (clamped to `[min, max]`).
@@ -684,7 +781,7 @@ impl Control {
         let old = self.limit;
         self.doubled = false;
         self.limit = limit.clamp(settings.min, settings.max);
-        self.last_change = Some(now);
+        self.changed(now);
         if self.limit > old {
             Change::Grew
         } else if self.limit < old {

@@ -96,6 +96,7 @@
 mod control;
 mod error;
 pub mod future;
+mod knee;
 mod layer;
 mod limiter;
 mod service;
