@@ -26,7 +26,7 @@ use tokio::time::Instant;
 /// Width of a band: levels within 5 % of each other share their statistics.
 const BAND_RATIO: f64 = 1.05;
 /// Samples a band needs before it takes part in a comparison.
-pub(crate) const MIN_SAMPLES: u32 = 24;
+pub(crate) const MIN_SAMPLES: u32 = 48;
 /// Samples the exponential average spans.
 const WINDOW: u32 = 64;
 /// Standard errors taken off the lower band's throughput before the comparison.
@@ -210,14 +210,14 @@ mod tests {
         let t0 = Instant::now();
         let stale = Duration::from_secs(60);
         k.limit_changed(30, t0);
-        for i in 0..40u64 {
+        for i in 0..60u64 {
             // 30 in flight at 1.0 s ± 0.3 s: 30 per second.
             let lat = 1.0 + if i % 2 == 0 { 0.3 } else { -0.3 };
             k.record(t0, Duration::from_secs_f64(lat), stale, t0);
         }
         let t1 = t0 + Duration::from_secs(10);
         k.limit_changed(40, t1);
-        for i in 0..40u64 {
+        for i in 0..60u64 {
             // 40 in flight at 2.0 s: 20 per second.
             let lat = 2.0 + if i % 2 == 0 { 0.6 } else { -0.6 };
             k.record(t1, Duration::from_secs_f64(lat), stale, t1);
