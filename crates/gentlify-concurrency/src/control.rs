@@ -791,3 +791,61 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max: f64) -> Settings {
+        Settings {
+            min: 1.0,
+            max,
+            algorithm: Algorithm::Aimd(Aimd::new().slow_start(false)),
+            cooling: Duration::from_secs(5),
+            max_cooling: Duration::from_secs(60),
+            ceiling_relax_after: Duration::from_secs(20),
+            pacing: Pacing::default(),
+            failure_threshold: 0.2,
+        }
+    }
+
+    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, heard at `now`.
+    fn successes(c: &mut Control, s: &Settings, n: usize, mean: f64, sent_at: Instant) -> Change {
+        let mut last = Change::None;
+        for i in 0..n {
+            let lat = mean * if i % 2 == 0 { 1.3 } else { 0.7 };
+            let latency = Duration::from_secs_f64(lat);
+            let change = c.on_success(s, sent_at, latency, true, sent_at + latency);
+            if change != Change::None {
+                last = change;
+            }
+        }
+        last
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_knee_holds_a_lower_level_and_the_hold_relaxes_without_any_overload() {
+        let pinned = settings(40.0);
+        let mut c = Control::new(30.0, &pinned);
+        let t0 = Instant::now();
+        // 30 in flight at 1 s: 30 per second.
+        successes(&mut c, &pinned, 60, 1.0, t0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.set(&pinned, 40.0, Instant::now());
+        // 40 in flight at 2 s: 20 per second. The knee moves the limit back to 30.
+        let t1 = Instant::now();
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        assert_eq!(c.ceiling, Some(c.limit));
+        assert_eq!(c.decelerations, 0, "a knee hold is not a deceleration");
+
+        // Without any deceleration, the hold relaxes like any ceiling, and the limit probes
+        // above it again.
+        let free = settings(256.0);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let t2 = Instant::now();
+        assert_eq!(successes(&mut c, &free, 1, 1.0, t2), Change::Grew);
+        assert_eq!(c.ceiling, None);
+        assert!(c.limit > 30.0);
+    }
+}

@@ -72,6 +72,13 @@
 //! - **Slow start** doubles the limit per round trip until the first overload, which halves it
 //!   back to the last limit known good and lets it grow additively from there (TCP's slow-start
 //!   exit, RFC 5681).
+//! - **The latency knee**: the default controller also keeps, per band of levels, the mean
+//!   latency of the successes sent there, and holds the limit at a lower band when that one
+//!   served more requests per second (Little's law: in-flight / latency). A server that slows
+//!   down with load (a self-hosted inference server, a queueing gateway) is then run at the
+//!   level of its best throughput instead of just under the point where it refuses work; on a
+//!   hosted API whose latency does not depend on this client's load nothing changes
+//!   ([`Aimd::knee`]).
 //! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
 //!   filled the current limit since it last changed (a limit nobody tests is not raised).
 //! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the
