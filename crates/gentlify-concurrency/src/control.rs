@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::knee::Knee;
+
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
 ///
@@ -15,7 +17,10 @@ use tokio::time::Instant;
 /// growth is additive, `step` per round trip.
 ///
 /// Before the first sign of overload the limit doubles per round trip (TCP's slow start), so a
-/// stack started far below the server's capacity finds it in a few round trips.
+/// stack started far below the server's capacity finds it in a few round trips. The overload that
+/// ends slow start halves the limit back to the last level that was fine, and the limit grows
+/// additively from there (TCP's slow-start exit, RFC 5681): the capacity lies somewhere under the
+/// doubled level, and climbing back fast toward it would overload the server again.
 ///
 /// ```
 /// use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd};
@@ -30,6 +35,7 @@ pub struct Aimd {
     pub(crate) decrease_factor: f64,
     pub(crate) step: f64,
     pub(crate) slow_start: bool,
+    pub(crate) knee: bool,
 }
 
 impl Default for Aimd {
@@ -42,6 +48,9 @@ impl Default for Aimd {
             decrease_factor: 0.7,
             step: 1.0,
             slow_start: true,
+            // On: it moves the limit only when latency measurably rises with this client's own
+            // load (see `Aimd::knee`), which a hosted API's latency does not.
+            knee: true,
         }
     }
 }
@@ -67,6 +76,33 @@ impl Aimd {
     /// Whether the limit doubles per round trip until the first overload (default: yes).
     pub fn slow_start(mut self, on: bool) -> Self {
         self.slow_start = on;
+        self
+    }
+
+    /// Whether the limit holds at the *knee* of the server's latency curve (default: yes).
+    ///
+    /// A server that slows down as it gets busier (a self-hosted inference server batching more
+    /// sequences, a gateway queueing) serves fewer requests per second past some in-flight
+    /// count: by Little's law, throughput is in-flight divided by latency, and there latency
+    /// grows faster than in-flight. Overload signals come only later, at the server's cap, so
+    /// a controller that listens only to them sits past the knee.
+    ///
+    /// With the knee on, the limiter keeps, per band of levels 5 % wide, an average of the
+    /// latency of the successes sent while the limit was in that band (and its spread). An LLM
+    /// call's latency follows the length of its answer, but an average over a few dozen calls
+    /// of the same workload does not: the averages of two bands compare the server's load.
+    /// Once per round trip, when a lower band (with at least 24 samples) served more requests
+    /// per second than the current one by more than 3 %, even with its mean latency taken one
+    /// standard error higher, the limit moves down to it and holds there as a safe ceiling;
+    /// like any ceiling, it relaxes after
+    /// [`ceiling_relax_after`](crate::AdaptiveConcurrencyBuilder::ceiling_relax_after), and the
+    /// limit then probes above it again, each band measured afresh. Statistics older than three
+    /// relaxation periods are forgotten.
+    ///
+    /// A large hosted API's latency does not depend on one client's load: throughput then grows
+    /// with the level, no lower band wins, and the knee changes nothing.
+    pub fn knee(mut self, on: bool) -> Self {
+        self.knee = on;
         self
     }
 }
@@ -317,7 +353,15 @@ pub(crate) struct Settings {
     pub(crate) max_cooling: Duration,
     pub(crate) ceiling_relax_after: Duration,
     pub(crate) pacing: Pacing,
+    pub(crate) failure_threshold: f64,
 }
+
+/// How many recent attempts the failure share averages over (the weight of a new attempt is
+/// `1 / FAILURE_WINDOW`).
+const FAILURE_WINDOW: f64 = 10.0;
+
+/// Failures in a row that make a storm whatever their share (an outage shows at once).
+const FAILURES_IN_A_ROW: u32 = 3;
 
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
@@ -353,15 +397,39 @@ pub(crate) struct Control {
     pub(crate) limit: f64,
     pub(crate) ceiling: Option<f64>,
     slow_start: bool,
+    /// The last change of the limit was a slow-start doubling.
+    doubled: bool,
     /// When the limit last changed: growth waits for an attempt sent after it (a round trip).
     last_change: Option<Instant>,
-    /// When the limit last decelerated: congestion from attempts sent before it is ignored.
+    /// When the limit last decelerated (the ceiling relaxes some time after it).
     last_decel: Option<Instant>,
+    /// In-flight is still above the limit set by the last deceleration: every attempt sent now
+    /// (a retry inside its permit, a paced dispatch on a permit granted before the cut) still
+    /// loads the server at the old level, so its congestion says nothing of the new limit.
+    draining: bool,
+    /// When in-flight last came down to the limit after a deceleration: congestion (and success)
+    /// from attempts sent before it belongs to the round trip that was already answered.
+    recovered_at: Option<Instant>,
+    /// Share of the recent attempts that failed (an exponential average over about
+    /// [`FAILURE_WINDOW`] attempts): failures decelerate only in a storm.
+    failure_share: f64,
+    /// Failed attempts heard in a row.
+    failures_in_a_row: u32,
+    /// Smoothed latency of successful attempts in nanoseconds (TCP's SRTT, gain 1/8); 0 before
+    /// the first.
+    srtt_nanos: u64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
+    /// The knee estimator ([`Aimd::knee`]).
+    knee: Option<Knee>,
     pub(crate) decelerations: u64,
+}
+
+/// The limit in whole permits: `limit` rounded down, at least 1.
+pub(crate) fn effective(limit: f64) -> usize {
+    (limit.floor() as usize).max(1)
 }
 
 /// What an outcome did to the limit.
@@ -382,14 +450,41 @@ impl Control {
             limit: initial,
             ceiling: None,
             slow_start: matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start),
+            doubled: false,
             last_change: None,
             last_decel: None,
+            draining: false,
+            recovered_at: None,
+            failure_share: 0.0,
+            failures_in_a_row: 0,
+            srtt_nanos: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
             long: Ema::new(long),
+            knee: match settings.algorithm {
+                Algorithm::Aimd(a) if a.knee => {
+                    let mut knee = Knee::new();
+                    knee.limit_changed(effective(initial), Instant::now());
+                    Some(knee)
+                }
+                _ => None,
+            },
             decelerations: 0,
         }
+    }
+
+    /// The limit was set to `self.limit` at `now`.
+    fn changed(&mut self, now: Instant) {
+        self.last_change = Some(now);
+        if let Some(knee) = self.knee.as_mut() {
+            knee.limit_changed(effective(self.limit), now);
+        }
+    }
+
+    /// How long knee statistics stay valid.
+    fn knee_stale(settings: &Settings) -> Duration {
+        settings.ceiling_relax_after.saturating_mul(3)
     }
 
     pub(crate) fn state(&self, now: Instant) -> ControlState {
@@ -399,25 +494,146 @@ impl Control {
         }
     }
 
-    /// An overload or a failure of an attempt sent at `sent_at`. Decelerates at most once per
-    /// round trip: an attempt sent before the last deceleration already had its effect.
+    /// Counts an attempt toward the failure share; true when the failures of the recent attempts
+    /// make a storm: their share reached `failure_threshold`, or [`FAILURES_IN_A_ROW`] failed
+    /// in a row (at a few percent of random failures, three in a row come once in thousands of
+    /// attempts; an outage fails every attempt).
+    pub(crate) fn note_attempt(&mut self, settings: &Settings, failed: bool) -> bool {
+        let sample = if failed { 1.0 } else { 0.0 };
+        self.failure_share += (sample - self.failure_share) * (1.0 / FAILURE_WINDOW);
+        self.failures_in_a_row = if failed {
+            self.failures_in_a_row.saturating_add(1)
+        } else {
+            0
+        };
+        failed
+            && (self.failure_share >= settings.failure_threshold
+                || self.failures_in_a_row >= FAILURES_IN_A_ROW)
+    }
+
+    /// Whether the last deceleration still waits for in-flight to come down to the new limit.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The longest a deceleration waits for in-flight to come down before the next round trip
+    /// counts anyway: one smoothed round trip (1 s before any is known). Permits can stay held
+    /// far longer than a round trip (retries inside their permit, each backing off and trying
+    /// again under a per-minute quota): their new attempts then keep the load up, and one round
+    /// trip later their refusals are an answer to the new limit.
+    fn drain_bound(&self) -> Duration {
+        if self.srtt_nanos == 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_nanos(self.srtt_nanos)
+        }
+    }
+
+    /// Whether the last deceleration still waits for in-flight to come down at `now`; ends the
+    /// wait when one round trip has passed.
+    fn still_draining(&mut self, now: Instant) -> bool {
+        if !self.draining {
+            return false;
+        }
+        let bound = self
+            .last_decel
+            .and_then(|d| d.checked_add(self.drain_bound()));
+        if bound.is_some_and(|b| now < b) {
+            return true;
+        }
+        self.drained(bound.unwrap_or(now));
+        false
+    }
+
+    /// In-flight came down to the limit at `now`: from here on, attempts are sent under it.
+    pub(crate) fn drained(&mut self, now: Instant) {
+        self.draining = false;
+        self.recovered_at = Some(now);
+        self.last_change = Some(now);
+    }
+
+    /// An overload (or a failure storm) of an attempt sent at `sent_at`, heard while `in_flight`
+    /// permits are held. Decelerates at most once per round trip: an attempt sent before
+    /// in-flight came down to the limit of the last deceleration was sent at the old load, and
+    /// that load has already had its answer.
     pub(crate) fn on_congestion(
         &mut self,
         settings: &Settings,
         sent_at: Instant,
         retry_after: Option<Duration>,
+        in_flight: usize,
+        now: Instant,
+    ) -> Change {
+        if self.still_draining(now) {
+            return Change::None;
+        }
+        if self.recovered_at.is_some_and(|r| sent_at < r) {
+            return Change::None;
+        }
+        self.decelerate(settings, retry_after, in_flight, now)
+    }
+
+    /// A failure of an attempt sent at `sent_at` during a failure storm (an outage, a server
+    /// timing out under load). Decelerates for every failed attempt sent after the last
+    /// deceleration, without waiting for in-flight to come down: the retries of the requests
+    /// already admitted are failing too, and the server needs the load gone, not a gentler one.
+    pub(crate) fn on_failure_storm(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        in_flight: usize,
         now: Instant,
     ) -> Change {
         if self.last_decel.is_some_and(|d| sent_at < d) {
             return Change::None;
         }
+        self.draining = false;
+        // A failing server says nothing of its capacity: the ceiling stays where overloads put
+        // it, or at the limit the storm found, so that the limit climbs back quickly (half the
+        // distance per round trip) once the failures stop.
+        let ceiling = self.ceiling.unwrap_or(self.limit).max(self.limit);
+        let change = self.decelerate(settings, None, in_flight, now);
+        self.ceiling = Some(ceiling.min(settings.max));
+        change
+    }
+
+    fn decelerate(
+        &mut self,
+        settings: &Settings,
+        retry_after: Option<Duration>,
+        in_flight: usize,
+        now: Instant,
+    ) -> Change {
         let old = self.limit;
         let algorithm = settings.algorithm;
-        self.limit = (old * algorithm.decrease_factor()).max(settings.min);
-        self.ceiling = Some((old - algorithm.step()).max(self.limit));
+        // Slow start doubled the limit in the last round trip: the level before it is the last
+        // one known to be good (TCP's slow-start exit halves too, RFC 5681).
+        let exit_slow_start = self.doubled;
+        let factor = if exit_slow_start {
+            algorithm.decrease_factor().min(0.5)
+        } else {
+            algorithm.decrease_factor()
+        };
+        self.limit = (old * factor).max(settings.min);
+        self.doubled = false;
+        // After a slow-start doubling overloaded the server, its capacity lies somewhere between
+        // the level that was fine and the doubled one: the limit grows additively from the
+        // former, as TCP's congestion avoidance does after its slow-start exit. After any other
+        // deceleration the level that overloaded is known within a step, and the limit climbs
+        // back quickly to just under it.
+        self.ceiling = if exit_slow_start {
+            None
+        } else {
+            Some((old - algorithm.step()).max(self.limit))
+        };
         self.slow_start = false;
         self.last_decel = Some(now);
-        self.last_change = Some(now);
+        self.changed(now);
+        if in_flight > effective(self.limit) {
+            self.draining = true;
+        } else {
+            self.recovered_at = Some(now);
+        }
         let cool = settings
             .cooling
             .max(retry_after.unwrap_or_default().min(settings.max_cooling));
@@ -443,6 +659,34 @@ impl Control {
         may_grow: bool,
         now: Instant,
     ) -> Change {
+        let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.srtt_nanos = if self.srtt_nanos == 0 {
+            sample.max(1)
+        } else {
+            // Gain 1/8 (RFC 6298), in integer nanoseconds: a success is the common path.
+            let srtt = self.srtt_nanos as i64;
+            (srtt + (sample.min(i64::MAX as u64) as i64 - srtt) / 8).max(1) as u64
+        };
+        if !may_grow && matches!(settings.algorithm, Algorithm::Aimd(_)) {
+            // The additive controller only grows on a success; growth is off.
+            return Change::None;
+        }
+        if let Some(level) = self.knee_below(settings, sent_at, latency, now) {
+            // A lower level served more per second: hold there (a ceiling, relaxing as any).
+            self.limit = level.max(settings.min);
+            self.ceiling = Some(self.limit);
+            self.doubled = false;
+            self.slow_start = false;
+            if let Some(knee) = self.knee.as_mut() {
+                knee.moved_at = Some(now);
+            }
+            self.changed(now);
+            tracing::debug!(
+                to = self.limit,
+                "gentlify concurrency holds at the latency knee"
+            );
+            return Change::Shrank;
+        }
         if let Algorithm::Gradient(_) = settings.algorithm {
             let sample = latency.as_secs_f64();
             self.short.add(sample);
@@ -453,13 +697,16 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.last_change.is_some_and(|c| sent_at < c) {
+        if self.still_draining(now) || self.last_change.is_some_and(|c| sent_at < c) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
+        let ceiling_set = match (self.last_decel, self.knee.as_ref().and_then(|k| k.moved_at)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         if self.ceiling.is_some()
-            && self
-                .last_decel
+            && ceiling_set
                 .is_some_and(|d| now.saturating_duration_since(d) >= settings.ceiling_relax_after)
         {
             self.ceiling = None;
@@ -482,13 +729,15 @@ impl Control {
                 }
             }
         };
+        let doubling = self.slow_start && self.ceiling.is_none();
         let proposed = proposed.min(cap).max(settings.min);
         if proposed > self.limit && self.limit < cap {
             if cooling || !may_grow {
                 return Change::None;
             }
+            self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
             self.limit = proposed;
-            self.last_change = Some(now);
+            self.changed(now);
             if self.limit >= cap {
                 self.slow_start = false;
             }
@@ -496,19 +745,43 @@ impl Control {
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.
+            self.doubled = false;
             self.limit = proposed;
-            self.last_change = Some(now);
+            self.changed(now);
             Change::Shrank
         } else {
             Change::None
         }
     }
 
+    /// Feeds a success (sent while the sender filled the limit) to the knee estimator; the
+    /// level to move down to when a lower one served more per second.
+    fn knee_below(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        latency: Duration,
+        now: Instant,
+    ) -> Option<f64> {
+        if self.draining {
+            // Attempts sent now still carry the load of the level before the cut.
+            return None;
+        }
+        let every = self.drain_bound();
+        let limit = self.limit;
+        let knee = self.knee.as_mut()?;
+        let stale = Self::knee_stale(settings);
+        knee.record(sent_at, latency, stale, now);
+        knee.better_below(effective(limit), every, stale, now)
+            .filter(|level| *level < limit - 1e-9)
+    }
+
     /// Sets the limit by hand (clamped to `[min, max]`).
     pub(crate) fn set(&mut self, settings: &Settings, limit: f64, now: Instant) -> Change {
         let old = self.limit;
+        self.doubled = false;
         self.limit = limit.clamp(settings.min, settings.max);
-        self.last_change = Some(now);
+        self.changed(now);
         if self.limit > old {
             Change::Grew
         } else if self.limit < old {
@@ -516,5 +789,63 @@ impl Control {
         } else {
             Change::None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max: f64) -> Settings {
+        Settings {
+            min: 1.0,
+            max,
+            algorithm: Algorithm::Aimd(Aimd::new().slow_start(false)),
+            cooling: Duration::from_secs(5),
+            max_cooling: Duration::from_secs(60),
+            ceiling_relax_after: Duration::from_secs(20),
+            pacing: Pacing::default(),
+            failure_threshold: 0.2,
+        }
+    }
+
+    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, heard at `now`.
+    fn successes(c: &mut Control, s: &Settings, n: usize, mean: f64, sent_at: Instant) -> Change {
+        let mut last = Change::None;
+        for i in 0..n {
+            let lat = mean * if i % 2 == 0 { 1.3 } else { 0.7 };
+            let latency = Duration::from_secs_f64(lat);
+            let change = c.on_success(s, sent_at, latency, true, sent_at + latency);
+            if change != Change::None {
+                last = change;
+            }
+        }
+        last
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_knee_holds_a_lower_level_and_the_hold_relaxes_without_any_overload() {
+        let pinned = settings(40.0);
+        let mut c = Control::new(30.0, &pinned);
+        let t0 = Instant::now();
+        // 30 in flight at 1 s: 30 per second.
+        successes(&mut c, &pinned, 60, 1.0, t0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.set(&pinned, 40.0, Instant::now());
+        // 40 in flight at 2 s: 20 per second. The knee moves the limit back to 30.
+        let t1 = Instant::now();
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        assert_eq!(c.ceiling, Some(c.limit));
+        assert_eq!(c.decelerations, 0, "a knee hold is not a deceleration");
+
+        // Without any deceleration, the hold relaxes like any ceiling, and the limit probes
+        // above it again.
+        let free = settings(256.0);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let t2 = Instant::now();
+        assert_eq!(successes(&mut c, &free, 1, 1.0, t2), Change::Grew);
+        assert_eq!(c.ceiling, None);
+        assert!(c.limit > 30.0);
     }
 }

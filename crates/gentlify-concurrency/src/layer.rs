@@ -111,10 +111,12 @@ impl fmt::Debug for AdaptiveConcurrencyLayer {
 /// | `initial` | 4 | safe on every paid tier of the large providers; slow start doubles it per round trip until the first 429 |
 /// | `min` | 1 | the limiter never stops traffic by itself; the breaker does that |
 /// | `max` | 256 | above what one API key sustains for LLM calls; a bound against runaway growth |
-/// | algorithm | [`Aimd`] (×0.7, +1) | latency of LLM calls follows the answer's length, so overload signals are the reliable input |
+/// | algorithm | [`Aimd`] (×0.7, +1, knee on) | latency of LLM calls follows the answer's length, so overload signals are the reliable input for cuts. The knee ([`Aimd::knee`]) only compares mean latencies over dozens of calls per band, which the answer's length does not move, and only ever holds the limit where it measured more throughput; on the simulator's queueing knee it raised constant-cap from 0.895 to 0.943 × the oracle and large-backlog from 0.843 to 0.950, and changed nothing measurable with a flat latency (0.861 → 0.865 on constant-cap with `knee = 0`) |
 /// | `cooling` | 5 s, or the server's `retry-after` if longer (≤ 60 s) | covers the few seconds a 429's `retry-after` usually names (Azure sends `Retry-After: 6`) |
 /// | `ceiling_relax_after` | 20 s | a few LLM round trips of quiet after the cooling period. The simulator (`gentlify-sim`) showed 60 s pinning the limit far below the server's capacity: a deceleration from a small limit leaves the ceiling at the new limit, and each later deceleration restarts the period, so one early burst of 429s cost a minute or more at a limit of 1. Shorter than 20 s re-probes above a capacity step too often (the capacity test's goodput falls) |
 /// | pacing | [`Pacing::default`] | no spacing while calm; 50 ms–1 s after decelerations |
+/// | `failure_threshold` | 0.2 | a few percent of dropped connections or stray 5xx are noise, not a sign of load, and cutting the limit for each ratchets it down to `min` (the simulator's dropped-connections scenario: 5 % of failures took the limit to 1); an outage or a server timing out under load fails three attempts in a row at once. In a storm every failure sent after the last deceleration decelerates again |
+/// | `pause_on_retry_after` | on | a 429 that names a delay says the key's quota is empty: the requests behind it would be refused too. The simulator's per-minute scenarios without header feedback showed other requests sent before the named delay, each refused and retried (rpm-bound, full stack without headers: 56.7 → 23.4 429s per 1000 attempts, 2 → 0 failed) |
 /// | `acquire_timeout` | none | waiting is the point of a client-side limiter; set one to fail fast |
 /// | `max_waiting` | none | bound the queue to shed load instead of queueing it |
 #[derive(Clone)]
@@ -128,6 +130,8 @@ pub struct AdaptiveConcurrencyBuilder {
     max_cooling: Duration,
     ceiling_relax_after: Duration,
     pacing: Pacing,
+    failure_threshold: f64,
+    pause_on_retry_after: bool,
     acquire_timeout: Option<Duration>,
     max_waiting: Option<usize>,
 }
@@ -144,6 +148,8 @@ impl Default for AdaptiveConcurrencyBuilder {
             max_cooling: Duration::from_secs(60),
             ceiling_relax_after: Duration::from_secs(20),
             pacing: Pacing::default(),
+            failure_threshold: 0.2,
+            pause_on_retry_after: true,
             acquire_timeout: None,
             max_waiting: None,
         }
@@ -216,6 +222,22 @@ impl AdaptiveConcurrencyBuilder {
     /// Dispatch pacing.
     pub fn pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;
+        self
+    }
+
+    /// The share of recent attempts (about the last 10) that must have failed (5xx, transport
+    /// error, timeout) before a failure decelerates, in `[0, 1]`; three failures in a row
+    /// decelerate whatever the share; 0 makes every failure decelerate. Overloads (429 / 503 / 529) always decelerate, once per round trip.
+    pub fn failure_threshold(mut self, share: f64) -> Self {
+        self.failure_threshold = share;
+        self
+    }
+
+    /// Whether an overload that names a delay (`retry-after`, `retry-after-ms`) holds every
+    /// dispatch through the handle for that delay (at most `max_cooling`), through the handle's
+    /// pause gate (default: yes). Off, only the retry of the refused request waits.
+    pub fn pause_on_retry_after(mut self, on: bool) -> Self {
+        self.pause_on_retry_after = on;
         self
     }
 
@@ -305,6 +327,13 @@ impl AdaptiveConcurrencyBuilder {
                 expected: "[0, 1)",
             });
         }
+        if !(0.0..=1.0).contains(&self.failure_threshold) {
+            return Err(BuildError::OutOfRange {
+                name: "failure_threshold",
+                value: self.failure_threshold,
+                expected: "[0, 1]",
+            });
+        }
         let config = Config {
             settings: Settings {
                 min: self.min as f64,
@@ -314,9 +343,11 @@ impl AdaptiveConcurrencyBuilder {
                 max_cooling: self.max_cooling,
                 ceiling_relax_after: self.ceiling_relax_after,
                 pacing: self.pacing,
+                failure_threshold: self.failure_threshold,
             },
             acquire_timeout: self.acquire_timeout,
             max_waiting: self.max_waiting,
+            pause_on_retry_after: self.pause_on_retry_after,
         };
         let feedback = self.feedback.unwrap_or_default();
         Ok(AdaptiveConcurrencyLayer {
@@ -335,6 +366,8 @@ impl fmt::Debug for AdaptiveConcurrencyBuilder {
             .field("cooling", &self.cooling)
             .field("ceiling_relax_after", &self.ceiling_relax_after)
             .field("pacing", &self.pacing)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("pause_on_retry_after", &self.pause_on_retry_after)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("max_waiting", &self.max_waiting)
             .finish()

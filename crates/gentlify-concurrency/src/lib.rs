@@ -58,8 +58,27 @@
 //!   stays `Ok`, as with tower's `LoadShed`, so a `Buffer` in front keeps working.
 //! - **A shrink takes effect at once**, even when every permit is in flight: nobody new is
 //!   admitted until in-flight falls under the new limit.
-//! - **At most one deceleration per round trip**: a congestion signal from an attempt sent before
-//!   the last deceleration is ignored (20 429s from one burst divide the limit once).
+//! - **At most one deceleration per round trip**: a deceleration takes effect when in-flight has
+//!   come down to the new limit (or, if permits stay held longer, one smoothed round trip after
+//!   it); an overload from an attempt sent before that is ignored. 20 429s from one burst divide
+//!   the limit once, and so do the 429s of retries sent inside their permits, or of dispatches
+//!   paced on permits granted before the cut, while the server still carries the old load.
+//! - **Failures decelerate only in a storm**: a few percent of dropped connections or stray 5xx
+//!   are noise, not load. Failures count when three come in a row or when they make at least a
+//!   fifth of the recent attempts
+//!   ([`failure_threshold`](AdaptiveConcurrencyBuilder::failure_threshold)); then every failure
+//!   sent after the last deceleration decelerates again (an outage empties the pipe fast), and
+//!   the safe ceiling stays where the storm found the limit, so that it climbs back quickly.
+//! - **Slow start** doubles the limit per round trip until the first overload, which halves it
+//!   back to the last limit known good and lets it grow additively from there (TCP's slow-start
+//!   exit, RFC 5681).
+//! - **The latency knee**: the default controller also keeps, per band of levels, the mean
+//!   latency of the successes sent there, and holds the limit at a lower band when that one
+//!   served more requests per second (Little's law: in-flight / latency). A server that slows
+//!   down with load (a self-hosted inference server, a queueing gateway) is then run at the
+//!   level of its best throughput instead of just under the point where it refuses work; on a
+//!   hosted API whose latency does not depend on this client's load nothing changes
+//!   ([`Aimd::knee`]).
 //! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
 //!   filled the current limit since it last changed (a limit nobody tests is not raised).
 //! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the
@@ -67,7 +86,9 @@
 //!   success, with latency measured per attempt.
 //! - **Pacing**: a minimum interval between dispatches that widens on deceleration and narrows on
 //!   reacceleration ([`Pacing`]); and the handle's pause gate (the server said wait) holds all
-//!   dispatch.
+//!   dispatch. An overload that names a delay (`retry-after`) sets the pause gate for it, so
+//!   the requests queued behind a refused one wait too instead of being refused in turn
+//!   ([`pause_on_retry_after`](AdaptiveConcurrencyBuilder::pause_on_retry_after)).
 //! - **One limiter per layer value**, shared by every service made from it and their clones.
 //!
 //! The limiter's state is in [`AdaptiveConcurrencyLayer::snapshot`] and, as the part
@@ -82,6 +103,7 @@
 mod control;
 mod error;
 pub mod future;
+mod knee;
 mod layer;
 mod limiter;
 mod service;

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use gentlify_core::error::{AcquireTimeout, QueueFull};
 use gentlify_core::{
-    BoxError, CircuitState, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded, SnapshotPart,
+    BoxError, CircuitState, Class, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded,
+    SnapshotPart,
 };
 use tokio::time::{Instant, Sleep};
 
-use crate::control::{Change, Control, ControlState, Settings};
+use crate::control::{effective, Change, Control, ControlState, Settings};
 
 /// What a limiter shows of its state: the part `"concurrency"` of the handle's snapshot, typed.
 ///
@@ -73,6 +74,7 @@ pub(crate) struct Config {
     pub(crate) settings: Settings,
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) max_waiting: Option<usize>,
+    pub(crate) pause_on_retry_after: bool,
 }
 
 pub(crate) struct Limiter {
@@ -131,6 +133,14 @@ impl State {
         self.note_fill();
     }
 
+    /// After a permit came back (or the limit moved): a deceleration waiting for in-flight to
+    /// come down to its limit is complete once it has.
+    fn check_drained(&mut self) {
+        if self.control.draining() && self.in_flight <= self.limit {
+            self.control.drained(Instant::now());
+        }
+    }
+
     fn apply(&mut self, change: Change, wake: &mut Wake) {
         if change == Change::None {
             return;
@@ -138,6 +148,7 @@ impl State {
         self.limit = effective(self.control.limit);
         self.filled = false;
         self.note_fill();
+        self.check_drained();
         if change == Change::Grew {
             self.grant(wake);
         }
@@ -156,15 +167,12 @@ impl State {
     }
 }
 
-fn effective(limit: f64) -> usize {
-    (limit.floor() as usize).max(1)
-}
-
-/// Wakers collected under the lock and woken after it: at most one on the common path.
+/// Wakers collected under the lock and woken after it: none on the common path, and no
+/// allocation unless more than one waiter is granted at once.
 #[derive(Default)]
 struct Wake {
     one: Option<Waker>,
-    more: Vec<Waker>,
+    more: Option<Vec<Waker>>,
 }
 
 impl Wake {
@@ -172,16 +180,17 @@ impl Wake {
         if self.one.is_none() {
             self.one = Some(waker);
         } else {
-            self.more.push(waker);
+            self.more.get_or_insert_with(Vec::new).push(waker);
         }
     }
 
+    #[inline(always)]
     fn run(self) {
         if let Some(w) = self.one {
             w.wake();
-        }
-        for w in self.more {
-            w.wake();
+            for w in self.more.into_iter().flatten() {
+                w.wake();
+            }
         }
     }
 }
@@ -217,6 +226,7 @@ impl Limiter {
         {
             let mut state = self.lock();
             state.in_flight -= 1;
+            state.check_drained();
             state.grant(&mut wake);
         }
         wake.run();
@@ -256,26 +266,60 @@ impl Limiter {
 
 impl Controller for Limiter {
     fn on_outcome(&self, outcome: &Outcome) {
-        let class = outcome.class;
-        if !class.is_congestion() && class != gentlify_core::Class::Success {
-            return;
-        }
+        let failed = match outcome.class {
+            Class::Success | Class::Overloaded { .. } => false,
+            Class::Failure => true,
+            _ => return,
+        };
         // The instant the outcome was made, without another read of the clock.
         let now = outcome.sent_at + outcome.latency;
-        let half_open = self.feedback.circuit_state() == CircuitState::HalfOpen;
         let settings = &self.config.settings;
+        if let Class::Overloaded {
+            retry_after: Some(delay),
+        } = outcome.class
+        {
+            if self.config.pause_on_retry_after {
+                // The server said wait: every request sent through this handle waits, not only
+                // the one that was refused (a per-minute quota is the key's, not the request's).
+                if let Some(until) = now.checked_add(delay.min(self.config.settings.max_cooling)) {
+                    self.feedback.pause_until(until);
+                }
+            }
+        }
+        let half_open = matches!(outcome.class, Class::Success)
+            && self.feedback.circuit_state() == CircuitState::HalfOpen;
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            let change = if class.is_congestion() {
-                state
-                    .control
-                    .on_congestion(settings, outcome.sent_at, class.retry_after(), now)
-            } else {
-                let may_grow = state.filled && !half_open;
-                state
-                    .control
-                    .on_success(settings, outcome.sent_at, outcome.latency, may_grow, now)
+            let storm = state.control.note_attempt(settings, failed);
+            let change = match outcome.class {
+                Class::Overloaded { retry_after } => {
+                    let in_flight = state.in_flight;
+                    state.control.on_congestion(
+                        settings,
+                        outcome.sent_at,
+                        retry_after,
+                        in_flight,
+                        now,
+                    )
+                }
+                Class::Failure if storm => {
+                    let in_flight = state.in_flight;
+                    state
+                        .control
+                        .on_failure_storm(settings, outcome.sent_at, in_flight, now)
+                }
+                Class::Success => {
+                    let may_grow = state.filled && !half_open;
+                    state.control.on_success(
+                        settings,
+                        outcome.sent_at,
+                        outcome.latency,
+                        may_grow,
+                        now,
+                    )
+                }
+                _ => Change::None,
             };
             state.apply(change, &mut wake);
         }
@@ -441,6 +485,7 @@ impl Acquire {
                 if i < state.granted {
                     state.granted -= 1;
                     state.in_flight -= 1;
+                    state.check_drained();
                     state.grant(&mut wake);
                 }
             }

@@ -343,6 +343,37 @@ async fn the_pause_gate_holds_dispatch_until_its_instant() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_429_that_names_a_delay_holds_every_dispatch_for_it() {
+    // `b` is refused with `retry-after: 2`; `c`, sent through the same handle a second later,
+    // waits until the named instant instead of being refused too.
+    for pause in [true, false] {
+        let feedback = Feedback::new();
+        let layer = AdaptiveConcurrencyLayer::builder()
+            .feedback(feedback.clone())
+            .initial(8)
+            .pacing(Pacing::disabled())
+            .pause_on_retry_after(pause)
+            .build()
+            .unwrap();
+        let upstream = Upstream::ok_after(SECOND);
+        let template = layer.layer(upstream.clone());
+        let start = Instant::now();
+        feedback.publish(&gentlify_core::Outcome::new(
+            Class::Overloaded {
+                retry_after: Some(2 * SECOND),
+            },
+            0,
+            start,
+        ));
+        advance(SECOND).await;
+        finish(template.clone().oneshot(request("c")).await.unwrap()).await;
+        let (_, sent) = upstream.arrival_times()[0];
+        let expected = if pause { 2 * SECOND } else { SECOND };
+        assert_eq!(sent - start, expected, "pause_on_retry_after({pause})");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn pacing_spaces_dispatches_after_a_deceleration() {
     let feedback = Feedback::new();
     let layer = AdaptiveConcurrencyLayer::builder()
@@ -368,7 +399,7 @@ async fn pacing_spaces_dispatches_after_a_deceleration() {
         finish(r.unwrap()).await;
     }
 
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     assert_eq!(layer.snapshot().pacing_interval, Duration::from_millis(100));
     let start = Instant::now();
     let responses = futures_util::future::join_all(
@@ -384,7 +415,7 @@ async fn pacing_spaces_dispatches_after_a_deceleration() {
         finish(r.unwrap()).await;
     }
 
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     assert_eq!(layer.snapshot().pacing_interval, Duration::from_millis(200));
 }
 
@@ -403,7 +434,7 @@ async fn pacing_jitters_each_interval() {
         .unwrap();
     let upstream = Upstream::ok_after(SECOND);
     let template = layer.layer(upstream.clone());
-    publish(&feedback, Class::Failure, Instant::now());
+    publish(&feedback, overloaded(), Instant::now());
     let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     let responses =
         futures_util::future::join_all(names.iter().map(|n| template.clone().oneshot(request(n))))

@@ -99,8 +99,149 @@ async fn overload_decelerates_at_most_once_per_round_trip() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failure_decelerates_like_overload() {
+async fn overloads_sent_on_permits_granted_before_the_cut_decelerate_once() {
+    // 20 permits in flight when the first 429 comes back. Until in-flight is down to the new
+    // limit (14), every attempt sent (a retry inside its permit, a paced dispatch on a permit
+    // granted before the cut) still loads the server at 20: its 429 is part of the same answer.
+    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    rig.fill();
+    let burst_sent = Instant::now();
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), burst_sent);
+    assert_eq!(rig.limit(), 14);
+    for _ in 0..20 {
+        advance(Duration::from_millis(10)).await;
+        let retry_sent = Instant::now();
+        advance(Duration::from_millis(10)).await;
+        publish(&rig.feedback, overloaded(), retry_sent);
+    }
+    assert_eq!(rig.limit(), 14, "sent after the cut, but at the old load");
+    assert_eq!(rig.layer.snapshot().decelerations, 1);
+
+    // In-flight comes down to 14: the cut has taken effect.
+    let sent_while_draining = Instant::now();
+    advance(SECOND).await;
+    rig.hold(14);
+    publish(&rig.feedback, overloaded(), sent_while_draining);
+    assert_eq!(rig.limit(), 14, "sent before in-flight came down");
+
+    let sent = Instant::now();
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), sent);
+    assert_eq!(
+        rig.limit(),
+        9,
+        "a round trip at the new limit: the next cut"
+    );
+    assert_eq!(rig.layer.snapshot().decelerations, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permits_that_never_come_down_hold_off_the_next_cut_for_one_round_trip_only() {
+    // Retries inside their permits keep in-flight above the new limit for longer than a round
+    // trip (each backs off and tries again): one smoothed round trip after the cut, their
+    // refusals count as the answer to the new limit.
+    let mut rig = Rig::new(|b| b.initial(20).max(20));
+    rig.fill();
+    let sent = Instant::now();
+    advance(2 * SECOND).await;
+    publish(&rig.feedback, Class::Success, sent); // a round trip of 2 s
+    let sent = Instant::now();
+    publish(&rig.feedback, overloaded(), sent);
+    assert_eq!(rig.limit(), 14);
+    advance(SECOND).await;
+    publish(&rig.feedback, overloaded(), Instant::now());
+    assert_eq!(rig.limit(), 14, "within one round trip of the cut");
+    advance(SECOND).await;
+    let retry_sent = Instant::now();
+    advance(Duration::from_millis(100)).await;
+    publish(&rig.feedback, overloaded(), retry_sent);
+    assert_eq!(
+        rig.limit(),
+        9,
+        "sent a round trip after the cut, 20 still in flight"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn isolated_failures_at_a_few_percent_leave_the_limit_alone() {
+    // One attempt in twenty fails (a dropped connection, a stray 500), and one in a hundred more
+    // at random; the rest succeed. Each failure comes from an attempt sent after the previous
+    // one was heard: with every failure decelerating, the limit would ratchet down to 1.
+    let mut rig = Rig::new(|b| b.initial(20).max(20).cooling(SECOND));
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut failures = 0;
+    let mut lowest = rig.limit();
+    for i in 0..2000 {
+        rig.fill();
+        let sent = Instant::now();
+        advance(Duration::from_millis(50)).await;
+        let class = if i % 20 == 7 || rng.f64() < 0.01 {
+            failures += 1;
+            Class::Failure
+        } else {
+            Class::Success
+        };
+        publish(&rig.feedback, class, sent);
+        lowest = lowest.min(rig.limit());
+    }
+    let decelerations = rig.layer.snapshot().decelerations;
+    assert!(failures > 110, "{failures}");
+    // A random cluster (three failures in a row, or three in about ten attempts) now and then
+    // looks like a storm: it costs one cut, never a ratchet.
+    assert!(
+        decelerations <= 5,
+        "{decelerations} for {failures} failures"
+    );
+    assert!(lowest >= 14, "never more than one cut deep: {lowest}");
+    assert!(rig.limit() >= 19, "{}", rig.limit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_storm_decelerates_like_overload() {
     let rig = Rig::new(|b| b.initial(20));
+    let mut limits = Vec::new();
+    for _ in 0..6 {
+        let sent = Instant::now();
+        advance(SECOND).await;
+        publish(&rig.feedback, Class::Failure, sent);
+        limits.push(rig.limit());
+    }
+    // Three failures in a row make a storm; from then on each failure sent after the last
+    // deceleration decelerates again.
+    assert_eq!(limits, [20, 20, 14, 9, 6, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failure_storm_the_limit_climbs_back_to_where_the_storm_found_it() {
+    // An outage says nothing of the server's capacity: the ceiling stays at the limit the storm
+    // found, and the limit climbs back half the distance per round trip once failures stop.
+    let mut rig = Rig::new(|b| {
+        b.initial(20)
+            .max(100)
+            .cooling(SECOND)
+            .ceiling_relax_after(HOUR)
+            .aimd(Aimd::new().slow_start(false))
+    });
+    for _ in 0..6 {
+        let sent = Instant::now();
+        advance(SECOND).await;
+        publish(&rig.feedback, Class::Failure, sent);
+    }
+    assert_eq!(rig.limit(), 4);
+    assert_eq!(rig.layer.snapshot().ceiling, Some(20.0));
+    let mut limits = Vec::new();
+    for _ in 0..6 {
+        rig.hold(rig.limit());
+        rig.round_trip_of_success().await;
+        limits.push(rig.limit());
+    }
+    assert_eq!(limits, [12, 16, 18, 19, 20, 20]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_threshold_zero_makes_every_failure_decelerate() {
+    let rig = Rig::new(|b| b.initial(20).failure_threshold(0.0));
     publish(&rig.feedback, Class::Failure, Instant::now());
     assert_eq!(rig.limit(), 14);
 }
@@ -233,11 +374,24 @@ async fn slow_start_doubles_per_round_trip_until_the_first_overload() {
     assert_eq!(rig.limit(), 32);
 
     publish(&rig.feedback, overloaded(), Instant::now());
-    assert_eq!(rig.limit(), 22);
+    assert_eq!(
+        rig.limit(),
+        16,
+        "back to the last limit known good, as TCP's slow start exits (RFC 5681)"
+    );
+    rig.hold(16);
     advance(SECOND).await;
-    rig.fill();
     rig.round_trip_of_success().await;
-    assert_eq!(rig.limit(), 26, "no more doubling: toward the ceiling (31)");
+    assert_eq!(
+        rig.layer.snapshot().ceiling,
+        None,
+        "no level known to overload"
+    );
+    assert_eq!(
+        rig.limit(),
+        17,
+        "no more doubling: additive from the last good limit"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -346,6 +500,13 @@ fn the_builder_rejects_settings_that_cannot_work() {
             .unwrap_err(),
         BuildError::OutOfRange {
             name: "tolerance",
+            ..
+        }
+    ));
+    assert!(matches!(
+        build().failure_threshold(1.5).build().unwrap_err(),
+        BuildError::OutOfRange {
+            name: "failure_threshold",
             ..
         }
     ));

@@ -1,0 +1,251 @@
+//! The knee estimator: which concurrency level serves the most requests per second.
+//!
+//! A server that slows down as it gets busier (a self-hosted inference server batching more
+//! sequences, a gateway queueing) has a *knee*: above some in-flight count its latency grows
+//! faster than the count, and by Little's law (`throughput = in-flight / latency`) more
+//! concurrency then serves fewer requests per second. An overload-only controller does not see
+//! it: it climbs until the server refuses work, and sits just under the refusal point, past the
+//! knee.
+//!
+//! The estimator keeps, per band of concurrency levels (5 % wide), an exponential average of the
+//! latency of the successful attempts sent while the limit was in that band, with its spread.
+//! An LLM call's latency varies with the length of its answer; averaged over tens of calls
+//! drawn from the same mix of requests, it does not, so the averages of two bands compare the
+//! server's load and not the answers. `throughput(band) = level / mean latency`.
+//!
+//! When a lower band's throughput, taken at the lower end of its confidence interval (one
+//! standard error), beats the current band's by a margin, the controller holds the limit there.
+//! On a server whose latency does not depend on this client's load (a large hosted API, where
+//! the binding limits are the key's quotas), throughput grows with the level, a lower band never
+//! wins, and the estimator does nothing.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Width of a band: levels within 5 % of each other share their statistics.
+const BAND_RATIO: f64 = 1.05;
+/// Samples a band needs before it takes part in a comparison.
+pub(crate) const MIN_SAMPLES: u32 = 48;
+/// Samples the exponential average spans.
+const WINDOW: u32 = 64;
+/// Standard errors taken off the lower band's throughput before the comparison.
+const Z: f64 = 1.0;
+/// How much better (relative) a lower band must be to move the limit down to it.
+const MARGIN: f64 = 0.03;
+/// Bands kept (the oldest is forgotten first): memory is bounded whatever the limit's range.
+const MAX_BANDS: usize = 24;
+/// Changes of the limit remembered to find the level an attempt was sent under.
+const HISTORY: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    index: i32,
+    /// Mean level (limit) of the samples.
+    level: f64,
+    /// Mean latency, s.
+    mean: f64,
+    /// Mean of squared latency, s².
+    square: f64,
+    count: u32,
+    updated: Instant,
+}
+
+impl Band {
+    fn add(&mut self, level: f64, latency: f64, now: Instant) {
+        self.count = self.count.saturating_add(1);
+        let w = 1.0 / f64::from(self.count.min(WINDOW));
+        self.level += (level - self.level) * w;
+        self.mean += (latency - self.mean) * w;
+        self.square += (latency * latency - self.square) * w;
+        self.updated = now;
+    }
+
+    fn throughput(&self) -> f64 {
+        self.level / self.mean.max(1e-9)
+    }
+
+    /// Throughput with the mean latency raised by `z` standard errors.
+    fn throughput_low(&self, z: f64) -> f64 {
+        let var = (self.square - self.mean * self.mean).max(0.0);
+        let n = f64::from(self.count.min(WINDOW));
+        let se = (var / n).sqrt();
+        self.level / (self.mean + z * se).max(1e-9)
+    }
+}
+
+fn band_of(level: usize) -> i32 {
+    ((level.max(1) as f64).ln() / BAND_RATIO.ln()).floor() as i32
+}
+
+/// Per-band latency statistics and the history of the limit.
+#[derive(Debug)]
+pub(crate) struct Knee {
+    bands: Vec<Band>,
+    /// `(since, effective limit)`, newest last.
+    history: Vec<(Instant, usize)>,
+    /// When the estimator last moved the limit: bands measured before it are measured again
+    /// before they count.
+    pub(crate) moved_at: Option<Instant>,
+    last_check: Option<Instant>,
+}
+
+impl Knee {
+    pub(crate) fn new() -> Self {
+        Knee {
+            bands: Vec::with_capacity(MAX_BANDS),
+            history: Vec::with_capacity(HISTORY),
+            moved_at: None,
+            last_check: None,
+        }
+    }
+
+    /// The effective limit is `level` from `now` on.
+    pub(crate) fn limit_changed(&mut self, level: usize, now: Instant) {
+        if self.history.last().is_some_and(|&(_, l)| l == level) {
+            return;
+        }
+        if self.history.len() == HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push((now, level));
+    }
+
+    /// The effective limit in force at `at`, if remembered.
+    fn level_at(&self, at: Instant) -> Option<usize> {
+        self.history
+            .iter()
+            .rev()
+            .find(|&&(since, _)| since <= at)
+            .map(|&(_, l)| l)
+    }
+
+    /// A success sent at `sent_at` that took `latency`, while the sender filled the limit.
+    /// Samples older than `stale` are forgotten.
+    pub(crate) fn record(
+        &mut self,
+        sent_at: Instant,
+        latency: Duration,
+        stale: Duration,
+        now: Instant,
+    ) {
+        let Some(level) = self.level_at(sent_at) else {
+            return;
+        };
+        let index = band_of(level);
+        let latency = latency.as_secs_f64();
+        let moved_at = self.moved_at;
+        if let Some(b) = self.bands.iter_mut().find(|b| b.index == index) {
+            // Measured before the last move, or too long ago: measure afresh.
+            let old = moved_at.is_some_and(|m| b.updated < m)
+                || now.saturating_duration_since(b.updated) > stale;
+            if old {
+                b.count = 0;
+            }
+            b.add(level as f64, latency, now);
+            return;
+        }
+        if self.bands.len() == MAX_BANDS {
+            if let Some(oldest) = self
+                .bands
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.updated)
+                .map(|(i, _)| i)
+            {
+                self.bands.swap_remove(oldest);
+            }
+        }
+        let mut band = Band {
+            index,
+            level: 0.0,
+            mean: 0.0,
+            square: 0.0,
+            count: 0,
+            updated: now,
+        };
+        band.add(level as f64, latency, now);
+        self.bands.push(band);
+    }
+
+    /// At most once per `every`: the level (mean of its band) the limit should move down to,
+    /// when a lower band serves more requests per second than the band of `limit`.
+    pub(crate) fn better_below(
+        &mut self,
+        limit: usize,
+        every: Duration,
+        stale: Duration,
+        now: Instant,
+    ) -> Option<f64> {
+        if self
+            .last_check
+            .is_some_and(|c| now.saturating_duration_since(c) < every)
+        {
+            return None;
+        }
+        let current = band_of(limit);
+        let fresh =
+            |b: &Band| b.count >= MIN_SAMPLES && now.saturating_duration_since(b.updated) <= stale;
+        let here = self.bands.iter().find(|b| b.index == current && fresh(b))?;
+        self.last_check = Some(now);
+        let bar = here.throughput() * (1.0 + MARGIN);
+        let best = self
+            .bands
+            .iter()
+            .filter(|b| b.index < current && fresh(b))
+            .map(|b| (b.throughput_low(Z), b.level))
+            .filter(|&(x, _)| x > bar)
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        Some(best.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_band_with_better_throughput_wins() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(30, t0);
+        for i in 0..60u64 {
+            // 30 in flight at 1.0 s ± 0.3 s: 30 per second.
+            let lat = 1.0 + if i % 2 == 0 { 0.3 } else { -0.3 };
+            k.record(t0, Duration::from_secs_f64(lat), stale, t0);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        k.limit_changed(40, t1);
+        for i in 0..60u64 {
+            // 40 in flight at 2.0 s: 20 per second.
+            let lat = 2.0 + if i % 2 == 0 { 0.6 } else { -0.6 };
+            k.record(t1, Duration::from_secs_f64(lat), stale, t1);
+        }
+        let level = k.better_below(40, Duration::from_secs(1), stale, t1);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flat_latency_never_moves_down() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        let mut rng = 1u64;
+        for (step, level) in [20usize, 25, 30, 35, 40].into_iter().enumerate() {
+            let t = t0 + Duration::from_secs(step as u64 * 10);
+            k.limit_changed(level, t);
+            for _ in 0..60 {
+                // Latency uniform in 0.9..4.4 s, whatever the level (an LLM API whose latency
+                // follows the answer's length only).
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (rng >> 11) as f64 / (1u64 << 53) as f64;
+                k.record(t, Duration::from_secs_f64(0.9 + 3.5 * u), stale, t);
+            }
+        }
+        let now = t0 + Duration::from_secs(45);
+        assert_eq!(k.better_below(40, Duration::from_secs(1), stale, now), None);
+    }
+}
