@@ -102,12 +102,48 @@ impl<E> ThrottleLayer<E> {
     }
 
     /// Sets the metrics' gauges (limit, in flight, remaining tokens, open slots) from the stack's
-    /// state now. They are also set after every attempt; call this from a timer to keep them
-    /// fresh while the stack is idle.
+    /// state now. See [`crate::metrics`] for when they are set otherwise, and why a timer
+    /// ([`record_gauges_every`](ThrottleLayer::record_gauges_every)) is needed for exact values.
     #[cfg(feature = "metrics")]
     pub fn record_gauges(&self) {
-        if let Some(metrics) = self.observer.as_ref().and_then(|o| o.metrics.as_ref()) {
-            metrics.gauges(&self.concurrency.snapshot(), &self.feedback);
+        if let Some(observer) = &self.observer {
+            observer.record_gauges();
+        }
+    }
+
+    /// A task that sets the gauges every `period` (as [`record_gauges`](Self::record_gauges)),
+    /// for as long as the stack exists: spawn it once. It holds no strong reference, and ends
+    /// when every clone of this layer and every service it made are dropped (or at once if
+    /// metrics are off for this stack).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let throttle = gentlify::Throttle::new().name("chat").metrics(true).build().unwrap();
+    /// tokio::spawn(throttle.record_gauges_every(Duration::from_secs(1)));
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn record_gauges_every(
+        &self,
+        period: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let observer = self
+            .observer
+            .as_ref()
+            .filter(|o| o.metrics.is_some())
+            .map(Arc::downgrade);
+        async move {
+            let Some(observer) = observer else { return };
+            let mut timer = tokio::time::interval(period);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                match observer.upgrade() {
+                    Some(observer) => observer.record_gauges(),
+                    None => return,
+                }
+            }
         }
     }
 }

@@ -93,8 +93,10 @@
 //! - Observability: the layers emit `tracing` events (decelerations, backoffs, pauses, breaker
 //!   transitions, every attempt's outcome at TRACE), never a request's or a response's headers;
 //!   [`ThrottleLayer::snapshot`] reads the whole stack; [`Throttle::on_event`] calls back on each
-//!   [`Event`]; with the `metrics` feature, `Throttle::metrics(true)` records gauges, counters and
-//!   histograms labelled per stack.
+//!   [`Event`] (including the limit's rises, [`Event::Reacceleration`], also logged at DEBUG
+//!   when a callback or metrics are set); with the `metrics` feature, `Throttle::metrics(true)`
+//!   records gauges, counters and histograms labelled per stack. A stack with neither callbacks
+//!   nor metrics has no observer at all: nothing is done per request for them.
 //! - The layer crates, re-exported as modules: [`core`], [`concurrency`], [`retry`], [`budget`],
 //!   [`headers`], [`breaker`].
 //!
