@@ -73,7 +73,11 @@ const UNLIMITED: usize = 1 << 30;
 /// (the stack's type does not change): the breaker disabled, the limiter pinned at 2³⁰, one
 /// attempt per request, a budget with no limits, a header layer with no parser.
 ///
-/// [`build`](Throttle::build) checks everything and reports a [`ConfigError`].
+/// [`build`](Throttle::build) checks everything and reports a [`ConfigError`]. It gives a
+/// [`ThrottleLayer`]: clone *that* to throttle several services together (every clone shares
+/// one handle, limiter, budget and breaker). A `Throttle` itself is only the builder; to make
+/// several independent stacks with the same settings, call a function that returns one (as
+/// [`ThrottleGroup`](crate::ThrottleGroup) does per key).
 ///
 /// ```
 /// use std::time::Duration;
