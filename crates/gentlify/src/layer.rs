@@ -14,6 +14,7 @@ use crate::event::Observer;
 use crate::headers::HeaderFeedbackLayer;
 use crate::retry::RetryLayer;
 use crate::service::Throttled;
+use crate::toggle::Toggled;
 
 /// The full gentlify stack as one [`Layer`]: breaker → adaptive concurrency → retry → token
 /// budget → header feedback, all on one [`Feedback`] handle. Made by
@@ -39,36 +40,28 @@ use crate::service::Throttled;
 /// ```
 #[derive(Clone)]
 pub struct ThrottleLayer<E = JsonEstimate> {
-    feedback: Feedback,
-    breaker: CircuitBreakerLayer,
-    concurrency: AdaptiveConcurrencyLayer,
-    retry: RetryLayer,
-    budget: TokenBudgetLayer<StackEstimate<E>>,
-    headers: HeaderFeedbackLayer,
-    observer: Option<Arc<Observer>>,
+    pub(crate) feedback: Feedback,
+    pub(crate) breaker: CircuitBreakerLayer,
+    pub(crate) concurrency: AdaptiveConcurrencyLayer,
+    pub(crate) retry: RetryLayer,
+    pub(crate) budget: TokenBudgetLayer<StackEstimate<E>>,
+    pub(crate) headers: HeaderFeedbackLayer,
+    pub(crate) observer: Option<Arc<Observer>>,
+    pub(crate) stacked: Stacked,
+}
+
+/// Which parts are in the request's path (the others are switched off, and their layer values
+/// above only answer the accessors).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stacked {
+    pub(crate) breaker: bool,
+    pub(crate) concurrency: bool,
+    pub(crate) retry: bool,
+    pub(crate) budget: bool,
+    pub(crate) headers: bool,
 }
 
 impl<E> ThrottleLayer<E> {
-    pub(crate) fn from_parts(
-        feedback: Feedback,
-        breaker: CircuitBreakerLayer,
-        concurrency: AdaptiveConcurrencyLayer,
-        retry: RetryLayer,
-        budget: TokenBudgetLayer<StackEstimate<E>>,
-        headers: HeaderFeedbackLayer,
-        observer: Option<Arc<Observer>>,
-    ) -> Self {
-        ThrottleLayer {
-            feedback,
-            breaker,
-            concurrency,
-            retry,
-            budget,
-            headers,
-            observer,
-        }
-    }
-
     /// The handle every layer of the stack shares (to read it, register a
     /// [`Controller`](crate::Controller), or build another layer on it).
     pub fn feedback(&self) -> &Feedback {
@@ -152,11 +145,19 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
     type Service = Throttled<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = self.headers.layer(inner);
-        let inner = self.budget.layer(inner);
-        let inner = self.retry.layer(inner);
-        let inner = self.concurrency.layer(inner);
-        let inner = self.breaker.layer(inner);
+        fn part<L: Layer<S>, S>(on: bool, layer: &L, inner: S) -> Toggled<L::Service, S> {
+            if on {
+                Toggled::On(layer.layer(inner))
+            } else {
+                Toggled::Off(inner)
+            }
+        }
+        let on = self.stacked;
+        let inner = part(on.headers, &self.headers, inner);
+        let inner = part(on.budget, &self.budget, inner);
+        let inner = part(on.retry, &self.retry, inner);
+        let inner = part(on.concurrency, &self.concurrency, inner);
+        let inner = part(on.breaker, &self.breaker, inner);
         Throttled::new(inner, self.observer.clone())
     }
 }
@@ -171,6 +172,7 @@ impl<E> fmt::Debug for ThrottleLayer<E> {
             .field("budget", &self.budget)
             .field("headers", &self.headers)
             .field("observer", &self.observer)
+            .field("stacked", &self.stacked)
             .finish()
     }
 }

@@ -121,6 +121,7 @@ mod layer;
 pub mod metrics;
 mod service;
 mod throttle;
+pub mod toggle;
 
 /// The shared handle, the slot, outcome classes and typed rejections
 /// (the `gentlify-core` crate).
@@ -169,8 +170,9 @@ pub use estimate::StackEstimate;
 pub use event::Event;
 pub use group::{ThrottleGroup, ThrottleGroupBuilder};
 pub use layer::ThrottleLayer;
-pub use service::{Stack, Throttled};
+pub use service::{AfterBreaker, AfterBudget, AfterConcurrency, AfterRetry, Stack, Throttled};
 pub use throttle::Throttle;
+pub use toggle::Toggled;
 
 pub use gentlify_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer};

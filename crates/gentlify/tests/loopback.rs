@@ -182,8 +182,7 @@ async fn storm_outage_recovery<S, B>(
     S: Service<http::Request<String>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let stack = ServiceBuilder::new()
@@ -342,8 +341,7 @@ async fn outage_opens_and_closes_the_breaker<S, B>(
     S: Service<http::Request<String>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let stack = ServiceBuilder::new()
