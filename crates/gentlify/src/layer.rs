@@ -56,7 +56,6 @@ pub struct ThrottleLayer<E = JsonEstimate> {
 pub(crate) struct Stacked {
     pub(crate) breaker: bool,
     pub(crate) concurrency: bool,
-    pub(crate) retry: bool,
     pub(crate) budget: bool,
     pub(crate) headers: bool,
 }
@@ -155,7 +154,7 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
         let on = self.stacked;
         let inner = part(on.headers, &self.headers, inner);
         let inner = part(on.budget, &self.budget, inner);
-        let inner = part(on.retry, &self.retry, inner);
+        let inner = self.retry.layer(inner);
         let inner = part(on.concurrency, &self.concurrency, inner);
         let inner = part(on.breaker, &self.breaker, inner);
         Throttled::new(inner, self.observer.clone())

@@ -18,8 +18,8 @@ use crate::headers::HeaderFeedback;
 use crate::retry::Retry;
 use crate::toggle::Toggled;
 
-/// The layers of the full stack, outermost first, around the client `S`; each is [`Toggled`]:
-/// a part switched off is not in the request's path.
+/// The layers of the full stack, outermost first, around the client `S`; each part that can be
+/// left out is [`Toggled`]: a part with nothing to do is not in the request's path.
 pub type Stack<S, E = JsonEstimate> =
     Toggled<CircuitBreaker<AfterBreaker<S, E>>, AfterBreaker<S, E>>;
 
@@ -27,8 +27,9 @@ pub type Stack<S, E = JsonEstimate> =
 pub type AfterBreaker<S, E = JsonEstimate> =
     Toggled<AdaptiveConcurrency<AfterConcurrency<S, E>>, AfterConcurrency<S, E>>;
 
-/// The stack under the concurrency limiter.
-pub type AfterConcurrency<S, E = JsonEstimate> = Toggled<Retry<AfterRetry<S, E>>, AfterRetry<S, E>>;
+/// The stack under the concurrency limiter: the retry layer, always there (switched off, it
+/// sends each request once and still reads a 429's body for a quota gone for good).
+pub type AfterConcurrency<S, E = JsonEstimate> = Retry<AfterRetry<S, E>>;
 
 /// The stack under the retry layer.
 pub type AfterRetry<S, E = JsonEstimate> =

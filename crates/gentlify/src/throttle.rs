@@ -562,7 +562,6 @@ impl<E> Throttle<E> {
         let stacked = Stacked {
             breaker: !matches!(self.breaker, Part::Off),
             concurrency: concurrency_stacked,
-            retry: true,
             budget: budget_stacked,
             headers: headers_stacked,
         };

@@ -242,10 +242,8 @@ fn stacked(throttle: Throttle) -> [bool; 5] {
         On(s) => (true, s.get_ref()),
         Off(s) => (false, s),
     };
-    let (retry, rest) = match rest {
-        On(s) => (true, s.get_ref()),
-        Off(s) => (false, s),
-    };
+    // The retry layer is always there.
+    let (retry, rest) = (true, rest.get_ref());
     let (budget, rest) = match rest {
         On(s) => (true, s.get_ref()),
         Off(s) => (false, s),
