@@ -286,4 +286,11 @@ fn switched_off_parts_are_left_out_of_the_request_path() {
         [true, true, true, false, true],
         "one attempt, but a 429's body is still read for a quota gone for good"
     );
+
+    // A breaker left out does not listen to the handle either: no outcome pays for it.
+    let controllers = |throttle: Throttle| throttle.build().unwrap().feedback().controllers();
+    assert_eq!(
+        controllers(Throttle::new().no_breaker()) + 1,
+        controllers(Throttle::new())
+    );
 }

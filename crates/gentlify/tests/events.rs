@@ -173,3 +173,18 @@ async fn on_event_hears_the_limit_rise_again_after_a_cut() {
         "the last rise reported is the limit now: {events:?}"
     );
 }
+
+/// Nothing listens for events nobody asked for: without a callback (or metrics) the stack
+/// registers no observer on its handle, so no outcome pays for one.
+#[test]
+fn without_a_callback_no_observer_hears_the_outcomes() {
+    let quiet = Throttle::new().build().unwrap();
+    let heard = Throttle::new()
+        .on_event(|_: &Event<'_>| {})
+        .build()
+        .unwrap();
+    assert_eq!(
+        heard.feedback().controllers(),
+        quiet.feedback().controllers() + 1
+    );
+}
