@@ -159,7 +159,6 @@ async fn a_gauge_timer_keeps_the_gauges_exact_between_attempts() {
         .metrics(true)
         .build()
         .unwrap();
-    let timer = tokio::spawn(throttle.record_gauges_every(std::time::Duration::from_secs(1)));
     let client = ServiceBuilder::new()
         .layer(throttle.clone())
         .service(service_fn(|_request: http::Request<String>| async {
@@ -181,6 +180,8 @@ async fn a_gauge_timer_keeps_the_gauges_exact_between_attempts() {
         stale["gentlify_open_slots"], 2.0,
         "as set at the last outcome"
     );
+    // Started now, so that no tick can land before the reading above.
+    let timer = tokio::spawn(throttle.record_gauges_every(std::time::Duration::from_secs(1)));
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let fresh = gauges("timer");
     assert_eq!(fresh["gentlify_in_flight"], 1.0, "set by the timer");
