@@ -10,6 +10,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod grpc;
+
 use std::net::SocketAddr;
 
 use gentlify_sim::{Dist, Scenario, ServerStats, SimUpstream};

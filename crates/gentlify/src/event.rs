@@ -3,7 +3,7 @@
 
 use std::error::Error;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gentlify_core::{Controller, Feedback, Outcome, QuotaReport};
@@ -31,6 +31,14 @@ pub enum Event<'a> {
         /// Cuts so far.
         decelerations: u64,
     },
+    /// The adaptive concurrency limit rose (by one or more whole requests) since it was last
+    /// reported: the server has been answering well.
+    Reacceleration {
+        /// The limit before.
+        from: usize,
+        /// The limit now.
+        limit: usize,
+    },
     /// The pause gate now holds new dispatch until `until` (a server named a delay or a reset).
     Pause {
         /// The instant dispatch resumes.
@@ -51,6 +59,8 @@ pub(crate) struct Observer {
     feedback: Feedback,
     concurrency: AdaptiveConcurrencyLayer,
     decelerations: AtomicU64,
+    /// The limit last reported, to tell a rise from a cut.
+    limit: AtomicUsize,
     paused_until: Mutex<Option<Instant>>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<crate::metrics::StackMetrics>,
@@ -62,12 +72,13 @@ impl Observer {
         feedback: Feedback,
         concurrency: AdaptiveConcurrencyLayer,
     ) -> Self {
-        let decelerations = concurrency.snapshot().decelerations;
+        let snapshot = concurrency.snapshot();
         Observer {
             callbacks,
             feedback,
             concurrency,
-            decelerations: AtomicU64::new(decelerations),
+            decelerations: AtomicU64::new(snapshot.decelerations),
+            limit: AtomicUsize::new(snapshot.limit),
             paused_until: Mutex::new(None),
             #[cfg(feature = "metrics")]
             metrics: None,
@@ -96,22 +107,43 @@ impl Observer {
         self.emit(&Event::Breaker(transition));
     }
 
-    /// Reports a cut of the limit and a new pause, if either happened since last time.
+    /// Reports a cut of the limit, a rise of the limit and a new pause, if any happened since
+    /// last time.
     fn changes(&self) {
         let snapshot = self.concurrency.snapshot();
         let seen = self
             .decelerations
             .fetch_max(snapshot.decelerations, Ordering::AcqRel);
+        let from = self.limit.swap(snapshot.limit, Ordering::AcqRel);
         if snapshot.decelerations > seen {
             self.emit(&Event::Deceleration {
                 limit: snapshot.limit,
                 decelerations: snapshot.decelerations,
+            });
+        } else if snapshot.limit > from {
+            // The limiter logs its cuts itself; its rises are logged here, where they are seen.
+            tracing::debug!(
+                from,
+                to = snapshot.limit,
+                "gentlify concurrency reaccelerates"
+            );
+            self.emit(&Event::Reacceleration {
+                from,
+                limit: snapshot.limit,
             });
         }
         self.check_pause();
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
             metrics.gauges(&snapshot, &self.feedback);
+        }
+    }
+
+    /// Sets the metrics' gauges from the stack's state now.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record_gauges(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.gauges(&self.concurrency.snapshot(), &self.feedback);
         }
     }
 

@@ -14,6 +14,7 @@ use crate::event::Observer;
 use crate::headers::HeaderFeedbackLayer;
 use crate::retry::RetryLayer;
 use crate::service::Throttled;
+use crate::toggle::Toggled;
 
 /// The full gentlify stack as one [`Layer`]: breaker → adaptive concurrency → retry → token
 /// budget → header feedback, all on one [`Feedback`] handle. Made by
@@ -39,36 +40,27 @@ use crate::service::Throttled;
 /// ```
 #[derive(Clone)]
 pub struct ThrottleLayer<E = JsonEstimate> {
-    feedback: Feedback,
-    breaker: CircuitBreakerLayer,
-    concurrency: AdaptiveConcurrencyLayer,
-    retry: RetryLayer,
-    budget: TokenBudgetLayer<StackEstimate<E>>,
-    headers: HeaderFeedbackLayer,
-    observer: Option<Arc<Observer>>,
+    pub(crate) feedback: Feedback,
+    pub(crate) breaker: CircuitBreakerLayer,
+    pub(crate) concurrency: AdaptiveConcurrencyLayer,
+    pub(crate) retry: RetryLayer,
+    pub(crate) budget: TokenBudgetLayer<StackEstimate<E>>,
+    pub(crate) headers: HeaderFeedbackLayer,
+    pub(crate) observer: Option<Arc<Observer>>,
+    pub(crate) stacked: Stacked,
+}
+
+/// Which parts are in the request's path (the others are switched off, and their layer values
+/// above only answer the accessors).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stacked {
+    pub(crate) breaker: bool,
+    pub(crate) concurrency: bool,
+    pub(crate) budget: bool,
+    pub(crate) headers: bool,
 }
 
 impl<E> ThrottleLayer<E> {
-    pub(crate) fn from_parts(
-        feedback: Feedback,
-        breaker: CircuitBreakerLayer,
-        concurrency: AdaptiveConcurrencyLayer,
-        retry: RetryLayer,
-        budget: TokenBudgetLayer<StackEstimate<E>>,
-        headers: HeaderFeedbackLayer,
-        observer: Option<Arc<Observer>>,
-    ) -> Self {
-        ThrottleLayer {
-            feedback,
-            breaker,
-            concurrency,
-            retry,
-            budget,
-            headers,
-            observer,
-        }
-    }
-
     /// The handle every layer of the stack shares (to read it, register a
     /// [`Controller`](crate::Controller), or build another layer on it).
     pub fn feedback(&self) -> &Feedback {
@@ -102,12 +94,48 @@ impl<E> ThrottleLayer<E> {
     }
 
     /// Sets the metrics' gauges (limit, in flight, remaining tokens, open slots) from the stack's
-    /// state now. They are also set after every attempt; call this from a timer to keep them
-    /// fresh while the stack is idle.
+    /// state now. See [`crate::metrics`] for when they are set otherwise, and why a timer
+    /// ([`record_gauges_every`](ThrottleLayer::record_gauges_every)) is needed for exact values.
     #[cfg(feature = "metrics")]
     pub fn record_gauges(&self) {
-        if let Some(metrics) = self.observer.as_ref().and_then(|o| o.metrics.as_ref()) {
-            metrics.gauges(&self.concurrency.snapshot(), &self.feedback);
+        if let Some(observer) = &self.observer {
+            observer.record_gauges();
+        }
+    }
+
+    /// A task that sets the gauges every `period` (as [`record_gauges`](Self::record_gauges)),
+    /// for as long as the stack exists: spawn it once. It holds no strong reference, and ends
+    /// when every clone of this layer and every service it made are dropped (or at once if
+    /// metrics are off for this stack).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let throttle = gentlify::Throttle::new().name("chat").metrics(true).build().unwrap();
+    /// tokio::spawn(throttle.record_gauges_every(Duration::from_secs(1)));
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn record_gauges_every(
+        &self,
+        period: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let observer = self
+            .observer
+            .as_ref()
+            .filter(|o| o.metrics.is_some())
+            .map(Arc::downgrade);
+        async move {
+            let Some(observer) = observer else { return };
+            let mut timer = tokio::time::interval(period);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                match observer.upgrade() {
+                    Some(observer) => observer.record_gauges(),
+                    None => return,
+                }
+            }
         }
     }
 }
@@ -116,11 +144,19 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
     type Service = Throttled<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = self.headers.layer(inner);
-        let inner = self.budget.layer(inner);
+        fn part<L: Layer<S>, S>(on: bool, layer: &L, inner: S) -> Toggled<L::Service, S> {
+            if on {
+                Toggled::On(layer.layer(inner))
+            } else {
+                Toggled::Off(inner)
+            }
+        }
+        let on = self.stacked;
+        let inner = part(on.headers, &self.headers, inner);
+        let inner = part(on.budget, &self.budget, inner);
         let inner = self.retry.layer(inner);
-        let inner = self.concurrency.layer(inner);
-        let inner = self.breaker.layer(inner);
+        let inner = part(on.concurrency, &self.concurrency, inner);
+        let inner = part(on.breaker, &self.breaker, inner);
         Throttled::new(inner, self.observer.clone())
     }
 }
@@ -135,6 +171,7 @@ impl<E> fmt::Debug for ThrottleLayer<E> {
             .field("budget", &self.budget)
             .field("headers", &self.headers)
             .field("observer", &self.observer)
+            .field("stacked", &self.stacked)
             .finish()
     }
 }

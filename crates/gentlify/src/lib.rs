@@ -93,8 +93,10 @@
 //! - Observability: the layers emit `tracing` events (decelerations, backoffs, pauses, breaker
 //!   transitions, every attempt's outcome at TRACE), never a request's or a response's headers;
 //!   [`ThrottleLayer::snapshot`] reads the whole stack; [`Throttle::on_event`] calls back on each
-//!   [`Event`]; with the `metrics` feature, `Throttle::metrics(true)` records gauges, counters and
-//!   histograms labelled per stack.
+//!   [`Event`] (including the limit's rises, [`Event::Reacceleration`], also logged at DEBUG
+//!   when a callback or metrics are set); with the `metrics` feature, `Throttle::metrics(true)`
+//!   records gauges, counters and histograms labelled per stack. A stack with neither callbacks
+//!   nor metrics has no observer at all: nothing is done per request for them.
 //! - The layer crates, re-exported as modules: [`core`], [`concurrency`], [`retry`], [`budget`],
 //!   [`headers`], [`breaker`].
 //!
@@ -119,6 +121,7 @@ mod layer;
 pub mod metrics;
 mod service;
 mod throttle;
+pub mod toggle;
 
 /// The shared handle, the slot, outcome classes and typed rejections
 /// (the `gentlify-core` crate).
@@ -167,8 +170,9 @@ pub use estimate::StackEstimate;
 pub use event::Event;
 pub use group::{ThrottleGroup, ThrottleGroupBuilder};
 pub use layer::ThrottleLayer;
-pub use service::{Stack, Throttled};
+pub use service::{AfterBreaker, AfterBudget, AfterConcurrency, AfterRetry, Stack, Throttled};
 pub use throttle::Throttle;
+pub use toggle::Toggled;
 
 pub use gentlify_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer};

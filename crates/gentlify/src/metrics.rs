@@ -17,8 +17,21 @@
 //! | `gentlify_open_slots` | gauge | `stack` | logical requests in progress |
 //! | `gentlify_tokens_remaining` | gauge | `stack` | tokens left in the first budget with a token limit |
 //!
-//! Gauges are set after every attempt and by
-//! [`ThrottleLayer::record_gauges`](crate::ThrottleLayer::record_gauges).
+//! # When gauges are set
+//!
+//! The `metrics` crate's gauges are pushed: a recorder keeps the last value set and cannot ask
+//! the stack for a fresh one when it is read. The stack sets its gauges when it hears something
+//! — after every attempt's outcome (published when the response's head arrives) and every quota
+//! report from the headers — and they keep that value until the next. That leaves two gaps:
+//! `gentlify_in_flight` and `gentlify_open_slots` change when a response's body ends (the permit
+//! and the slot are held until then, and nothing is published at that moment), so after the last
+//! attempt of a burst they count the bodies then still being read, until the next attempt; and a
+//! limit set by hand, with no attempt after it, is not seen. For gauges that are exact when read,
+//! spawn [`ThrottleLayer::record_gauges_every`](crate::ThrottleLayer::record_gauges_every) with
+//! the scrape interval (it ends with the stack), or call
+//! [`ThrottleLayer::record_gauges`](crate::ThrottleLayer::record_gauges) before each scrape.
+//! Setting them at every slot's end instead would put that work on every request's path, for
+//! every stack, whether its gauges are ever read or not.
 
 use std::error::Error;
 

@@ -16,10 +16,27 @@ use crate::event::Observer;
 use crate::future::ResponseFuture;
 use crate::headers::HeaderFeedback;
 use crate::retry::Retry;
+use crate::toggle::Toggled;
 
-/// The layers of the full stack, outermost first, around the client `S`.
+/// The layers of the full stack, outermost first, around the client `S`; each part that can be
+/// left out is [`Toggled`]: a part with nothing to do is not in the request's path.
 pub type Stack<S, E = JsonEstimate> =
-    CircuitBreaker<AdaptiveConcurrency<Retry<Budgeted<HeaderFeedback<S>, StackEstimate<E>>>>>;
+    Toggled<CircuitBreaker<AfterBreaker<S, E>>, AfterBreaker<S, E>>;
+
+/// The stack under the breaker.
+pub type AfterBreaker<S, E = JsonEstimate> =
+    Toggled<AdaptiveConcurrency<AfterConcurrency<S, E>>, AfterConcurrency<S, E>>;
+
+/// The stack under the concurrency limiter: the retry layer, always there (switched off, it
+/// sends each request once and still reads a 429's body for a quota gone for good).
+pub type AfterConcurrency<S, E = JsonEstimate> = Retry<AfterRetry<S, E>>;
+
+/// The stack under the retry layer.
+pub type AfterRetry<S, E = JsonEstimate> =
+    Toggled<Budgeted<AfterBudget<S>, StackEstimate<E>>, AfterBudget<S>>;
+
+/// The stack under the token budget: the header feedback layer around the client.
+pub type AfterBudget<S> = Toggled<HeaderFeedback<S>, S>;
 
 /// The full gentlify stack around a client `S`: breaker → adaptive concurrency → retry → token
 /// budget → header feedback → `S`. Made by [`ThrottleLayer`](crate::ThrottleLayer).

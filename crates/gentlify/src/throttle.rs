@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use gentlify_core::{Dimension, Feedback, QuotaReport};
+use gentlify_core::{CircuitState, Dimension, Feedback, QuotaReport};
 
 use crate::breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::budget::{JsonEstimate, Limit, TokenBudget, TokenBudgetBuilder, TokenBudgetLayer};
@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 use crate::estimate::StackEstimate;
 use crate::event::{Callback, Event, Observer};
 use crate::headers::{AnthropicHeaders, HeaderFeedbackLayer, OpenAiHeaders, ParseHeaders};
-use crate::layer::ThrottleLayer;
+use crate::layer::{Stacked, ThrottleLayer};
 use crate::retry::{RetryLayer, RetryLayerBuilder};
 
 /// A part of the stack: configured by a builder, given ready-built, or switched off.
@@ -53,7 +53,7 @@ enum Provider {
 }
 
 /// "Off" for the concurrency layer: one fixed limit no workload reaches, so the layer admits
-/// everything and never paces (the type of the stack stays the same).
+/// everything and never paces (it stays in the stack while the header layer may pause dispatch).
 const UNLIMITED: usize = 1 << 30;
 
 /// Builds the full gentlify stack on **one** [`Feedback`] handle, as one [`ThrottleLayer`].
@@ -69,11 +69,19 @@ const UNLIMITED: usize = 1 << 30;
 ///
 /// Every part is configured by a closure over its own builder (`.concurrency(|c| c.max(64))`),
 /// given ready-built (`.breaker_layer(..)`, `.shared_budget(..)`, to share it with other stacks),
-/// or switched off (`.no_retry()`...). A part switched off stays in the stack in an inert form
-/// (the stack's type does not change): the breaker disabled, the limiter pinned at 2³⁰, one
-/// attempt per request, a budget with no limits, a header layer with no parser.
+/// or switched off (`.no_retry()`...). A part with nothing to do is left out of the request's
+/// path (each part of the service is [`Toggled`](crate::Toggled), so the stack's type does not
+/// change): a breaker switched off, a budget with no limit (the default until one is set), a
+/// header layer switched off. Two parts switched off stay, because they still do something: the
+/// retry layer sends each request once but still reads a 429's body for the markers of a quota
+/// gone for good, and the limiter, pinned at 2³⁰, still holds dispatch while the server's pause
+/// (set by the header layer) is in force — it is left out too when the header layer is off.
 ///
-/// [`build`](Throttle::build) checks everything and reports a [`ConfigError`].
+/// [`build`](Throttle::build) checks everything and reports a [`ConfigError`]. It gives a
+/// [`ThrottleLayer`]: clone *that* to throttle several services together (every clone shares
+/// one handle, limiter, budget and breaker). A `Throttle` itself is only the builder; to make
+/// several independent stacks with the same settings, call a function that returns one (as
+/// [`ThrottleGroup`](crate::ThrottleGroup) does per key).
 ///
 /// ```
 /// use std::time::Duration;
@@ -252,7 +260,7 @@ impl<E> Throttle<E> {
         self
     }
 
-    /// No circuit breaker (the layer stays, disabled).
+    /// No circuit breaker (left out of the stack; the handle's circuit state says `disabled`).
     pub fn no_breaker(mut self) -> Self {
         self.breaker = Part::Off;
         self
@@ -273,7 +281,9 @@ impl<E> Throttle<E> {
         self
     }
 
-    /// No concurrency limit (the layer stays, pinned at a limit no workload reaches, unpaced).
+    /// No concurrency limit: the limiter is pinned at a limit no workload reaches, unpaced. It
+    /// stays in the stack while header feedback is on (it holds dispatch during the server's
+    /// pauses), and is left out with [`no_header_feedback`](Throttle::no_header_feedback).
     pub fn no_concurrency_limit(mut self) -> Self {
         self.concurrency = Part::Off;
         self
@@ -291,7 +301,8 @@ impl<E> Throttle<E> {
         self
     }
 
-    /// No retries (the layer stays, sending each request once).
+    /// No retries (the layer stays, sending each request once and still telling a 429 that can
+    /// never succeed from overload).
     pub fn no_retry(mut self) -> Self {
         self.retry = Part::Off;
         self
@@ -348,7 +359,8 @@ impl<E> Throttle<E> {
         self
     }
 
-    /// No token budget (the layer stays, with no limit).
+    /// No token budget (left out of the stack; [`ThrottleLayer::budgets`] then lists a budget with
+    /// no limit).
     pub fn no_budget(mut self) -> Self {
         self.budget_on = false;
         self
@@ -386,7 +398,7 @@ impl<E> Throttle<E> {
         self.headers(|_| HeaderFeedbackLayer::only(parser))
     }
 
-    /// No header feedback (the layer stays, with no parser, neither pausing nor holding).
+    /// No header feedback (left out of the stack).
     pub fn no_header_feedback(mut self) -> Self {
         self.headers = None;
         self
@@ -456,6 +468,10 @@ impl<E> Throttle<E> {
             }
         };
 
+        // A limiter switched off stays in the stack (pinned at a limit no workload reaches) while
+        // the header layer may set the pause gate: it is the part that holds dispatch then.
+        let headers_stacked = self.headers.is_some();
+        let concurrency_stacked = headers_stacked || !matches!(self.concurrency, Part::Off);
         let concurrency = match self.concurrency {
             Part::Build(b) => b.feedback(feedback.clone()).build()?,
             Part::Given(layer) => {
@@ -466,8 +482,13 @@ impl<E> Throttle<E> {
                 }
                 layer
             }
+            // Out of the stack: built on a handle of its own, so that it hears nothing.
             Part::Off => AdaptiveConcurrencyBuilder::default()
-                .feedback(feedback.clone())
+                .feedback(if concurrency_stacked {
+                    feedback.clone()
+                } else {
+                    Feedback::new()
+                })
                 .min(UNLIMITED)
                 .max(UNLIMITED)
                 .initial(UNLIMITED)
@@ -482,6 +503,8 @@ impl<E> Throttle<E> {
                 }
                 layer
             }
+            // Stays in the stack, sending each request once: it still reads a 429's body for
+            // the markers of a quota gone for good, so that such a 429 is not taken for overload.
             Part::Off => RetryLayerBuilder::default()
                 .feedback(feedback.clone())
                 .max_attempts(1)
@@ -498,10 +521,13 @@ impl<E> Throttle<E> {
         } else {
             budgets.push(TokenBudget::builder().build()?);
         }
+        // A budget with no limit at all has nothing to hold back nor to reconcile.
+        let budget_stacked = budgets.iter().any(has_limits);
         let estimate = StackEstimate::new(self.estimate, &budgets);
-        let mut budget = TokenBudgetLayer::new(budgets[0].clone())
-            .feedback(feedback.clone())
-            .estimate(estimate);
+        let mut budget = TokenBudgetLayer::new(budgets[0].clone()).estimate(estimate);
+        if budget_stacked {
+            budget = budget.feedback(feedback.clone());
+        }
         for extra in &budgets[1..] {
             budget = budget.with_budget(extra.clone());
         }
@@ -511,7 +537,7 @@ impl<E> Throttle<E> {
             None => HeaderFeedbackLayer::only(NoHeaders)
                 .server_delay(false)
                 .hold_dispatch(false)
-                .feedback(feedback.clone()),
+                .feedback(Feedback::new()),
         };
 
         #[cfg(feature = "metrics")]
@@ -533,6 +559,12 @@ impl<E> Throttle<E> {
             None
         };
 
+        let stacked = Stacked {
+            breaker: !matches!(self.breaker, Part::Off),
+            concurrency: concurrency_stacked,
+            budget: budget_stacked,
+            headers: headers_stacked,
+        };
         let breaker = match self.breaker {
             Part::Build(mut b) => {
                 if let Some(observer) = &observer {
@@ -544,9 +576,10 @@ impl<E> Throttle<E> {
             Part::Given(layer) => layer,
             Part::Off => {
                 let layer = CircuitBreakerBuilder::default()
-                    .feedback(feedback.clone())
+                    .feedback(Feedback::new())
                     .build()?;
                 layer.handle().disable();
+                feedback.set_circuit_state(CircuitState::Disabled);
                 layer
             }
         };
@@ -555,7 +588,7 @@ impl<E> Throttle<E> {
             feedback.register(observer);
         }
 
-        Ok(ThrottleLayer::from_parts(
+        Ok(ThrottleLayer {
             feedback,
             breaker,
             concurrency,
@@ -563,7 +596,8 @@ impl<E> Throttle<E> {
             budget,
             headers,
             observer,
-        ))
+            stacked,
+        })
     }
 }
 
@@ -597,4 +631,18 @@ impl ParseHeaders for NoHeaders {
     fn parse(&self, _: &http::HeaderMap, _: SystemTime) -> Option<QuotaReport> {
         None
     }
+}
+
+/// Whether `budget` limits anything at all.
+fn has_limits(budget: &TokenBudget) -> bool {
+    [
+        Dimension::Requests,
+        Dimension::Tokens,
+        Dimension::InputTokens,
+        Dimension::OutputTokens,
+        Dimension::ConcurrentRequests,
+        Dimension::ContentBytes,
+    ]
+    .into_iter()
+    .any(|d| budget.remaining(d).is_some())
 }

@@ -224,3 +224,73 @@ async fn the_estimate_runs_only_when_a_budget_counts_tokens() {
         assert_eq!(estimates.load(Ordering::SeqCst), expected);
     }
 }
+
+/// Which parts a stack puts in the request's path: `[breaker, concurrency, retry, budget,
+/// headers]`.
+fn stacked(throttle: Throttle) -> [bool; 5] {
+    use gentlify::Toggled::{Off, On};
+    let layer = throttle.build().unwrap();
+    let service = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|_: http::Request<String>| async { common::ok() }),
+    );
+    let (breaker, rest) = match service.get_ref() {
+        On(s) => (true, s.get_ref()),
+        Off(s) => (false, s),
+    };
+    let (concurrency, rest) = match rest {
+        On(s) => (true, s.get_ref()),
+        Off(s) => (false, s),
+    };
+    // The retry layer is always there.
+    let (retry, rest) = (true, rest.get_ref());
+    let (budget, rest) = match rest {
+        On(s) => (true, s.get_ref()),
+        Off(s) => (false, s),
+    };
+    let headers = matches!(rest, On(_));
+    [breaker, concurrency, retry, budget, headers]
+}
+
+#[test]
+fn switched_off_parts_are_left_out_of_the_request_path() {
+    assert_eq!(
+        stacked(Throttle::new().requests_per_minute(60)),
+        [true; 5],
+        "everything on"
+    );
+    assert_eq!(
+        stacked(Throttle::new()),
+        [true, true, true, false, true],
+        "a budget with no limit has nothing to do"
+    );
+    assert_eq!(
+        stacked(Throttle::new().requests_per_minute(60).no_budget()),
+        [true, true, true, false, true]
+    );
+    assert_eq!(
+        stacked(Throttle::new().no_breaker()),
+        [false, true, true, false, true]
+    );
+    assert_eq!(
+        stacked(Throttle::new().no_concurrency_limit()),
+        [true, true, true, false, true],
+        "the unlimited limiter stays to hold dispatch while the server's pause is in force"
+    );
+    assert_eq!(
+        stacked(Throttle::new().no_concurrency_limit().no_header_feedback()),
+        [true, false, true, false, false]
+    );
+    assert_eq!(
+        stacked(Throttle::new().no_retry()),
+        [true, true, true, false, true],
+        "one attempt, but a 429's body is still read for a quota gone for good"
+    );
+
+    // A breaker left out does not listen to the handle either: no outcome pays for it.
+    let controllers = |throttle: Throttle| throttle.build().unwrap().feedback().controllers();
+    assert_eq!(
+        controllers(Throttle::new().no_breaker()) + 1,
+        controllers(Throttle::new())
+    );
+}

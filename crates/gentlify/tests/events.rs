@@ -90,3 +90,101 @@ async fn on_event_hears_what_the_stack_does() {
         3
     );
 }
+
+/// After a cut and its cooling, answers that come back well while the callers fill the limit make
+/// it grow: the callback hears each rise as a `Reacceleration`, after the `Deceleration`.
+#[tokio::test(start_paused = true)]
+async fn on_event_hears_the_limit_rise_again_after_a_cut() {
+    let events = Arc::new(Mutex::new(Vec::<(String, usize)>::new()));
+    let throttle = Throttle::new()
+        .no_retry()
+        .concurrency(|c| {
+            c.initial(4)
+                .cooling(std::time::Duration::from_secs(1))
+                .pacing(gentlify::concurrency::Pacing::disabled())
+        })
+        .on_event({
+            let events = events.clone();
+            move |event: &Event<'_>| match event {
+                Event::Deceleration { limit, .. } => {
+                    events.lock().unwrap().push(("decelerate".into(), *limit))
+                }
+                Event::Reacceleration { from, limit } => {
+                    assert!(limit > from, "{from} -> {limit}");
+                    events.lock().unwrap().push(("reaccelerate".into(), *limit))
+                }
+                _ => {}
+            }
+        })
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = ServiceBuilder::new()
+        .layer(throttle.clone())
+        .service(service_fn({
+            let calls = calls.clone();
+            move |_request: http::Request<String>| {
+                let status = if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    429
+                } else {
+                    200
+                };
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    Ok::<_, Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from("{}")))
+                            .unwrap(),
+                    )
+                }
+            }
+        }));
+
+    // The 429 cuts the limit; then 20 rounds of as many callers as the limit allows.
+    drain(client.clone().oneshot(request("first")).await.unwrap()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        let limit = throttle.concurrency().limit;
+        let mut round = tokio::task::JoinSet::new();
+        for _ in 0..limit {
+            let client = client.clone();
+            round.spawn(async move { drain(client.oneshot(request("x")).await.unwrap()).await });
+        }
+        while round.join_next().await.is_some() {}
+    }
+
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events.first().map(|e| e.0.as_str()),
+        Some("decelerate"),
+        "{events:?}"
+    );
+    let rises: Vec<usize> = events
+        .iter()
+        .filter(|e| e.0 == "reaccelerate")
+        .map(|e| e.1)
+        .collect();
+    assert!(!rises.is_empty(), "{events:?}");
+    assert!(rises.windows(2).all(|w| w[0] < w[1]), "{events:?}");
+    assert_eq!(
+        rises.last().copied(),
+        Some(throttle.concurrency().limit),
+        "the last rise reported is the limit now: {events:?}"
+    );
+}
+
+/// Nothing listens for events nobody asked for: without a callback (or metrics) the stack
+/// registers no observer on its handle, so no outcome pays for one.
+#[test]
+fn without_a_callback_no_observer_hears_the_outcomes() {
+    let quiet = Throttle::new().build().unwrap();
+    let heard = Throttle::new()
+        .on_event(|_: &Event<'_>| {})
+        .build()
+        .unwrap();
+    assert_eq!(
+        heard.feedback().controllers(),
+        quiet.feedback().controllers() + 1
+    );
+}

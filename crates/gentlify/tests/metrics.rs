@@ -11,16 +11,48 @@ use std::sync::Arc;
 use common::{drain, request, response};
 use gentlify::core::error::CircuitOpen;
 use gentlify::Throttle;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
+/// The debugging recorder's reads reset every metric: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The process's recorder, installed once; each test reads only the metrics of its own stack.
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().unwrap();
+        snapshotter
+    })
+}
+
+/// The gauges of stack `stack`, by name (one read: it resets them all).
+fn gauges(stack: &str) -> std::collections::HashMap<String, f64> {
+    let label = format!("stack={stack}");
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let ours = key
+                .key()
+                .labels()
+                .any(|l| format!("{}={}", l.key(), l.value()) == label);
+            match value {
+                DebugValue::Gauge(v) if ours => Some((key.key().name().to_owned(), v.into_inner())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_stack_records_its_metrics_under_its_name() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder.install().unwrap();
-
+    let _serial = SERIAL.lock().await;
+    let snapshotter = snapshotter();
     let throttle = Throttle::openai()
         .name("chat")
         .tokens_per_minute(100_000)
@@ -60,9 +92,9 @@ async fn a_stack_records_its_metrics_under_its_name() {
                 .labels()
                 .map(|l| format!("{}={}", l.key(), l.value()))
                 .collect();
-            assert!(labels.contains(&"stack=chat".to_owned()), "{key:?}");
             (kind, key.name().to_owned(), labels, value)
         })
+        .filter(|(_, _, labels, _)| labels.contains(&"stack=chat".to_owned()))
         .collect();
     let find = |kind: MetricKind, name: &str, label: Option<&str>| {
         metrics
@@ -113,4 +145,51 @@ async fn a_stack_records_its_metrics_under_its_name() {
     assert_eq!(gauge("gentlify_in_flight"), 0.0);
     assert_eq!(gauge("gentlify_open_slots"), 0.0);
     assert!(gauge("gentlify_tokens_remaining") > 0.0);
+}
+
+/// Gauges are pushed when the stack hears an outcome; a body read after the last one keeps its
+/// permit until it ends, so the in-flight gauge counts it until a timer sets it again.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_gauge_timer_keeps_the_gauges_exact_between_attempts() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let throttle = Throttle::new()
+        .name("timer")
+        .no_retry()
+        .metrics(true)
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(throttle.clone())
+        .service(service_fn(|_request: http::Request<String>| async {
+            Ok::<_, Infallible>(response(200, "{}"))
+        }));
+
+    // Two heads heard (the gauge says 2), then one body read to its end: 1 in flight.
+    let held = client.clone().oneshot(request("a")).await.unwrap();
+    let read = client.clone().oneshot(request("b")).await.unwrap();
+    drain(read).await;
+    assert_eq!(throttle.concurrency().in_flight, 1);
+    // (The debugging recorder's read sets a gauge back to 0.)
+    let stale = gauges("timer");
+    assert_eq!(
+        stale["gentlify_in_flight"], 2.0,
+        "as set at the last outcome"
+    );
+    assert_eq!(
+        stale["gentlify_open_slots"], 2.0,
+        "as set at the last outcome"
+    );
+    // Started now, so that no tick can land before the reading above.
+    let timer = tokio::spawn(throttle.record_gauges_every(std::time::Duration::from_secs(1)));
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let fresh = gauges("timer");
+    assert_eq!(fresh["gentlify_in_flight"], 1.0, "set by the timer");
+    assert_eq!(fresh["gentlify_open_slots"], 1.0, "set by the timer");
+    drain(held).await;
+
+    // The timer ends with the stack.
+    drop((client, throttle));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(timer.is_finished());
 }

@@ -1,0 +1,222 @@
+//! The success path of `full_stack.rs`, one stack per run, for instruction counts under
+//! callgrind (repeatable where wall-clock timings on a shared machine are not):
+//!
+//! ```sh
+//! cargo bench -p gentlify --bench instructions --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/deps/instructions-* <stack> <n>
+//! ```
+//!
+//! Run each stack at two counts `n` and `2n`: the difference of the totals over `n` is the cost of
+//! one request without the setup. `scripts`-free on purpose: `cargo bench -p gentlify --bench
+//! instructions -- list` names the stacks.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gentlify::{Event, Limit, Throttle};
+use http_body_util::{BodyExt, Full};
+use tower::retry::Policy;
+use tower::util::BoxCloneService;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+type Request = http::Request<Bytes>;
+type Response = http::Response<Full<Bytes>>;
+
+fn request() -> Request {
+    http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(
+            br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap()
+}
+
+async fn ok(_request: Request) -> Result<Response, Infallible> {
+    Ok(http::Response::new(Full::new(Bytes::from_static(
+        br#"{"ok":true}"#,
+    ))))
+}
+
+#[derive(Clone)]
+struct RetryServerErrors(u32);
+
+impl<E> Policy<Request, Response, E> for RetryServerErrors {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut Request, result: &mut Result<Response, E>) -> Option<Ready<()>> {
+        match result {
+            Ok(r) if r.status().is_server_error() && self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request) -> Option<Request> {
+        let mut copy = http::Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        Some(copy)
+    }
+}
+
+async fn run<S, B>(mut service: S, iters: u64)
+where
+    S: Service<Request, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..iters {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+}
+
+const STACKS: &[&str] = &[
+    "bare",
+    "tower",
+    "full",
+    "full_with_budget",
+    "full_with_callback",
+    "all_off",
+    "breaker",
+    "concurrency",
+    "retry",
+    "budget_no_limit",
+    "headers",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let stack = args.first().map(String::as_str).unwrap_or("list");
+    if stack == "list" || !STACKS.contains(&stack) {
+        println!("stacks: {}", STACKS.join(" "));
+        return;
+    }
+    let iters: u64 = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let inner = service_fn(ok);
+        match stack {
+            "bare" => run(inner, iters).await,
+            "tower" => {
+                run(
+                    ServiceBuilder::new()
+                        .concurrency_limit(256)
+                        .retry(RetryServerErrors(2))
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            "full" => {
+                let layer = Throttle::new().build().unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_with_budget" => {
+                let layer = Throttle::openai()
+                    .limit(Limit::requests_per_second(1_000_000_000))
+                    .limit(Limit::new(
+                        gentlify::core::Dimension::Tokens,
+                        1_000_000_000_000,
+                        Duration::from_secs(1),
+                    ))
+                    .build()
+                    .unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_with_callback" => {
+                let layer = Throttle::new()
+                    .on_event(|event: &Event<'_>| {
+                        std::hint::black_box(event);
+                    })
+                    .build()
+                    .unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "all_off" => {
+                let layer = Throttle::new()
+                    .no_breaker()
+                    .no_concurrency_limit()
+                    .no_retry()
+                    .no_budget()
+                    .no_header_feedback()
+                    .build()
+                    .unwrap();
+                // Boxed so that this arm's type does not depend on how "off" is represented.
+                let service: BoxCloneService<Request, _, _> =
+                    BoxCloneService::new(ServiceBuilder::new().layer(layer).service(inner));
+                run(service, iters).await
+            }
+            "breaker" => {
+                run(
+                    ServiceBuilder::new()
+                        .layer(gentlify::CircuitBreakerLayer::new())
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            "concurrency" => {
+                run(
+                    ServiceBuilder::new()
+                        .layer(gentlify::AdaptiveConcurrencyLayer::new())
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            "retry" => {
+                run(
+                    ServiceBuilder::new()
+                        .layer(gentlify::RetryLayer::new())
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            "budget_no_limit" => {
+                run(
+                    ServiceBuilder::new()
+                        .layer(gentlify::TokenBudgetLayer::new(
+                            gentlify::TokenBudget::builder().build().unwrap(),
+                        ))
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            "headers" => {
+                run(
+                    ServiceBuilder::new()
+                        .layer(gentlify::HeaderFeedbackLayer::new())
+                        .service(inner),
+                    iters,
+                )
+                .await
+            }
+            _ => unreachable!(),
+        }
+    });
+}

@@ -1,0 +1,110 @@
+//! [`Toggled`]: a part of the stack that is either there or not, chosen when the stack is built.
+//!
+//! A part switched off in a [`Throttle`](crate::Throttle) (`.no_retry()`, a budget with no
+//! limit...) is left out of the request's path rather than kept in an inert form: the service
+//! is the part around the rest of the stack, or the rest of the stack alone. The response body
+//! is an [`Either`] of the two, so the stack's type does not depend on the settings.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use gentlify_core::BoxError;
+use http_body_util::Either;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+/// Either a layer's service around `Off` (`On`), or `Off` alone.
+#[derive(Clone, Debug)]
+pub enum Toggled<On, Off> {
+    /// The part is in the stack.
+    On(On),
+    /// The part is switched off: requests go straight to the rest of the stack.
+    Off(Off),
+}
+
+impl<On, Off, Request, OnBody, OffBody> Service<Request> for Toggled<On, Off>
+where
+    On: Service<Request, Response = http::Response<OnBody>>,
+    On::Error: Into<BoxError>,
+    Off: Service<Request, Response = http::Response<OffBody>>,
+    Off::Error: Into<BoxError>,
+{
+    type Response = http::Response<Either<OnBody, OffBody>>;
+    type Error = BoxError;
+    type Future = ToggledFuture<On::Future, Off::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Toggled::On(on) => on.poll_ready(cx).map_err(Into::into),
+            Toggled::Off(off) => off.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self {
+            Toggled::On(on) => ToggledFuture {
+                inner: Inner::On {
+                    future: on.call(request),
+                },
+            },
+            Toggled::Off(off) => ToggledFuture {
+                inner: Inner::Off {
+                    future: off.call(request),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Toggled`].
+    pub struct ToggledFuture<On, Off> {
+        #[pin]
+        inner: Inner<On, Off>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<On, Off> {
+        On { #[pin] future: On },
+        Off { #[pin] future: Off },
+    }
+}
+
+impl<On, Off, OnBody, OffBody, OnError, OffError> Future for ToggledFuture<On, Off>
+where
+    On: Future<Output = Result<http::Response<OnBody>, OnError>>,
+    OnError: Into<BoxError>,
+    Off: Future<Output = Result<http::Response<OffBody>, OffError>>,
+    OffError: Into<BoxError>,
+{
+    type Output = Result<http::Response<Either<OnBody, OffBody>>, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.project() {
+            InnerProj::On { future } => future.poll(cx).map(|r| {
+                r.map(|response| response.map(Either::Left))
+                    .map_err(Into::into)
+            }),
+            InnerProj::Off { future } => future.poll(cx).map(|r| {
+                r.map(|response| response.map(Either::Right))
+                    .map_err(Into::into)
+            }),
+        }
+    }
+}
+
+impl<On, Off> fmt::Debug for ToggledFuture<On, Off> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Inner::On { .. } => "ToggledFuture::On",
+            Inner::Off { .. } => "ToggledFuture::Off",
+        })
+    }
+}
