@@ -1,5 +1,11 @@
 //! The success path (one attempt, a 200) through gentlify's `Retry` against tower's `Retry` with
-//! a policy that clones the request and never retries, in the same run.
+//! a policy that clones the request and never retries, and against the bare service, in the same
+//! run.
+//!
+//! `SUCCESS_PATH_ITERS=N SUCCESS_PATH_MODE=bare|tower|gentlify|floor` runs one of the loops N
+//! times without criterion, for instruction counts under `valgrind --tool=callgrind` (repeatable
+//! on a noisy machine): the difference between the counts of two iteration numbers, divided by
+//! the difference of those numbers, is the cost of one request.
 
 #![allow(missing_docs)]
 
@@ -8,7 +14,7 @@ use std::future::Ready;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use http_body_util::{BodyExt, Full};
 use tower::retry::Policy;
 use tower::{service_fn, Service, ServiceExt};
@@ -81,39 +87,44 @@ where
     })
 }
 
-fn success_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn gentlify_default() -> gentlify_retry::RetryLayer {
+    gentlify_retry::RetryLayer::new()
+}
+
+/// The floor: the slot and the outcome alone (no request copy, no budget).
+fn gentlify_floor() -> gentlify_retry::RetryLayer {
+    gentlify_retry::RetryLayer::builder()
+        .max_attempts(1)
+        .without_budget()
+        .build()
+        .unwrap()
+}
+
+fn success_path(c: &mut Criterion) {
+    let rt = runtime();
     let mut group = c.benchmark_group("success_path");
+
+    let bare = service_fn(ok);
+    group.bench_function("bare", |b| b.iter_custom(|iters| run(&rt, &bare, iters)));
 
     let tower_retry = tower::retry::Retry::new(CloneNeverRetry, service_fn(ok));
     group.bench_function("tower_retry", |b| {
         b.iter_custom(|iters| run(&rt, &tower_retry, iters))
     });
 
-    let gentlify_retry = rt.block_on(async {
-        tower::ServiceBuilder::new()
-            .layer(gentlify_retry::RetryLayer::new())
-            .service(service_fn(ok))
-    });
+    let gentlify_retry = tower_layer::Layer::layer(&gentlify_default(), service_fn(ok));
     group.bench_function("gentlify_retry", |b| {
         b.iter_custom(|iters| run(&rt, &gentlify_retry, iters))
     });
 
-    // The floor: the slot and the outcome alone (no request copy, no budget).
-    let gentlify_floor = rt.block_on(async {
-        tower::ServiceBuilder::new()
-            .layer(
-                gentlify_retry::RetryLayer::builder()
-                    .max_attempts(1)
-                    .without_budget()
-                    .build()
-                    .unwrap(),
-            )
-            .service(service_fn(ok))
-    });
+    let gentlify_floor = tower_layer::Layer::layer(&gentlify_floor(), service_fn(ok));
     group.bench_function("gentlify_retry_one_attempt_no_budget", |b| {
         b.iter_custom(|iters| run(&rt, &gentlify_floor, iters))
     });
@@ -121,4 +132,33 @@ fn success_path(c: &mut Criterion) {
 }
 
 criterion_group!(benches, success_path);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(iters) = std::env::var("SUCCESS_PATH_ITERS") {
+        let iters: u64 = iters.parse().expect("SUCCESS_PATH_ITERS: a number");
+        let mode = std::env::var("SUCCESS_PATH_MODE").unwrap_or_default();
+        let rt = runtime();
+        match mode.as_str() {
+            "bare" => run(&rt, &service_fn(ok), iters),
+            "tower" => run(
+                &rt,
+                &tower::retry::Retry::new(CloneNeverRetry, service_fn(ok)),
+                iters,
+            ),
+            "gentlify" => run(
+                &rt,
+                &tower_layer::Layer::layer(&gentlify_default(), service_fn(ok)),
+                iters,
+            ),
+            "floor" => run(
+                &rt,
+                &tower_layer::Layer::layer(&gentlify_floor(), service_fn(ok)),
+                iters,
+            ),
+            other => panic!("SUCCESS_PATH_MODE: bare, tower, gentlify or floor, not {other:?}"),
+        };
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
