@@ -265,6 +265,10 @@ where
                     let Some(mut request) = request.or_else(|| this.template.take()) else {
                         unreachable!("a retry is only decided with a request to replay");
                     };
+                    // The template was copied without the slot (see `Retry::call`).
+                    if let Some(extensions) = request.extensions_mut() {
+                        extensions.insert(this.slot.clone());
+                    }
                     if let Some(name) = &this.config.attempt_header {
                         request
                             .headers_mut()
@@ -410,6 +414,12 @@ fn retry_delay(
 ) -> Option<Duration> {
     // `None`: a local rejection (never reached the server) or a class only known later.
     let class = class?;
+    // The success path stops here: a class that is not retryable is retried only when the
+    // server says so (`x-should-retry: true`) of an error status.
+    let error_status = head.is_some_and(|(status, _)| !status.is_success());
+    if !class.is_retryable() && !error_status {
+        return None;
+    }
     let attempt = slot.attempt();
     if !replayable || attempt.saturating_add(1) >= config.max_attempts {
         return None;
@@ -419,10 +429,7 @@ fn retry_delay(
     let retryable = match server_says {
         Some(false) => false,
         // `x-should-retry: true` (OpenAI) makes any error status retryable, never a fatal one.
-        Some(true) => {
-            class.is_retryable()
-                || (class != Class::Fatal && head.is_some_and(|(status, _)| !status.is_success()))
-        }
+        Some(true) => class.is_retryable() || (class != Class::Fatal && error_status),
         None => class.is_retryable(),
     };
     if !retryable || config.feedback.circuit_state().rejects() {

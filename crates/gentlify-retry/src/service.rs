@@ -82,17 +82,17 @@ where
         let service = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
 
-        let (slot, end) = match request.extensions_mut() {
-            Some(extensions) => match Slot::get_or_insert(extensions, &config.feedback) {
-                // Extensions copied from a request whose slot already ended: a new request.
-                (slot, None) if slot.is_ended() => {
-                    let (fresh, end) = Slot::new(&config.feedback);
-                    extensions.insert(fresh.clone());
-                    (fresh, Some(end))
-                }
-                made_or_found => made_or_found,
-            },
-            None => {
+        // The slot comes out of the extensions while the template for the retries is copied, so
+        // that the copy is of the caller's extensions alone (often none: no map to copy and
+        // drop), and goes back in before the request is sent; each retry gets it back the same
+        // way.
+        let found = request
+            .extensions_mut()
+            .and_then(|extensions| extensions.remove::<Slot>());
+        let (slot, end) = match found {
+            // Extensions copied from a request whose slot already ended: a new request.
+            Some(slot) if !slot.is_ended() => (slot, None),
+            _ => {
                 let (slot, end) = Slot::new(&config.feedback);
                 (slot, Some(end))
             }
@@ -120,6 +120,9 @@ where
         } else {
             None
         };
+        if let Some(extensions) = request.extensions_mut() {
+            extensions.insert(slot.clone());
+        }
         ResponseFuture::start(service, request, template, slot, end, self.config.clone())
     }
 }
