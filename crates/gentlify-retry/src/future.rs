@@ -265,7 +265,7 @@ where
                     let Some(mut request) = request.or_else(|| this.template.take()) else {
                         unreachable!("a retry is only decided with a request to replay");
                     };
-                    // The template was copied without the slot (see `Retry::call`).
+                    // The template may have been copied without the slot (see `Retry::call`).
                     if let Some(extensions) = request.extensions_mut() {
                         extensions.insert(this.slot.clone());
                     }

@@ -82,13 +82,10 @@ where
         let service = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
 
-        // The slot comes out of the extensions while the template for the retries is copied, so
-        // that the copy is of the caller's extensions alone (often none: no map to copy and
-        // drop), and goes back in before the request is sent; each retry gets it back the same
-        // way.
         let found = request
             .extensions_mut()
-            .and_then(|extensions| extensions.remove::<Slot>());
+            .and_then(|extensions| extensions.get::<Slot>().cloned());
+        let in_extensions = found.is_some();
         let (slot, end) = match found {
             // Extensions copied from a request whose slot already ended: a new request.
             Some(slot) if !slot.is_ended() => (slot, None),
@@ -116,12 +113,29 @@ where
             }
         }
         let template = if config.max_attempts > 1 {
-            request.try_clone_request()
+            // Each retry puts the slot back into its copy (see `ResponseFuture`), so the
+            // template need not hold it: a new slot goes in after the copy is made, and when a
+            // slot is all the extensions hold (an outer gentlify layer's), they are set aside
+            // while the request is copied. No extension map is then copied and dropped per
+            // request.
+            let set_aside = match request.extensions_mut() {
+                Some(extensions) if in_extensions && extensions.len() == 1 => {
+                    Some(std::mem::take(extensions))
+                }
+                _ => None,
+            };
+            let template = request.try_clone_request();
+            if let (Some(set_aside), Some(extensions)) = (set_aside, request.extensions_mut()) {
+                *extensions = set_aside;
+            }
+            template
         } else {
             None
         };
-        if let Some(extensions) = request.extensions_mut() {
-            extensions.insert(slot.clone());
+        if end.is_some() {
+            if let Some(extensions) = request.extensions_mut() {
+                extensions.insert(slot.clone());
+            }
         }
         ResponseFuture::start(service, request, template, slot, end, self.config.clone())
     }

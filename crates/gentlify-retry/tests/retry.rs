@@ -885,44 +885,52 @@ struct Tenant(&'static str);
 
 #[tokio::test(start_paused = true)]
 async fn the_callers_extensions_and_an_outer_slot_reach_every_attempt() {
-    let feedback = Feedback::new();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let upstream = service_fn({
-        let seen = seen.clone();
-        move |request: http::Request<Full<Bytes>>| {
-            let mut seen = seen.lock().unwrap();
-            let extensions = request.extensions();
-            seen.push((
-                extensions.get::<Tenant>().cloned(),
-                Slot::from_extensions(extensions).cloned(),
-            ));
-            let status = if seen.len() < 3 { 500 } else { 200 };
-            std::future::ready(Ok::<_, Infallible>(response(status)))
+    // With an extension of the caller's beside the slot, and with the slot alone.
+    for tenant in [Some(Tenant("acme")), None] {
+        let feedback = Feedback::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let upstream = service_fn({
+            let seen = seen.clone();
+            move |request: http::Request<Full<Bytes>>| {
+                let mut seen = seen.lock().unwrap();
+                let extensions = request.extensions();
+                seen.push((
+                    extensions.get::<Tenant>().cloned(),
+                    Slot::from_extensions(extensions).cloned(),
+                    extensions.len(),
+                ));
+                let status = if seen.len() < 3 { 500 } else { 200 };
+                std::future::ready(Ok::<_, Infallible>(response(status)))
+            }
+        });
+        let client = ServiceBuilder::new()
+            .layer(layer().feedback(feedback.clone()).build().unwrap())
+            .service(upstream);
+        let mut request = request();
+        if let Some(tenant) = tenant.clone() {
+            request.extensions_mut().insert(tenant);
         }
-    });
-    let client = ServiceBuilder::new()
-        .layer(layer().feedback(feedback.clone()).build().unwrap())
-        .service(upstream);
-    let mut request = request();
-    request.extensions_mut().insert(Tenant("acme"));
-    // An outer gentlify layer made the slot: every attempt carries it, and its end stays with
-    // that layer.
-    let (outer, end) = Slot::get_or_insert(request.extensions_mut(), &feedback);
-    let response = client.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    read(response).await;
-    {
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 3);
-        for (tenant, slot) in seen.iter() {
-            assert_eq!(tenant.as_ref(), Some(&Tenant("acme")));
-            assert!(slot.as_ref().unwrap().same_as(&outer));
+        // An outer gentlify layer made the slot: every attempt carries it, and its end stays
+        // with that layer.
+        let (outer, end) = Slot::get_or_insert(request.extensions_mut(), &feedback);
+        let sent = request.extensions().len();
+        let response = client.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        read(response).await;
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 3);
+            for (seen_tenant, slot, len) in seen.iter() {
+                assert_eq!(seen_tenant, &tenant);
+                assert!(slot.as_ref().unwrap().same_as(&outer));
+                assert_eq!(*len, sent);
+            }
         }
+        assert_eq!(outer.attempt(), 2);
+        assert!(!outer.is_ended(), "the outer layer ends its slot");
+        drop(end);
+        assert_eq!(feedback.open_slots(), 0);
     }
-    assert_eq!(outer.attempt(), 2);
-    assert!(!outer.is_ended(), "the outer layer ends its slot");
-    drop(end);
-    assert_eq!(feedback.open_slots(), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -54,11 +54,7 @@ impl<B: TryCloneBody> ReplayRequest for http::Request<B> {
         *copy.uri_mut() = self.uri().clone();
         *copy.version_mut() = self.version();
         *copy.headers_mut() = self.headers().clone();
-        // An emptied map (the retry layer takes its slot out before copying) would still be
-        // copied with its capacity: one allocation, and one free, per request for nothing.
-        if !self.extensions().is_empty() {
-            *copy.extensions_mut() = self.extensions().clone();
-        }
+        *copy.extensions_mut() = self.extensions().clone();
         Some(copy)
     }
 
