@@ -414,8 +414,8 @@ fn retry_delay(
 ) -> Option<Duration> {
     // `None`: a local rejection (never reached the server) or a class only known later.
     let class = class?;
-    // The success path stops here: a class that is not retryable is retried only when the
-    // server says so (`x-should-retry: true`) of an error status.
+    // A class that is not retryable is retried only for an error status the server marks
+    // `x-should-retry: true`: a success is decided here, without reading a header.
     let error_status = head.is_some_and(|(status, _)| !status.is_success());
     if !class.is_retryable() && !error_status {
         return None;
