@@ -43,8 +43,8 @@ pin_project! {
         state: State<S::Future, <S::Response as IntoHttpResponse>::Body>,
         service: S,
         template: Option<Req>,
-        slot: Slot,
         end: Option<SlotEnd>,
+        // The current attempt, and through it the request's slot.
         dispatched: Dispatched,
         config: Arc<Config>,
         // The per-attempt timeout while an attempt is in flight, the backoff while waiting.
@@ -85,6 +85,7 @@ where
     S: Service<Req>,
     S::Response: IntoHttpResponse,
 {
+    #[inline]
     pub(crate) fn start(
         mut service: S,
         request: Req,
@@ -105,7 +106,6 @@ where
             state: State::Called { future },
             service,
             template,
-            slot,
             end,
             dispatched,
             config,
@@ -245,7 +245,7 @@ where
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.as_mut().poll(cx));
                     }
-                    this.slot.next_attempt();
+                    this.dispatched.slot().next_attempt();
                     this.state.set(State::Readying);
                     continue;
                 }
@@ -256,7 +256,7 @@ where
                         }
                         return Poll::Ready(Err(error.into()));
                     }
-                    let attempt = this.slot.attempt();
+                    let attempt = this.dispatched.slot().attempt();
                     let last = attempt + 1 >= this.config.max_attempts;
                     let request = match this.template {
                         Some(template) if !last => template.try_clone_request(),
@@ -265,12 +265,16 @@ where
                     let Some(mut request) = request.or_else(|| this.template.take()) else {
                         unreachable!("a retry is only decided with a request to replay");
                     };
+                    // The template may have been copied without the slot (see `Retry::call`).
+                    if let Some(extensions) = request.extensions_mut() {
+                        extensions.insert(this.dispatched.slot().clone());
+                    }
                     if let Some(name) = &this.config.attempt_header {
                         request
                             .headers_mut()
                             .insert(name.clone(), HeaderValue::from(attempt));
                     }
-                    *this.dispatched = this.slot.dispatch(&this.config.feedback);
+                    *this.dispatched = this.dispatched.slot().dispatch(&this.config.feedback);
                     let future = this.service.call(request);
                     if let Some(timeout) = this.config.attempt_timeout {
                         arm(this.timer, Instant::now() + timeout);
@@ -283,7 +287,7 @@ where
             let delay = match &attempt {
                 Attempt::Response(response, Classified::Ready(class)) => retry_delay(
                     this.config,
-                    this.slot,
+                    this.dispatched.slot(),
                     this.template.is_some(),
                     Some(*class),
                     Some((response.status(), response.headers())),
@@ -295,14 +299,14 @@ where
                 Attempt::Error(error, class) => match circuit_open(error) {
                     Some(open) => probe_delay(
                         this.config,
-                        this.slot,
+                        this.dispatched.slot(),
                         this.template.is_some(),
                         open,
                         *this.started,
                     ),
                     None => retry_delay(
                         this.config,
-                        this.slot,
+                        this.dispatched.slot(),
                         this.template.is_some(),
                         *class,
                         None,
@@ -314,7 +318,7 @@ where
             match delay {
                 Some(delay) => {
                     tracing::debug!(
-                        attempt = this.slot.attempt(),
+                        attempt = this.dispatched.slot().attempt(),
                         delay_ms = delay.as_millis() as u64,
                         "gentlify retry after backoff"
                     );
@@ -410,6 +414,12 @@ fn retry_delay(
 ) -> Option<Duration> {
     // `None`: a local rejection (never reached the server) or a class only known later.
     let class = class?;
+    // A class that is not retryable is retried only for an error status the server marks
+    // `x-should-retry: true`: a success is decided here, without reading a header.
+    let error_status = head.is_some_and(|(status, _)| !status.is_success());
+    if !class.is_retryable() && !error_status {
+        return None;
+    }
     let attempt = slot.attempt();
     if !replayable || attempt.saturating_add(1) >= config.max_attempts {
         return None;
@@ -419,10 +429,7 @@ fn retry_delay(
     let retryable = match server_says {
         Some(false) => false,
         // `x-should-retry: true` (OpenAI) makes any error status retryable, never a fatal one.
-        Some(true) => {
-            class.is_retryable()
-                || (class != Class::Fatal && head.is_some_and(|(status, _)| !status.is_success()))
-        }
+        Some(true) => class.is_retryable() || (class != Class::Fatal && error_status),
         None => class.is_retryable(),
     };
     if !retryable || config.feedback.circuit_state().rejects() {
@@ -488,7 +495,7 @@ where
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("slot", &self.slot)
+            .field("slot", self.dispatched.slot())
             .field("replayable", &self.template.is_some())
             .field("owns_slot", &self.end.is_some())
             .finish()

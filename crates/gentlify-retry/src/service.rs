@@ -82,17 +82,14 @@ where
         let service = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
 
-        let (slot, end) = match request.extensions_mut() {
-            Some(extensions) => match Slot::get_or_insert(extensions, &config.feedback) {
-                // Extensions copied from a request whose slot already ended: a new request.
-                (slot, None) if slot.is_ended() => {
-                    let (fresh, end) = Slot::new(&config.feedback);
-                    extensions.insert(fresh.clone());
-                    (fresh, Some(end))
-                }
-                made_or_found => made_or_found,
-            },
-            None => {
+        let found = request
+            .extensions_mut()
+            .and_then(|extensions| extensions.get::<Slot>().cloned());
+        let in_extensions = found.is_some();
+        let (slot, end) = match found {
+            // Extensions copied from a request whose slot already ended: a new request.
+            Some(slot) if !slot.is_ended() => (slot, None),
+            _ => {
                 let (slot, end) = Slot::new(&config.feedback);
                 (slot, Some(end))
             }
@@ -116,10 +113,30 @@ where
             }
         }
         let template = if config.max_attempts > 1 {
-            request.try_clone_request()
+            // Each retry puts the slot back into its copy (see `ResponseFuture`), so the
+            // template need not hold it: a new slot goes in after the copy is made, and when a
+            // slot is all the extensions hold (an outer gentlify layer's), they are set aside
+            // while the request is copied. No extension map is then copied and dropped per
+            // request.
+            let set_aside = match request.extensions_mut() {
+                Some(extensions) if in_extensions && extensions.len() == 1 => {
+                    Some(std::mem::take(extensions))
+                }
+                _ => None,
+            };
+            let template = request.try_clone_request();
+            if let (Some(set_aside), Some(extensions)) = (set_aside, request.extensions_mut()) {
+                *extensions = set_aside;
+            }
+            template
         } else {
             None
         };
+        if end.is_some() {
+            if let Some(extensions) = request.extensions_mut() {
+                extensions.insert(slot.clone());
+            }
+        }
         ResponseFuture::start(service, request, template, slot, end, self.config.clone())
     }
 }

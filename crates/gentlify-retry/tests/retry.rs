@@ -248,6 +248,47 @@ async fn x_should_retry_true_retries_an_error_status() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn x_should_retry_true_does_not_retry_a_success() {
+    let (upstream, log) = scripted(vec![with_header(200, "x-should-retry", "true")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!((response.status().as_u16(), log.calls()), (200, 1));
+}
+
+/// Says a 200 carrying `x-busy` is overloaded, as a server that reports load in a success might.
+struct BusySuccessIsOverload;
+
+impl gentlify_core::Classify for BusySuccessIsOverload {
+    fn classify_response(
+        &self,
+        response: &dyn gentlify_core::ResponseParts,
+    ) -> gentlify_core::Classified {
+        if response.headers().contains_key("x-busy") {
+            gentlify_core::Classified::Ready(gentlify_core::Class::Overloaded { retry_after: None })
+        } else {
+            gentlify_core::DefaultClassifier.classify_response(response)
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_status_the_classifier_calls_overloaded_is_retried() {
+    let feedback = Feedback::builder()
+        .classifier(BusySuccessIsOverload)
+        .build();
+    let (upstream, log) = scripted(vec![with_header(200, "x-busy", "1")]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback).build().unwrap())
+        .service(upstream);
+    let response = client.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("x-busy"));
+    assert_eq!(log.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_delay_over_the_maximum_returns_the_response() {
     let (upstream, log) = scripted(vec![with_header(429, "retry-after", "121")]);
     let client = ServiceBuilder::new()
@@ -837,6 +878,59 @@ async fn attempts_count_up_in_one_slot() {
     assert!(seen
         .iter()
         .all(|s| s.slot.as_ref().unwrap().same_as(&first)));
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Tenant(&'static str);
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_extensions_and_an_outer_slot_reach_every_attempt() {
+    // With an extension of the caller's beside the slot, and with the slot alone.
+    for tenant in [Some(Tenant("acme")), None] {
+        let feedback = Feedback::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let upstream = service_fn({
+            let seen = seen.clone();
+            move |request: http::Request<Full<Bytes>>| {
+                let mut seen = seen.lock().unwrap();
+                let extensions = request.extensions();
+                seen.push((
+                    extensions.get::<Tenant>().cloned(),
+                    Slot::from_extensions(extensions).cloned(),
+                    extensions.len(),
+                ));
+                let status = if seen.len() < 3 { 500 } else { 200 };
+                std::future::ready(Ok::<_, Infallible>(response(status)))
+            }
+        });
+        let client = ServiceBuilder::new()
+            .layer(layer().feedback(feedback.clone()).build().unwrap())
+            .service(upstream);
+        let mut request = request();
+        if let Some(tenant) = tenant.clone() {
+            request.extensions_mut().insert(tenant);
+        }
+        // An outer gentlify layer made the slot: every attempt carries it, and its end stays
+        // with that layer.
+        let (outer, end) = Slot::get_or_insert(request.extensions_mut(), &feedback);
+        let sent = request.extensions().len();
+        let response = client.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        read(response).await;
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 3);
+            for (seen_tenant, slot, len) in seen.iter() {
+                assert_eq!(seen_tenant, &tenant);
+                assert!(slot.as_ref().unwrap().same_as(&outer));
+                assert_eq!(*len, sent);
+            }
+        }
+        assert_eq!(outer.attempt(), 2);
+        assert!(!outer.is_ended(), "the outer layer ends its slot");
+        drop(end);
+        assert_eq!(feedback.open_slots(), 0);
+    }
 }
 
 #[tokio::test(start_paused = true)]
