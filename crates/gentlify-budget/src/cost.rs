@@ -2,9 +2,9 @@
 
 use std::fmt;
 
+use crate::prompt::Prompt;
 use bytes::Bytes;
 use gentlify_core::Usage;
-use serde_json::Value;
 
 /// The tokens a request is expected to use: put it in the request's extensions to tell the budget
 /// exactly, or let an [`Estimate`] work it out. Every request also costs one request.
@@ -175,27 +175,11 @@ impl JsonEstimate {
         if body.len() > MAX_PARSED_BODY {
             return TokenCost::new(chars_to_tokens(body.len() as u64), default_output);
         }
-        let json = match serde_json::from_slice::<Value>(body) {
-            Ok(json @ Value::Object(_)) => json,
-            _ => return TokenCost::new(chars_to_tokens(body.len() as u64), default_output),
+        let Some(prompt) = Prompt::read(body, count) else {
+            return TokenCost::new(chars_to_tokens(body.len() as u64), default_output);
         };
-        let mut units = 0u64;
-        for key in [
-            "messages",
-            "system",
-            "prompt",
-            "input",
-            "instructions",
-            "tools",
-        ] {
-            if let Some(v) = json.get(key) {
-                visit_text(v, &mut |text| units += count(text));
-            }
-        }
-        let output = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| json.get(*k).and_then(Value::as_u64))
-            .unwrap_or(default_output);
+        let units = prompt.total_units();
+        let output = prompt.max_tokens().unwrap_or(default_output);
         TokenCost::new(to_tokens(units), output)
     }
 
@@ -223,35 +207,6 @@ impl<B: RequestBytes> Estimate<B> for JsonEstimate {
 
 fn chars_to_tokens(chars: u64) -> u64 {
     chars.div_ceil(4)
-}
-
-/// Calls `f` with each piece of text in a prompt value: strings, and the `text` / `content` /
-/// `description` (and tool schemas) of nested parts; image and audio data are not text and are
-/// skipped.
-fn visit_text(value: &Value, f: &mut dyn FnMut(&str)) {
-    match value {
-        Value::String(s) => f(s),
-        Value::Array(items) => items.iter().for_each(|v| visit_text(v, f)),
-        Value::Object(map) => {
-            for (k, v) in map {
-                if matches!(
-                    k.as_str(),
-                    "content"
-                        | "text"
-                        | "description"
-                        | "parameters"
-                        | "input_schema"
-                        | "function"
-                        | "arguments"
-                        | "name"
-                        | "properties"
-                ) {
-                    visit_text(v, f);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(feature = "tiktoken")]

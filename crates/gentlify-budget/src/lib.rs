@@ -96,6 +96,7 @@ mod error;
 pub mod future;
 mod layer;
 mod limit;
+mod prompt;
 mod service;
 mod usage;
 mod window;
