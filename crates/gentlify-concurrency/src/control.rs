@@ -418,6 +418,10 @@ pub(crate) struct Control {
     /// Smoothed latency of successful attempts in nanoseconds (TCP's SRTT, gain 1/8); 0 before
     /// the first.
     srtt_nanos: u64,
+    /// Smoothed time a successful request kept its permit after its response head, in
+    /// nanoseconds (gain 1/8): the body's share of the server's round trip. About 0 for a
+    /// JSON answer; the whole generation for a streamed one.
+    body_nanos: u64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -458,6 +462,7 @@ impl Control {
             failure_share: 0.0,
             failures_in_a_row: 0,
             srtt_nanos: 0,
+            body_nanos: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -550,6 +555,32 @@ impl Control {
         self.draining = false;
         self.recovered_at = Some(now);
         self.last_change = Some(now);
+    }
+
+    /// A request whose last attempt succeeded released its permit `body` after its response
+    /// head: the server was busy with it that much longer than the head's round trip says.
+    pub(crate) fn on_body_end(&mut self, body: Duration) {
+        let sample = u64::try_from(body.as_nanos()).unwrap_or(u64::MAX);
+        self.body_nanos = if self.body_nanos == 0 {
+            sample
+        } else {
+            let smoothed = self.body_nanos as i64;
+            (smoothed + (sample.min(i64::MAX as u64) as i64 - smoothed) / 8).max(0) as u64
+        };
+    }
+
+    /// Whether growth must still wait at `now` for the round trip of the limit's last change:
+    /// a success from an attempt sent after the change, and, when answers are streamed, the
+    /// bodies' smoothed holding time after it too. A streamed answer holds the server until its
+    /// body ends; until the requests sent at the new limit have held the server that long, the
+    /// streams that ended meanwhile were sent before the change, and the server has not yet
+    /// carried the new limit for a whole round trip.
+    fn round_trip_pending(&self, sent_at: Instant, now: Instant) -> bool {
+        self.last_change.is_some_and(|c| {
+            sent_at < c
+                || (self.body_nanos > 0
+                    && now.saturating_duration_since(c) < Duration::from_nanos(self.body_nanos))
+        })
     }
 
     /// An overload (or a failure storm) of an attempt sent at `sent_at`, heard while `in_flight`
@@ -697,7 +728,7 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.still_draining(now) || self.last_change.is_some_and(|c| sent_at < c) {
+        if self.still_draining(now) || self.round_trip_pending(sent_at, now) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
@@ -736,12 +767,19 @@ impl Control {
                 return Change::None;
             }
             self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
+            let old = self.limit;
             self.limit = proposed;
             self.changed(now);
             if self.limit >= cap {
                 self.slow_start = false;
             }
             self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
+            tracing::debug!(
+                from = old,
+                to = self.limit,
+                ceiling = self.ceiling,
+                "gentlify concurrency reaccelerates"
+            );
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use gentlify_core::error::{AcquireTimeout, QueueFull};
 use gentlify_core::{
-    BoxError, CircuitState, Class, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded,
-    SnapshotPart,
+    BoxError, CircuitState, Class, Controller, EndReason, Feedback, Hold, HoldKey, Outcome,
+    SlotEnded, SnapshotPart,
 };
 use tokio::time::{Instant, Sleep};
 
@@ -221,10 +221,15 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn release(&self) {
+    /// A permit comes back; `body` is how long after its response head a request whose last
+    /// attempt succeeded kept it.
+    fn release(&self, body: Option<Duration>) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if let Some(body) = body {
+                state.control.on_body_end(body);
+            }
             state.in_flight -= 1;
             state.check_drained();
             state.grant(&mut wake);
@@ -353,16 +358,25 @@ impl fmt::Debug for Limiter {
 /// One permit of a limiter: released when dropped. Lives in the request's slot as a [`Hold`].
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
+    /// Set when the slot ends after a success: how long the body held the permit.
+    body: Option<Duration>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release();
+        self.limiter.release(self.body);
     }
 }
 
 impl Hold for Permit {
-    fn release(self: Box<Self>, _ended: &SlotEnded<'_>) {
+    fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
+        if let Some(outcome) = ended.last_outcome {
+            let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
+            if read && matches!(outcome.class, Class::Success) {
+                let head = outcome.sent_at + outcome.latency;
+                self.body = Some(Instant::now().saturating_duration_since(head));
+            }
+        }
         drop(self);
     }
 }
@@ -467,6 +481,7 @@ impl Acquire {
     fn permit(&self) -> Permit {
         Permit {
             limiter: Arc::clone(&self.limiter),
+            body: None,
         }
     }
 
