@@ -422,6 +422,9 @@ pub(crate) struct Control {
     /// nanoseconds (gain 1/8): the body's share of the server's round trip. About 0 for a
     /// JSON answer; the whole generation for a streamed one.
     body_nanos: u64,
+    /// Requests whose response head came back a success and whose permit is still held (their
+    /// body is being read), at most the permits in flight.
+    bodies: usize,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -463,6 +466,7 @@ impl Control {
             failures_in_a_row: 0,
             srtt_nanos: 0,
             body_nanos: 0,
+            bodies: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -522,11 +526,19 @@ impl Control {
     }
 
     /// The longest a deceleration waits for in-flight to come down before the next round trip
-    /// counts anyway: one smoothed round trip (1 s before any is known). Permits can stay held
-    /// far longer than a round trip (retries inside their permit, each backing off and trying
-    /// again under a per-minute quota): their new attempts then keep the load up, and one round
-    /// trip later their refusals are an answer to the new limit.
+    /// counts anyway: one smoothed round trip (1 s before any is known), body included. Permits
+    /// can stay held far longer than a round trip (retries inside their permit, each backing
+    /// off and trying again under a per-minute quota): their new attempts then keep the load
+    /// up, and one round trip later their refusals are an answer to the new limit. A streamed
+    /// answer holds the server until its body ends: until then, the streams sent at the old
+    /// limit still fill the server, and a retry's refusal answers the old limit, not the new.
     fn drain_bound(&self) -> Duration {
+        self.head_round_trip()
+            .saturating_add(Duration::from_nanos(self.body_nanos))
+    }
+
+    /// The smoothed latency to the response head (1 s before any is known).
+    fn head_round_trip(&self) -> Duration {
         if self.srtt_nanos == 0 {
             Duration::from_secs(1)
         } else {
@@ -546,6 +558,12 @@ impl Control {
         if bound.is_some_and(|b| now < b) {
             return true;
         }
+        if self.bodies > effective(self.limit) {
+            // The bodies still streaming alone exceed the new limit: the server is still busy
+            // with the load sent before the cut, and a refusal now (a retry inside its permit)
+            // answers that load, not the new limit.
+            return true;
+        }
         self.drained(bound.unwrap_or(now));
         false
     }
@@ -555,6 +573,17 @@ impl Control {
         self.draining = false;
         self.recovered_at = Some(now);
         self.last_change = Some(now);
+    }
+
+    /// A permit comes back while `in_flight` others are still held; `success` when its
+    /// request's last attempt was a success (its body was being read).
+    pub(crate) fn on_release(&mut self, success: bool, in_flight: usize) {
+        if success {
+            self.bodies = self.bodies.saturating_sub(1);
+        }
+        // An outcome heard from a request that held no permit of this limiter (another layer
+        // on the same handle) must not leave a count that never comes down.
+        self.bodies = self.bodies.min(in_flight);
     }
 
     /// A request whose last attempt succeeded released its permit `body` after its response
@@ -690,6 +719,7 @@ impl Control {
         may_grow: bool,
         now: Instant,
     ) -> Change {
+        self.bodies = self.bodies.saturating_add(1);
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.srtt_nanos = if self.srtt_nanos == 0 {
             sample.max(1)
@@ -805,7 +835,7 @@ impl Control {
             // Attempts sent now still carry the load of the level before the cut.
             return None;
         }
-        let every = self.drain_bound();
+        let every = self.head_round_trip();
         let limit = self.limit;
         let knee = self.knee.as_mut()?;
         let stale = Self::knee_stale(settings);

@@ -223,7 +223,7 @@ impl Limiter {
 
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it.
-    fn release(&self, body: Option<Duration>) {
+    fn release(&self, success: bool, body: Option<Duration>) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
@@ -231,6 +231,8 @@ impl Limiter {
                 state.control.on_body_end(body);
             }
             state.in_flight -= 1;
+            let in_flight = state.in_flight;
+            state.control.on_release(success, in_flight);
             state.check_drained();
             state.grant(&mut wake);
         }
@@ -358,21 +360,25 @@ impl fmt::Debug for Limiter {
 /// One permit of a limiter: released when dropped. Lives in the request's slot as a [`Hold`].
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
-    /// Set when the slot ends after a success: how long the body held the permit.
+    /// Set when the slot ends after a success.
+    success: bool,
+    /// Set when the slot ends after a success and its body was read: how long the body held
+    /// the permit.
     body: Option<Duration>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.body);
+        self.limiter.release(self.success, self.body);
     }
 }
 
 impl Hold for Permit {
     fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
         if let Some(outcome) = ended.last_outcome {
+            self.success = matches!(outcome.class, Class::Success);
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
-            if read && matches!(outcome.class, Class::Success) {
+            if read && self.success {
                 let head = outcome.sent_at + outcome.latency;
                 self.body = Some(Instant::now().saturating_duration_since(head));
             }
@@ -481,6 +487,7 @@ impl Acquire {
     fn permit(&self) -> Permit {
         Permit {
             limiter: Arc::clone(&self.limiter),
+            success: false,
             body: None,
         }
     }
