@@ -892,6 +892,80 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn growth_waits_for_the_bodies_holding_time_after_a_change() {
+        let s = settings(40.0);
+        let mut c = Control::new(10.0, &s);
+        let head = Duration::from_millis(300);
+        // Streamed answers: the body holds the permit 10 s after the head.
+        let t0 = Instant::now();
+        assert_eq!(c.on_success(&s, t0, head, true, t0 + head), Change::Grew);
+        c.on_body_end(Duration::from_secs(10));
+        c.on_release(true, 10);
+        let changed = t0 + head;
+        // A head round trip later, an attempt sent after the change succeeds: the server has
+        // not yet carried the new limit for a whole round trip (the old streams still run).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let sent = Instant::now();
+        let now = sent + head;
+        assert_eq!(c.on_success(&s, sent, head, true, now), Change::None);
+        assert_eq!(effective(c.limit), 11);
+        // Once the requests sent at the new limit have held the server a whole body's time.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let sent = Instant::now();
+        assert!(sent.duration_since(changed) >= Duration::from_secs(10));
+        assert_eq!(
+            c.on_success(&s, sent, head, true, sent + head),
+            Change::Grew
+        );
+        assert_eq!(effective(c.limit), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_still_streaming_above_the_new_limit_hold_off_the_next_cut() {
+        let s = settings(40.0);
+        let mut c = Control::new(31.0, &s);
+        let head = Duration::from_millis(300);
+        let t0 = Instant::now();
+        // 30 streams are running (heads heard, bodies being read); a 31st request is refused.
+        for _ in 0..30 {
+            c.on_success(&s, t0, head, false, t0 + head);
+        }
+        let refused = t0 + head;
+        assert_eq!(
+            c.on_congestion(&s, refused, None, 31, refused),
+            Change::Shrank
+        );
+        assert_eq!(effective(c.limit), 21);
+        // Its retry, inside its permit, is refused again two head round trips later: the 30
+        // old streams still fill the server, so this answers them, not the new limit.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let retry = Instant::now();
+        assert_eq!(c.on_congestion(&s, retry, None, 31, retry), Change::None);
+        assert_eq!(effective(c.limit), 21);
+        // Once the streams have come down to the new limit, a refusal is an answer to it.
+        for in_flight in (21..31).rev() {
+            c.on_release(true, in_flight);
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let later = Instant::now();
+        assert_eq!(c.on_congestion(&s, later, None, 21, later), Change::Shrank);
+    }
+
+    #[test]
+    fn the_count_of_bodies_never_exceeds_the_permits_in_flight() {
+        let s = settings(40.0);
+        let mut c = Control::new(10.0, &s);
+        let t0 = Instant::now();
+        // Successes of requests that held no permit of this limiter (another layer, same
+        // handle) do not leave a count that never comes down.
+        for _ in 0..50 {
+            c.on_success(&s, t0, Duration::from_millis(1), false, t0);
+        }
+        c.on_release(false, 3);
+        assert_eq!(c.bodies, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_knee_holds_a_lower_level_and_the_hold_relaxes_without_any_overload() {
         let pinned = settings(40.0);
         let mut c = Control::new(30.0, &pinned);
