@@ -422,9 +422,9 @@ pub(crate) struct Control {
     /// nanoseconds (gain 1/8): the body's share of the server's round trip. About 0 for a
     /// JSON answer; the whole generation for a streamed one.
     body_nanos: u64,
-    /// Requests whose response head came back a success and whose permit is still held (their
-    /// body is being read), at most the permits in flight.
-    bodies: usize,
+    /// Permits held by requests whose final response head came back a success: their body is
+    /// being read (kept by the limiter, set before each outcome is heard).
+    pub(crate) bodies: usize,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -548,7 +548,14 @@ impl Control {
 
     /// Whether the last deceleration still waits for in-flight to come down at `now`; ends the
     /// wait when one round trip has passed.
-    fn still_draining(&mut self, now: Instant) -> bool {
+    ///
+    /// Streams change the wait: while the bodies being read alone exceed the new limit, the
+    /// server is still busy with the load sent before the cut, and a refusal (a retry inside
+    /// its permit) answers that load, not the new limit. And while bodies are being read but
+    /// none has ended yet (the first round trip), how long they hold the server is unknown, and
+    /// the heads of attempts sent before the cut may still be arriving, each starting another
+    /// stream: a success (`from_success`) does not end the wait then.
+    fn still_draining(&mut self, now: Instant, from_success: bool) -> bool {
         if !self.draining {
             return false;
         }
@@ -559,9 +566,9 @@ impl Control {
             return true;
         }
         if self.bodies > effective(self.limit) {
-            // The bodies still streaming alone exceed the new limit: the server is still busy
-            // with the load sent before the cut, and a refusal now (a retry inside its permit)
-            // answers that load, not the new limit.
+            return true;
+        }
+        if from_success && self.bodies > 0 && self.body_nanos == 0 {
             return true;
         }
         self.drained(bound.unwrap_or(now));
@@ -573,17 +580,6 @@ impl Control {
         self.draining = false;
         self.recovered_at = Some(now);
         self.last_change = Some(now);
-    }
-
-    /// A permit comes back while `in_flight` others are still held; `success` when its
-    /// request's last attempt was a success (its body was being read).
-    pub(crate) fn on_release(&mut self, success: bool, in_flight: usize) {
-        if success {
-            self.bodies = self.bodies.saturating_sub(1);
-        }
-        // An outcome heard from a request that held no permit of this limiter (another layer
-        // on the same handle) must not leave a count that never comes down.
-        self.bodies = self.bodies.min(in_flight);
     }
 
     /// A request whose last attempt succeeded released its permit `body` after its response
@@ -624,7 +620,7 @@ impl Control {
         in_flight: usize,
         now: Instant,
     ) -> Change {
-        if self.still_draining(now) {
+        if self.still_draining(now, false) {
             return Change::None;
         }
         if self.recovered_at.is_some_and(|r| sent_at < r) {
@@ -719,7 +715,6 @@ impl Control {
         may_grow: bool,
         now: Instant,
     ) -> Change {
-        self.bodies = self.bodies.saturating_add(1);
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.srtt_nanos = if self.srtt_nanos == 0 {
             sample.max(1)
@@ -758,7 +753,7 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.still_draining(now) || self.round_trip_pending(sent_at, now) {
+        if self.still_draining(now, true) || self.round_trip_pending(sent_at, now) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
@@ -900,7 +895,6 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.on_success(&s, t0, head, true, t0 + head), Change::Grew);
         c.on_body_end(Duration::from_secs(10));
-        c.on_release(true, 10);
         let changed = t0 + head;
         // A head round trip later, an attempt sent after the change succeeds: the server has
         // not yet carried the new limit for a whole round trip (the old streams still run).
@@ -926,10 +920,9 @@ mod tests {
         let mut c = Control::new(31.0, &s);
         let head = Duration::from_millis(300);
         let t0 = Instant::now();
+        c.on_success(&s, t0, head, false, t0 + head);
         // 30 streams are running (heads heard, bodies being read); a 31st request is refused.
-        for _ in 0..30 {
-            c.on_success(&s, t0, head, false, t0 + head);
-        }
+        c.bodies = 30;
         let refused = t0 + head;
         assert_eq!(
             c.on_congestion(&s, refused, None, 31, refused),
@@ -943,26 +936,10 @@ mod tests {
         assert_eq!(c.on_congestion(&s, retry, None, 31, retry), Change::None);
         assert_eq!(effective(c.limit), 21);
         // Once the streams have come down to the new limit, a refusal is an answer to it.
-        for in_flight in (21..31).rev() {
-            c.on_release(true, in_flight);
-        }
+        c.bodies = 21;
         tokio::time::advance(Duration::from_secs(2)).await;
         let later = Instant::now();
         assert_eq!(c.on_congestion(&s, later, None, 21, later), Change::Shrank);
-    }
-
-    #[test]
-    fn the_count_of_bodies_never_exceeds_the_permits_in_flight() {
-        let s = settings(40.0);
-        let mut c = Control::new(10.0, &s);
-        let t0 = Instant::now();
-        // Successes of requests that held no permit of this limiter (another layer, same
-        // handle) do not leave a count that never comes down.
-        for _ in 0..50 {
-            c.on_success(&s, t0, Duration::from_millis(1), false, t0);
-        }
-        c.on_release(false, 3);
-        assert_eq!(c.bodies, 3);
     }
 
     #[tokio::test(start_paused = true)]
