@@ -943,6 +943,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn before_any_body_has_ended_a_success_does_not_end_the_drain() {
+        let s = settings(40.0);
+        let mut c = Control::new(32.0, &s);
+        let head = Duration::from_millis(300);
+        let t0 = Instant::now();
+        c.on_success(&s, t0, head, false, t0 + head);
+        // The first round trip of streams: 9 heads heard when the 33rd is refused; none of
+        // their bodies has ended yet.
+        c.bodies = 9;
+        let cut = t0 + head;
+        assert_eq!(c.on_congestion(&s, cut, None, 32, cut), Change::Shrank);
+        assert_eq!(effective(c.limit), 22);
+        // After a head round trip, with fewer bodies than the limit so far, a success does not
+        // end the wait: the other heads are still arriving.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now, head, true, now + head), Change::None);
+        assert!(c.draining());
+        // They have: the streams alone exceed the new limit, and a refusal answers them.
+        c.bodies = 30;
+        let later = Instant::now() + head;
+        assert_eq!(c.on_congestion(&s, later, None, 32, later), Change::None);
+        assert_eq!(effective(c.limit), 22);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_knee_holds_a_lower_level_and_the_hold_relaxes_without_any_overload() {
         let pinned = settings(40.0);
         let mut c = Control::new(30.0, &pinned);
