@@ -418,6 +418,13 @@ pub(crate) struct Control {
     /// Smoothed latency of successful attempts in nanoseconds (TCP's SRTT, gain 1/8); 0 before
     /// the first.
     srtt_nanos: u64,
+    /// Smoothed time a successful request kept its permit after its response head, in
+    /// nanoseconds (gain 1/8): the body's share of the server's round trip. About 0 for a
+    /// JSON answer; the whole generation for a streamed one.
+    body_nanos: u64,
+    /// Permits held by requests whose final response head came back a success: their body is
+    /// being read (kept by the limiter, set before each outcome is heard).
+    pub(crate) bodies: usize,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -458,6 +465,8 @@ impl Control {
             failure_share: 0.0,
             failures_in_a_row: 0,
             srtt_nanos: 0,
+            body_nanos: 0,
+            bodies: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -517,11 +526,19 @@ impl Control {
     }
 
     /// The longest a deceleration waits for in-flight to come down before the next round trip
-    /// counts anyway: one smoothed round trip (1 s before any is known). Permits can stay held
-    /// far longer than a round trip (retries inside their permit, each backing off and trying
-    /// again under a per-minute quota): their new attempts then keep the load up, and one round
-    /// trip later their refusals are an answer to the new limit.
+    /// counts anyway: one smoothed round trip (1 s before any is known), body included. Permits
+    /// can stay held far longer than a round trip (retries inside their permit, each backing
+    /// off and trying again under a per-minute quota): their new attempts then keep the load
+    /// up, and one round trip later their refusals are an answer to the new limit. A streamed
+    /// answer holds the server until its body ends: until then, the streams sent at the old
+    /// limit still fill the server, and a retry's refusal answers the old limit, not the new.
     fn drain_bound(&self) -> Duration {
+        self.head_round_trip()
+            .saturating_add(Duration::from_nanos(self.body_nanos))
+    }
+
+    /// The smoothed latency to the response head (1 s before any is known).
+    fn head_round_trip(&self) -> Duration {
         if self.srtt_nanos == 0 {
             Duration::from_secs(1)
         } else {
@@ -531,7 +548,14 @@ impl Control {
 
     /// Whether the last deceleration still waits for in-flight to come down at `now`; ends the
     /// wait when one round trip has passed.
-    fn still_draining(&mut self, now: Instant) -> bool {
+    ///
+    /// Streams change the wait: while the bodies being read alone exceed the new limit, the
+    /// server is still busy with the load sent before the cut, and a refusal (a retry inside
+    /// its permit) answers that load, not the new limit. And while bodies are being read but
+    /// none has ended yet (the first round trip), how long they hold the server is unknown, and
+    /// the heads of attempts sent before the cut may still be arriving, each starting another
+    /// stream: a success (`from_success`) does not end the wait then.
+    fn still_draining(&mut self, now: Instant, from_success: bool) -> bool {
         if !self.draining {
             return false;
         }
@@ -539,6 +563,12 @@ impl Control {
             .last_decel
             .and_then(|d| d.checked_add(self.drain_bound()));
         if bound.is_some_and(|b| now < b) {
+            return true;
+        }
+        if self.bodies > effective(self.limit) {
+            return true;
+        }
+        if from_success && self.bodies > 0 && self.body_nanos == 0 {
             return true;
         }
         self.drained(bound.unwrap_or(now));
@@ -550,6 +580,32 @@ impl Control {
         self.draining = false;
         self.recovered_at = Some(now);
         self.last_change = Some(now);
+    }
+
+    /// A request whose last attempt succeeded released its permit `body` after its response
+    /// head: the server was busy with it that much longer than the head's round trip says.
+    pub(crate) fn on_body_end(&mut self, body: Duration) {
+        let sample = u64::try_from(body.as_nanos()).unwrap_or(u64::MAX);
+        self.body_nanos = if self.body_nanos == 0 {
+            sample
+        } else {
+            let smoothed = self.body_nanos as i64;
+            (smoothed + (sample.min(i64::MAX as u64) as i64 - smoothed) / 8).max(0) as u64
+        };
+    }
+
+    /// Whether growth must still wait at `now` for the round trip of the limit's last change:
+    /// a success from an attempt sent after the change, and, when answers are streamed, the
+    /// bodies' smoothed holding time after it too. A streamed answer holds the server until its
+    /// body ends; until the requests sent at the new limit have held the server that long, the
+    /// streams that ended meanwhile were sent before the change, and the server has not yet
+    /// carried the new limit for a whole round trip.
+    fn round_trip_pending(&self, sent_at: Instant, now: Instant) -> bool {
+        self.last_change.is_some_and(|c| {
+            sent_at < c
+                || (self.body_nanos > 0
+                    && now.saturating_duration_since(c) < Duration::from_nanos(self.body_nanos))
+        })
     }
 
     /// An overload (or a failure storm) of an attempt sent at `sent_at`, heard while `in_flight`
@@ -564,7 +620,7 @@ impl Control {
         in_flight: usize,
         now: Instant,
     ) -> Change {
-        if self.still_draining(now) {
+        if self.still_draining(now, false) {
             return Change::None;
         }
         if self.recovered_at.is_some_and(|r| sent_at < r) {
@@ -697,7 +753,7 @@ impl Control {
                 self.long.value *= 0.95;
             }
         }
-        if self.still_draining(now) || self.last_change.is_some_and(|c| sent_at < c) {
+        if self.still_draining(now, true) || self.round_trip_pending(sent_at, now) {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
@@ -736,12 +792,19 @@ impl Control {
                 return Change::None;
             }
             self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
+            let old = self.limit;
             self.limit = proposed;
             self.changed(now);
             if self.limit >= cap {
                 self.slow_start = false;
             }
             self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
+            tracing::debug!(
+                from = old,
+                to = self.limit,
+                ceiling = self.ceiling,
+                "gentlify concurrency reaccelerates"
+            );
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.
@@ -767,7 +830,7 @@ impl Control {
             // Attempts sent now still carry the load of the level before the cut.
             return None;
         }
-        let every = self.drain_bound();
+        let every = self.head_round_trip();
         let limit = self.limit;
         let knee = self.knee.as_mut()?;
         let stale = Self::knee_stale(settings);
@@ -821,6 +884,88 @@ mod tests {
             }
         }
         last
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growth_waits_for_the_bodies_holding_time_after_a_change() {
+        let s = settings(40.0);
+        let mut c = Control::new(10.0, &s);
+        let head = Duration::from_millis(300);
+        // Streamed answers: the body holds the permit 10 s after the head.
+        let t0 = Instant::now();
+        assert_eq!(c.on_success(&s, t0, head, true, t0 + head), Change::Grew);
+        c.on_body_end(Duration::from_secs(10));
+        let changed = t0 + head;
+        // A head round trip later, an attempt sent after the change succeeds: the server has
+        // not yet carried the new limit for a whole round trip (the old streams still run).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let sent = Instant::now();
+        let now = sent + head;
+        assert_eq!(c.on_success(&s, sent, head, true, now), Change::None);
+        assert_eq!(effective(c.limit), 11);
+        // Once the requests sent at the new limit have held the server a whole body's time.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let sent = Instant::now();
+        assert!(sent.duration_since(changed) >= Duration::from_secs(10));
+        assert_eq!(
+            c.on_success(&s, sent, head, true, sent + head),
+            Change::Grew
+        );
+        assert_eq!(effective(c.limit), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_still_streaming_above_the_new_limit_hold_off_the_next_cut() {
+        let s = settings(40.0);
+        let mut c = Control::new(31.0, &s);
+        let head = Duration::from_millis(300);
+        let t0 = Instant::now();
+        c.on_success(&s, t0, head, false, t0 + head);
+        // 30 streams are running (heads heard, bodies being read); a 31st request is refused.
+        c.bodies = 30;
+        let refused = t0 + head;
+        assert_eq!(
+            c.on_congestion(&s, refused, None, 31, refused),
+            Change::Shrank
+        );
+        assert_eq!(effective(c.limit), 21);
+        // Its retry, inside its permit, is refused again two head round trips later: the 30
+        // old streams still fill the server, so this answers them, not the new limit.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let retry = Instant::now();
+        assert_eq!(c.on_congestion(&s, retry, None, 31, retry), Change::None);
+        assert_eq!(effective(c.limit), 21);
+        // Once the streams have come down to the new limit, a refusal is an answer to it.
+        c.bodies = 21;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let later = Instant::now();
+        assert_eq!(c.on_congestion(&s, later, None, 21, later), Change::Shrank);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_any_body_has_ended_a_success_does_not_end_the_drain() {
+        let s = settings(40.0);
+        let mut c = Control::new(32.0, &s);
+        let head = Duration::from_millis(300);
+        let t0 = Instant::now();
+        c.on_success(&s, t0, head, false, t0 + head);
+        // The first round trip of streams: 9 heads heard when the 33rd is refused; none of
+        // their bodies has ended yet.
+        c.bodies = 9;
+        let cut = t0 + head;
+        assert_eq!(c.on_congestion(&s, cut, None, 32, cut), Change::Shrank);
+        assert_eq!(effective(c.limit), 22);
+        // After a head round trip, with fewer bodies than the limit so far, a success does not
+        // end the wait: the other heads are still arriving.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now, head, true, now + head), Change::None);
+        assert!(c.draining());
+        // They have: the streams alone exceed the new limit, and a refusal answers them.
+        c.bodies = 30;
+        let later = Instant::now() + head;
+        assert_eq!(c.on_congestion(&s, later, None, 32, later), Change::None);
+        assert_eq!(effective(c.limit), 22);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,13 +6,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd, Tracked};
+use gentlify_core::{
+    BoxError, Dispatched, EndReason, HoldKey, PauseWait, Slot, SlotBody, SlotEnd, Tracked,
+};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::limiter::{Acquire, Limiter};
+use crate::limiter::{Acquire, Limiter, Permit};
 use crate::service::poll_pause;
 
 pin_project! {
@@ -35,7 +37,12 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
-        Called { #[pin] tracked: Tracked<F> },
+        Called {
+            #[pin]
+            tracked: Tracked<F>,
+            // The request's slot, holding this limiter's permit under the key.
+            mark: Option<(Slot, HoldKey)>,
+        },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
     }
@@ -58,10 +65,16 @@ enum Phase {
 }
 
 impl<F, S, Req> ResponseFuture<F, S, Req> {
-    pub(crate) fn called(future: F, dispatched: Dispatched, end: Option<SlotEnd>) -> Self {
+    pub(crate) fn called(
+        future: F,
+        dispatched: Dispatched,
+        end: Option<SlotEnd>,
+        mark: (Slot, HoldKey),
+    ) -> Self {
         ResponseFuture {
             state: State::Called {
                 tracked: Tracked::new(future, dispatched, end),
+                mark: Some(mark),
             },
         }
     }
@@ -95,7 +108,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
     }
 }
 
-type Sent<F> = (F, Dispatched, Option<SlotEnd>);
+type Sent<F> = (F, Dispatched, Option<SlotEnd>, (Slot, HoldKey));
 
 impl<S, Req> Waiting<S, Req>
 where
@@ -137,7 +150,12 @@ where
                     };
                     let dispatched = self.slot.dispatch(&limiter.feedback);
                     let future = self.service.call(request);
-                    return Poll::Ready(Ok((future, dispatched, self.end.take())));
+                    return Poll::Ready(Ok((
+                        future,
+                        dispatched,
+                        self.end.take(),
+                        (self.slot.clone(), limiter.key),
+                    )));
                 }
             }
         }
@@ -154,8 +172,17 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let (future, dispatched, end) = match self.as_mut().project().state.project() {
-                StateProj::Called { tracked } => return tracked.poll(cx),
+            let (future, dispatched, end, mark) = match self.as_mut().project().state.project() {
+                StateProj::Called { tracked, mark } => {
+                    let result = ready!(tracked.poll(cx));
+                    if let (Ok(response), Some((slot, key))) = (&result, mark.take()) {
+                        if response.status().is_success() {
+                            // The body is read from here until the permit comes back.
+                            slot.with_hold_mut(key, Permit::body_started);
+                        }
+                    }
+                    return Poll::Ready(result);
+                }
                 StateProj::Rejected { error } => {
                     return Poll::Ready(Err(error
                         .take()
@@ -165,6 +192,7 @@ where
             };
             self.as_mut().project().state.set(State::Called {
                 tracked: Tracked::new(future, dispatched, end),
+                mark: Some(mark),
             });
         }
     }

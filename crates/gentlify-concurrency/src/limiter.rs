@@ -5,14 +5,15 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use gentlify_core::error::{AcquireTimeout, QueueFull};
 use gentlify_core::{
-    BoxError, CircuitState, Class, Controller, Feedback, Hold, HoldKey, Outcome, SlotEnded,
-    SnapshotPart,
+    BoxError, CircuitState, Class, Controller, EndReason, Feedback, Hold, HoldKey, Outcome,
+    SlotEnded, SnapshotPart,
 };
 use tokio::time::{Instant, Sleep};
 
@@ -82,6 +83,9 @@ pub(crate) struct Limiter {
     pub(crate) feedback: Feedback,
     config: Config,
     state: Mutex<State>,
+    /// Permits held by requests whose final response head was a success (their body is being
+    /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
+    streaming: AtomicUsize,
 }
 
 struct State {
@@ -212,6 +216,7 @@ impl Limiter {
                 next_dispatch: None,
                 control,
             }),
+            streaming: AtomicUsize::new(0),
         });
         limiter.feedback.register(&limiter);
         limiter
@@ -221,10 +226,18 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn release(&self) {
+    /// A permit comes back; `body` is how long after its response head a request whose last
+    /// attempt succeeded kept it.
+    fn release(&self, streaming: bool, body: Option<Duration>) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if let Some(body) = body {
+                state.control.on_body_end(body);
+            }
+            if streaming {
+                self.streaming.fetch_sub(1, Ordering::Relaxed);
+            }
             state.in_flight -= 1;
             state.check_drained();
             state.grant(&mut wake);
@@ -291,6 +304,7 @@ impl Controller for Limiter {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            state.control.bodies = self.streaming.load(Ordering::Relaxed);
             let storm = state.control.note_attempt(settings, failed);
             let change = match outcome.class {
                 Class::Overloaded { retry_after } => {
@@ -353,16 +367,39 @@ impl fmt::Debug for Limiter {
 /// One permit of a limiter: released when dropped. Lives in the request's slot as a [`Hold`].
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
+    /// The request's final response head came back a success: its body is being read.
+    streaming: bool,
+    /// Set when the slot ends after a success and its body was read: how long the body held
+    /// the permit.
+    body: Option<Duration>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release();
+        self.limiter.release(self.streaming, self.body);
+    }
+}
+
+impl Permit {
+    /// The request holding this permit got a successful response head: its body is being read
+    /// from here until the permit comes back.
+    pub(crate) fn body_started(&mut self) {
+        if !self.streaming {
+            self.streaming = true;
+            self.limiter.streaming.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Hold for Permit {
-    fn release(self: Box<Self>, _ended: &SlotEnded<'_>) {
+    fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
+        if let Some(outcome) = ended.last_outcome {
+            let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
+            if read && matches!(outcome.class, Class::Success) {
+                let head = outcome.sent_at + outcome.latency;
+                self.body = Some(Instant::now().saturating_duration_since(head));
+            }
+        }
         drop(self);
     }
 }
@@ -467,6 +504,8 @@ impl Acquire {
     fn permit(&self) -> Permit {
         Permit {
             limiter: Arc::clone(&self.limiter),
+            streaming: false,
+            body: None,
         }
     }
 

@@ -196,7 +196,8 @@ where
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
         let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
-        ResponseFuture::called(self.inner.call(request), dispatched, end)
+        let mark = (slot.clone(), limiter.key);
+        ResponseFuture::called(self.inner.call(request), dispatched, end, mark)
     }
 }
 

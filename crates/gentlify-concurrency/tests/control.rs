@@ -512,3 +512,97 @@ fn the_builder_rejects_settings_that_cannot_work() {
     ));
     assert!(build().build().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_while_streams_answered_before_the_cut_fill_the_server_does_not_cut_again() {
+    let feedback = Feedback::new();
+    let layer = AdaptiveConcurrencyLayer::builder()
+        .feedback(feedback.clone())
+        .initial(4)
+        .max(4)
+        .aimd(Aimd::new().slow_start(false))
+        .build()
+        .unwrap();
+    // Three streamed answers: their heads come back after 300 ms, their bodies stay open.
+    let service = layer.layer(Upstream::scripted(|name, _| {
+        if name == "x" {
+            (429, Duration::from_millis(10))
+        } else {
+            (200, Duration::from_millis(300))
+        }
+    }));
+    let mut streams = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        streams.push(service.clone().oneshot(request(name)).await.unwrap());
+    }
+    // A fourth request is refused (its outcome is settled once its body is read): the limit
+    // is cut to 2, under the 3 bodies being read.
+    let refused = service.clone().oneshot(request("x")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    common::finish(refused).await;
+    assert_eq!(layer.snapshot().limit, 2);
+    assert_eq!(layer.snapshot().decelerations, 1);
+
+    // A refusal of an attempt sent well after a head round trip (a retry, another client's
+    // request): the three streams sent before the cut still fill the server, so it answers
+    // them, not the new limit.
+    advance(2 * SECOND).await;
+    let sent = Instant::now();
+    advance(Duration::from_millis(10)).await;
+    publish(&feedback, overloaded(), sent);
+    assert_eq!(
+        layer.snapshot().decelerations,
+        1,
+        "no cascade on old streams"
+    );
+    assert_eq!(layer.snapshot().limit, 2);
+
+    // Once a stream has ended (in flight back at the limit), a refusal answers the new limit
+    // and cuts again.
+    for response in streams.drain(..1) {
+        common::finish(response).await;
+    }
+    assert_eq!(layer.snapshot().in_flight, 2);
+    advance(SECOND).await;
+    let sent = Instant::now();
+    advance(Duration::from_millis(10)).await;
+    publish(&feedback, overloaded(), sent);
+    assert_eq!(layer.snapshot().decelerations, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_streamed_answers_growth_waits_for_a_whole_body_after_a_change() {
+    let layer = AdaptiveConcurrencyLayer::builder()
+        .initial(3)
+        .max(10)
+        .aimd(Aimd::new().slow_start(false).knee(false))
+        .build()
+        .unwrap();
+    // Heads after 300 ms; each body is read for 10 s after its head.
+    let service = layer.layer(Upstream::ok_after(Duration::from_millis(300)));
+    let mut first = Vec::new();
+    for name in ["a", "b"] {
+        first.push(service.clone().oneshot(request(name)).await.unwrap());
+    }
+    advance(10 * SECOND).await;
+    for response in first {
+        common::finish(response).await;
+    }
+    // The limit is set (a change) and filled: three streams start under it.
+    layer.set_limit(3);
+    let changed = Instant::now();
+    let mut streams = Vec::new();
+    for name in ["c", "d", "e"] {
+        streams.push(service.clone().oneshot(request(name)).await.unwrap());
+    }
+    // Their heads are successes of attempts sent after the change, but the server has carried
+    // the new limit for 300 ms, not for a whole body: no growth yet.
+    assert_eq!(layer.snapshot().limit, 3);
+    assert!(changed.elapsed() < SECOND);
+
+    // A body's time after the change, a stream ends and the next request's success grows it.
+    advance(10 * SECOND).await;
+    common::finish(streams.remove(0)).await;
+    streams.push(service.clone().oneshot(request("f")).await.unwrap());
+    assert_eq!(layer.snapshot().limit, 4);
+}
