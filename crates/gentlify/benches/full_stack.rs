@@ -4,62 +4,15 @@
 
 #![allow(missing_docs)]
 
-use std::convert::Infallible;
-use std::future::Ready;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gentlify::{Limit, Throttle};
-use http_body_util::{BodyExt, Full};
-use tower::retry::Policy;
+use http_body_util::BodyExt;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
-type Request = http::Request<Bytes>;
-type Response = http::Response<Full<Bytes>>;
-
-fn request() -> Request {
-    http::Request::builder()
-        .method("POST")
-        .uri("http://localhost/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Bytes::from_static(
-            br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
-        ))
-        .unwrap()
-}
-
-async fn ok(_request: Request) -> Result<Response, Infallible> {
-    Ok(http::Response::new(Full::new(Bytes::from_static(
-        br#"{"ok":true}"#,
-    ))))
-}
-
-/// tower's retry with a policy that clones the request (as any retry must) and retries 5xx.
-#[derive(Clone)]
-struct RetryServerErrors(u32);
-
-impl<E> Policy<Request, Response, E> for RetryServerErrors {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut Request, result: &mut Result<Response, E>) -> Option<Ready<()>> {
-        match result {
-            Ok(r) if r.status().is_server_error() && self.0 > 0 => {
-                self.0 -= 1;
-                Some(std::future::ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &Request) -> Option<Request> {
-        let mut copy = http::Request::new(request.body().clone());
-        *copy.method_mut() = request.method().clone();
-        *copy.uri_mut() = request.uri().clone();
-        *copy.headers_mut() = request.headers().clone();
-        Some(copy)
-    }
-}
+mod support;
+use support::{ok, request, Request, RetryServerErrors};
 
 fn run<S, B>(rt: &tokio::runtime::Runtime, service: &S, iters: u64) -> Duration
 where
