@@ -364,7 +364,12 @@ async fn retries_held_by_one_cut_do_not_wait_on_each_other() {
         .collect();
     assert_eq!(
         times,
-        [Duration::ZERO, Duration::ZERO, SECOND / 10, SECOND / 10 + SECOND],
+        [
+            Duration::ZERO,
+            Duration::ZERO,
+            SECOND / 10,
+            SECOND / 10 + SECOND
+        ],
         "one retry goes at once, the other when it is done: one at a time under the cut limit"
     );
     assert_eq!(layer.snapshot().in_flight, 0);

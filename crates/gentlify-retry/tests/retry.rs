@@ -1298,8 +1298,15 @@ async fn a_hold_that_says_not_yet_holds_the_retry_in_its_slot() {
         .service(upstream);
     let call = tokio::spawn(client.oneshot(request()));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(log.calls(), 1, "the retry waits for its hold, past its backoff");
-    assert!(!released.load(Ordering::SeqCst), "and keeps it while it waits");
+    assert_eq!(
+        log.calls(),
+        1,
+        "the retry waits for its hold, past its backoff"
+    );
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "and keeps it while it waits"
+    );
 
     open.store(true, Ordering::SeqCst);
     waker.lock().unwrap().take().unwrap().wake();
@@ -1307,7 +1314,10 @@ async fn a_hold_that_says_not_yet_holds_the_retry_in_its_slot() {
     assert_eq!(log.times(), [Duration::ZERO, Duration::from_secs(2)]);
     assert_eq!(log.seen()[1].attempt, Some(1));
     read(response).await;
-    assert!(released.load(Ordering::SeqCst), "released when the slot ends");
+    assert!(
+        released.load(Ordering::SeqCst),
+        "released when the slot ends"
+    );
 }
 
 #[tokio::test(start_paused = true)]
