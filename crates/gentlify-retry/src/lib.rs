@@ -161,6 +161,7 @@
 //! [`Classify::classify_body`]: gentlify_core::Classify::classify_body
 //! [`is_local_rejection`]: gentlify_core::error::is_local_rejection
 //! [`Slot`]: gentlify_core::Slot
+//! [`Slot::poll_redispatch`]: gentlify_core::Slot::poll_redispatch
 //! [`Slot::attempt`]: gentlify_core::Slot::attempt
 //! [`Feedback`]: gentlify_core::Feedback
 //! [`SlotBody`]: gentlify_core::SlotBody
