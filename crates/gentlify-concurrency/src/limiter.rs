@@ -131,12 +131,27 @@ impl State {
 
     /// Wakes every parked retry: in-flight came down or the limit grew. Nothing to do (and no
     /// cost) when no retry is parked.
+    #[inline(always)]
     fn wake_parked(&mut self, wake: &mut Wake) {
+        if self.parked.is_empty() {
+            return;
+        }
+        self.wake_parked_slow(wake);
+    }
+
+    #[cold]
+    fn wake_parked_slow(&mut self, wake: &mut Wake) {
         for (_, waker) in self.parked.iter_mut() {
             if let Some(waker) = waker.take() {
                 wake.push(waker);
             }
         }
+    }
+
+    /// Forgets a parked retry (its permit came back).
+    #[cold]
+    fn unpark(&mut self, id: u64) {
+        self.parked.retain(|(parked, _)| *parked != id);
     }
 
     /// Hands free permits to the waiters at the front of the queue, in order.
@@ -249,7 +264,7 @@ impl Limiter {
         {
             let mut state = self.lock();
             if parked != 0 {
-                state.parked.retain(|(id, _)| *id != parked);
+                state.unpark(parked);
             }
             if let Some(body) = body {
                 state.control.on_body_end(body);
