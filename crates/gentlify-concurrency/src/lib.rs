@@ -57,7 +57,11 @@
 //!   ([`QueueFull`]). Rejections come from the response future as [`BoxError`]; `poll_ready`
 //!   stays `Ok`, as with tower's `LoadShed`, so a `Buffer` in front keeps working.
 //! - **A shrink takes effect at once**, even when every permit is in flight: nobody new is
-//!   admitted until in-flight falls under the new limit.
+//!   admitted until in-flight falls under the new limit, and a retry sent inside its permit
+//!   (by a retry layer that asks [`Slot::poll_redispatch`](gentlify_core::Slot::poll_redispatch)
+//!   first, as gentlify's does) waits, keeping its permit, until the other permits that may be
+//!   on the wire are fewer than the new limit. Permits whose retries wait so do not count, so
+//!   retries held back by one cut go one after another, never all waiting on each other.
 //! - **At most one deceleration per round trip**: a deceleration takes effect when in-flight has
 //!   come down to the new limit (or, if permits stay held longer, one smoothed round trip after
 //!   it); an overload from an attempt sent before that is ignored. 20 429s from one burst divide

@@ -103,6 +103,10 @@ struct State {
     filled: bool,
     next_dispatch: Option<Instant>,
     control: Control,
+    /// Permits whose retry waits for in-flight to come down to the limit
+    /// ([`Permit::poll_redispatch`]), by park id, with the waker to wake when it may have.
+    /// At most one entry per permit in flight.
+    parked: Vec<(u64, Option<Waker>)>,
 }
 
 struct Entry {
@@ -123,6 +127,31 @@ impl State {
         if self.in_flight >= self.limit {
             self.filled = true;
         }
+    }
+
+    /// Wakes every parked retry: in-flight came down or the limit grew. Nothing to do (and no
+    /// cost) when no retry is parked.
+    #[inline(always)]
+    fn wake_parked(&mut self, wake: &mut Wake) {
+        if self.parked.is_empty() {
+            return;
+        }
+        self.wake_parked_slow(wake);
+    }
+
+    #[cold]
+    fn wake_parked_slow(&mut self, wake: &mut Wake) {
+        for (_, waker) in self.parked.iter_mut() {
+            if let Some(waker) = waker.take() {
+                wake.push(waker);
+            }
+        }
+    }
+
+    /// Forgets a parked retry (its permit came back).
+    #[cold]
+    fn unpark(&mut self, id: u64) {
+        self.parked.retain(|(parked, _)| *parked != id);
     }
 
     /// Hands free permits to the waiters at the front of the queue, in order.
@@ -154,6 +183,7 @@ impl State {
         self.note_fill();
         self.check_drained();
         if change == Change::Grew {
+            self.wake_parked(wake);
             self.grant(wake);
         }
     }
@@ -215,6 +245,7 @@ impl Limiter {
                 filled: false,
                 next_dispatch: None,
                 control,
+                parked: Vec::new(),
             }),
             streaming: AtomicUsize::new(0),
         });
@@ -228,10 +259,13 @@ impl Limiter {
 
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it.
-    fn release(&self, streaming: bool, body: Option<Duration>) {
+    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if parked != 0 {
+                state.unpark(parked);
+            }
             if let Some(body) = body {
                 state.control.on_body_end(body);
             }
@@ -240,6 +274,7 @@ impl Limiter {
             }
             state.in_flight -= 1;
             state.check_drained();
+            state.wake_parked(&mut wake);
             state.grant(&mut wake);
         }
         wake.run();
@@ -372,11 +407,14 @@ pub(crate) struct Permit {
     /// Set when the slot ends after a success and its body was read: how long the body held
     /// the permit.
     body: Option<Duration>,
+    /// The park id while a retry of this permit's request waits in `Limiter`'s parked list;
+    /// 0 otherwise.
+    parked: u64,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.streaming, self.body);
+        self.limiter.release(self.streaming, self.body, self.parked);
     }
 }
 
@@ -401,6 +439,44 @@ impl Hold for Permit {
             }
         }
         drop(self);
+    }
+
+    /// A retry inside this permit goes only when the other permits' requests that may be on the
+    /// wire are fewer than the limit: after a cut, the requests over the new limit hold their
+    /// retries (keeping their permits) until in-flight has come down to it. Permits whose
+    /// retries wait here do not count as on the wire, so retries held back by one cut never
+    /// wait on each other: when every permit is parked, the first to be polled goes.
+    fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.limiter.lock();
+        let mine = usize::from(self.parked == 0);
+        let others = state
+            .in_flight
+            .saturating_sub(state.parked.len())
+            .saturating_sub(mine);
+        if others < state.limit {
+            if self.parked != 0 {
+                let id = std::mem::replace(&mut self.parked, 0);
+                state.parked.retain(|(parked, _)| *parked != id);
+            }
+            return Poll::Ready(());
+        }
+        if self.parked == 0 {
+            self.parked = state.next_id;
+            state.next_id += 1;
+            state.parked.push((self.parked, Some(cx.waker().clone())));
+        } else if let Some((_, waker)) = state.parked.iter_mut().find(|(id, _)| *id == self.parked)
+        {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        tracing::trace!(
+            in_flight = state.in_flight,
+            limit = state.limit,
+            "gentlify retry held until in-flight comes down to the limit"
+        );
+        Poll::Pending
     }
 }
 
@@ -506,6 +582,7 @@ impl Acquire {
             limiter: Arc::clone(&self.limiter),
             streaming: false,
             body: None,
+            parked: 0,
         }
     }
 
@@ -525,6 +602,7 @@ impl Acquire {
                     state.granted -= 1;
                     state.in_flight -= 1;
                     state.check_drained();
+                    state.wake_parked(&mut wake);
                     state.grant(&mut wake);
                 }
             }

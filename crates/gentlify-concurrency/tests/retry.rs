@@ -237,3 +237,169 @@ async fn a_request_carrying_an_ended_slot_takes_a_permit_of_its_own() {
     finish(b.await.unwrap()).await;
     assert_eq!(layer.snapshot().in_flight, 0);
 }
+
+// ---- a retry inside its permit after the limit was cut ----
+
+fn limit_two(feedback: &Feedback) -> AdaptiveConcurrencyLayer {
+    AdaptiveConcurrencyLayer::builder()
+        .feedback(feedback.clone())
+        .initial(2)
+        .max(2)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap()
+}
+
+/// A retry layer as gentlify's: on a 503 it keeps the slot, waits until what the slot holds
+/// lets it re-send (`Slot::poll_redispatch`), then sends the next attempt. `on_503` runs once,
+/// when the first 503 comes back.
+async fn send_gated<S>(
+    mut svc: S,
+    feedback: &Feedback,
+    name: &str,
+    on_503: impl FnOnce(),
+) -> Result<(), BoxError>
+where
+    S: Service<http::Request<String>, Response = Response, Error = BoxError>,
+{
+    let (slot, end) = Slot::new(feedback);
+    let mut on_503 = Some(on_503);
+    loop {
+        let mut req = request(name);
+        req.extensions_mut().insert(slot.clone());
+        svc.ready().await?;
+        let response = svc.call(req).await?;
+        if response.status() == 503 {
+            drop(response);
+            if let Some(f) = on_503.take() {
+                f();
+            }
+            std::future::poll_fn(|cx| slot.poll_redispatch(cx)).await;
+            slot.next_attempt();
+            continue;
+        }
+        finish(response).await;
+        end.end(EndReason::BodyEnded);
+        return Ok(());
+    }
+}
+
+fn arrivals_at(upstream: &Upstream, start: tokio::time::Instant) -> Vec<(String, Duration)> {
+    upstream
+        .arrival_times()
+        .into_iter()
+        .map(|(name, at)| (name, at - start))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_over_a_cut_limit_waits_in_its_permit_until_in_flight_comes_down() {
+    let feedback = Feedback::new();
+    let layer = limit_two(&feedback);
+    // a's first attempt fails after 100 ms; b takes a second.
+    let upstream = Upstream::scripted(|name, attempt| match (name, attempt) {
+        ("a", 0) => (503, SECOND / 10),
+        _ => (200, SECOND),
+    });
+    let start = tokio::time::Instant::now();
+    let svc = layer.layer(upstream.clone());
+    let fb = feedback.clone();
+    let cut = layer.clone();
+    let a = tokio::spawn(async move { send_gated(svc, &fb, "a", move || cut.set_limit(1)).await });
+    settle().await;
+    let b = tokio::spawn(layer.layer(upstream.clone()).oneshot(request("b")));
+    settle().await;
+    assert_eq!(upstream.arrivals(), ["a", "b"]);
+
+    tokio::time::sleep(SECOND / 2).await;
+    assert_eq!(layer.snapshot().limit, 1);
+    assert_eq!(
+        layer.snapshot().in_flight,
+        2,
+        "a keeps its permit while its retry waits"
+    );
+    assert_eq!(upstream.arrivals(), ["a", "b"], "a's retry waits for b");
+
+    finish(b.await.unwrap().unwrap()).await;
+    a.await.unwrap().unwrap();
+    assert_eq!(
+        arrivals_at(&upstream, start),
+        [
+            ("a".to_owned(), Duration::ZERO),
+            ("b".to_owned(), Duration::ZERO),
+            ("a".to_owned(), SECOND),
+        ],
+        "a's retry goes when b's permit comes back, not at once"
+    );
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_held_by_one_cut_do_not_wait_on_each_other() {
+    let feedback = Feedback::new();
+    let layer = limit_two(&feedback);
+    // Both first attempts fail; every retry takes a second.
+    let upstream = Upstream::scripted(|_, attempt| match attempt {
+        0 => (503, SECOND / 10),
+        _ => (200, SECOND),
+    });
+    let start = tokio::time::Instant::now();
+    let spawn = |name: &'static str| {
+        let svc = layer.layer(upstream.clone());
+        let fb = feedback.clone();
+        let cut = layer.clone();
+        tokio::spawn(async move { send_gated(svc, &fb, name, move || cut.set_limit(1)).await })
+    };
+    let a = spawn("a");
+    let b = spawn("b");
+    let done = tokio::time::timeout(60 * SECOND, async {
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    })
+    .await;
+    assert!(done.is_ok(), "deadlock: {:?}", layer.snapshot());
+    let times: Vec<Duration> = arrivals_at(&upstream, start)
+        .into_iter()
+        .map(|(_, at)| at)
+        .collect();
+    assert_eq!(
+        times,
+        [
+            Duration::ZERO,
+            Duration::ZERO,
+            SECOND / 10,
+            SECOND / 10 + SECOND
+        ],
+        "one retry goes at once, the other when it is done: one at a time under the cut limit"
+    );
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_held_retry_gives_its_permit_back() {
+    let feedback = Feedback::new();
+    let layer = limit_two(&feedback);
+    let upstream = Upstream::scripted(|name, attempt| match (name, attempt) {
+        ("a", 0) => (503, SECOND / 10),
+        _ => (200, SECOND),
+    });
+    let svc = layer.layer(upstream.clone());
+    let fb = feedback.clone();
+    let cut = layer.clone();
+    let a = tokio::spawn(async move { send_gated(svc, &fb, "a", move || cut.set_limit(1)).await });
+    settle().await;
+    let b = tokio::spawn(layer.layer(upstream.clone()).oneshot(request("b")));
+    tokio::time::sleep(SECOND / 2).await;
+    assert_eq!(layer.snapshot().in_flight, 2);
+
+    a.abort();
+    assert!(a.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        layer.snapshot().in_flight,
+        1,
+        "the held retry's permit came back"
+    );
+    finish(b.await.unwrap().unwrap()).await;
+    assert_eq!(layer.snapshot().in_flight, 0);
+    assert_eq!(upstream.arrivals(), ["a", "b"]);
+}

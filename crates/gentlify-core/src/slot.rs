@@ -5,6 +5,7 @@ use std::error::Error;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use http::{Extensions, HeaderMap};
 use smallvec::SmallVec;
@@ -231,6 +232,17 @@ pub struct SlotEnded<'a> {
 pub trait Hold: Any + Send {
     /// Gives the resource back. Called exactly once, when the slot ends.
     fn release(self: Box<Self>, ended: &SlotEnded<'_>);
+
+    /// May the request send its next attempt (a retry) now? A hold that must hold retries back
+    /// (a concurrency permit over a limit that was just cut) returns `Pending` and wakes `cx`'s
+    /// waker when the answer may have changed; the default says yes at once.
+    ///
+    /// Called through [`Slot::poll_redispatch`], under the slot's lock: it must not call back
+    /// into the slot. A hold that returned `Pending` must forget the waiter when it is released.
+    fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
 }
 
 impl<F> Hold for F
@@ -388,6 +400,40 @@ impl Slot {
         let mut state = self.lock();
         let i = state.holds.iter().position(|(k, _)| *k == key)?;
         Some(state.holds.swap_remove(i).1)
+    }
+
+    /// `Ready` when every hold in the slot lets the request send its next attempt now
+    /// ([`Hold::poll_redispatch`]); `Pending` otherwise, with `cx`'s waker registered by the hold
+    /// that said "not yet". A retry layer polls it before each retry, keeping everything the slot
+    /// holds while it waits; dropping the waiter (cancellation) and ending the slot releases
+    /// the holds as usual. An ended slot holds nothing and is always `Ready`.
+    ///
+    /// ```
+    /// use std::task::{Context, Poll};
+    /// use gentlify_core::{Feedback, Hold, HoldKey, Slot, SlotEnded};
+    ///
+    /// struct NotYet;
+    /// impl Hold for NotYet {
+    ///     fn release(self: Box<Self>, _: &SlotEnded<'_>) {}
+    ///     fn poll_redispatch(&mut self, _: &mut Context<'_>) -> Poll<()> {
+    ///         Poll::Pending
+    ///     }
+    /// }
+    ///
+    /// let (slot, _end) = Slot::new(&Feedback::new());
+    /// let mut cx = Context::from_waker(std::task::Waker::noop());
+    /// assert!(slot.poll_redispatch(&mut cx).is_ready());
+    /// slot.hold(HoldKey::unique(), Box::new(NotYet));
+    /// assert!(slot.poll_redispatch(&mut cx).is_pending());
+    /// ```
+    pub fn poll_redispatch(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        for (_, hold) in state.holds.iter_mut() {
+            if hold.poll_redispatch(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(())
     }
 
     /// True once the slot has ended.

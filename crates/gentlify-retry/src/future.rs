@@ -245,6 +245,15 @@ where
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.as_mut().poll(cx));
                     }
+                    // What the slot holds may say "not yet": a concurrency permit over a limit
+                    // cut since it was granted waits, still held, for in-flight to come down.
+                    ready!(this.dispatched.slot().poll_redispatch(cx));
+                    // Another response may have paused the handle (server said wait) while this
+                    // one slept: the retry waits for the gate like any new dispatch.
+                    if let Some(until) = this.config.feedback.pause_gate().paused_until() {
+                        arm(this.timer, until);
+                        continue;
+                    }
                     this.dispatched.slot().next_attempt();
                     this.state.set(State::Readying);
                     continue;

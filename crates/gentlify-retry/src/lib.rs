@@ -74,6 +74,17 @@
 //! delay (or pause) longer than [`RetryLayerBuilder::max_server_delay`] is not waited for: the
 //! response goes back to the caller.
 //!
+//! After the delay, and before each retry, the retry also waits:
+//! - for the handle's pause gate again, when another response paused it during the delay (a
+//!   pause set by a header layer or a limiter is bounded there; this wait is not counted
+//!   against [`RetryLayerBuilder::max_total_time`], the retry having been decided);
+//! - for what the request's slot holds to let it go ([`Slot::poll_redispatch`]): a concurrency
+//!   permit over a limit cut since it was granted holds the retry until in-flight has come
+//!   down, so a retry does not add load the limiter has just taken away. The slot keeps
+//!   everything it holds meanwhile; dropping the future releases it.
+//!
+//! When no retry happens, none of this runs.
+//!
 //! # The slot is kept
 //!
 //! The retry future keeps the inner service instance that was made ready for the request and sends
@@ -150,6 +161,7 @@
 //! [`Classify::classify_body`]: gentlify_core::Classify::classify_body
 //! [`is_local_rejection`]: gentlify_core::error::is_local_rejection
 //! [`Slot`]: gentlify_core::Slot
+//! [`Slot::poll_redispatch`]: gentlify_core::Slot::poll_redispatch
 //! [`Slot::attempt`]: gentlify_core::Slot::attempt
 //! [`Feedback`]: gentlify_core::Feedback
 //! [`SlotBody`]: gentlify_core::SlotBody

@@ -1227,3 +1227,125 @@ fn jitters_stay_within_their_bounds() {
         Duration::from_millis(300)
     );
 }
+
+// ---- waiting before a re-dispatch ----
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_set_by_another_response_during_the_backoff_holds_the_retry() {
+    let feedback = Feedback::new();
+    let (upstream, log) = scripted(vec![response(500)]);
+    let client = ServiceBuilder::new()
+        .layer(layer().feedback(feedback.clone()).build().unwrap())
+        .service(upstream);
+    let call = tokio::spawn(client.oneshot(request()));
+    // 50 ms into the 100 ms backoff, another request's response pauses the handle for a second
+    // (what the header layer does with `remaining: 0` and a reset).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feedback.pause_gate().pause_for(Duration::from_secs(1));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        log.times(),
+        [Duration::ZERO, Duration::from_millis(1050)],
+        "the retry waits for the gate, not only for its own backoff"
+    );
+}
+
+/// A hold that lets its request re-send only once `open` is set.
+struct Gate {
+    open: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
+    released: Arc<AtomicBool>,
+}
+
+impl gentlify_core::Hold for Gate {
+    fn release(self: Box<Self>, _: &SlotEnded<'_>) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    fn poll_redispatch(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.open.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_that_says_not_yet_holds_the_retry_in_its_slot() {
+    let open = Arc::new(AtomicBool::new(false));
+    let waker = Arc::new(Mutex::new(None::<std::task::Waker>));
+    let released = Arc::new(AtomicBool::new(false));
+    let gate = Gate {
+        open: open.clone(),
+        waker: waker.clone(),
+        released: released.clone(),
+    };
+    let gate = Arc::new(Mutex::new(Some(gate)));
+    let (upstream, log) = upstream(move |seen, calls| {
+        if calls == 1 {
+            // A layer below puts its resource in the request's slot (as a permit is).
+            let gate = gate.lock().unwrap().take().unwrap();
+            let slot = seen.slot.as_ref().unwrap();
+            slot.hold(HoldKey::unique(), Box::new(gate));
+            return response(503);
+        }
+        response(200)
+    });
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let call = tokio::spawn(client.oneshot(request()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        log.calls(),
+        1,
+        "the retry waits for its hold, past its backoff"
+    );
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "and keeps it while it waits"
+    );
+
+    open.store(true, Ordering::SeqCst);
+    waker.lock().unwrap().take().unwrap().wake();
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(log.times(), [Duration::ZERO, Duration::from_secs(2)]);
+    assert_eq!(log.seen()[1].attempt, Some(1));
+    read(response).await;
+    assert!(
+        released.load(Ordering::SeqCst),
+        "released when the slot ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_retry_held_by_its_slot_releases_the_hold() {
+    let released = Arc::new(AtomicBool::new(false));
+    let gate = Gate {
+        open: Arc::new(AtomicBool::new(false)),
+        waker: Arc::default(),
+        released: released.clone(),
+    };
+    let gate = Arc::new(Mutex::new(Some(gate)));
+    let (upstream, log) = upstream(move |seen, _| {
+        if let Some(gate) = gate.lock().unwrap().take() {
+            seen.slot
+                .as_ref()
+                .unwrap()
+                .hold(HoldKey::unique(), Box::new(gate));
+        }
+        response(503)
+    });
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    let call = tokio::spawn(client.oneshot(request()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!released.load(Ordering::SeqCst));
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert!(released.load(Ordering::SeqCst));
+    assert_eq!(log.calls(), 1);
+}
