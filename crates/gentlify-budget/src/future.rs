@@ -143,6 +143,10 @@ where
                             }
                         }
                     }
+                    // A request that waited for its reservation may be granted while another
+                    // response has paused the handle: it holds its reservations until the gate
+                    // opens (they are restamped below to the instant it is really sent).
+                    ready!(waiting.pause.poll_wait(cx));
                     let now = tokio::time::Instant::now();
                     let reservations: Vec<Reservation> = waiting
                         .granted

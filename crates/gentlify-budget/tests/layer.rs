@@ -490,6 +490,36 @@ async fn a_request_waits_for_the_pause_gate_before_reserving() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_granted_while_the_gate_is_closed_waits_for_it_to_open() {
+    // 1 000 tokens a minute, all used at 0 s: the second request waits until 60 s for its 500
+    // tokens; a pause set while it waits (another response's headers) that ends at 90 s, after the
+    // grant, holds it until it ends.
+    let budget = tpm(1_000);
+    let feedback = Feedback::new();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let at = sent.clone();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |_req| {
+            at.lock().unwrap().push(Instant::now());
+            async { json("{}") }
+        }));
+    let start = Instant::now();
+    svc.clone().oneshot(request(1_000, 0)).await.unwrap();
+    let second = tokio::spawn(svc.oneshot(request(500, 0)));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    feedback.pause_gate().pause_for(Duration::from_secs(80));
+    second.await.unwrap().unwrap();
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1] - start,
+        Duration::from_secs(90),
+        "sent when the pause ends, not when the budget granted it (60 s)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_snapshot_shows_used_remaining_reset_and_waiting() {
     let budget = tpm(10_000);
     let feedback = Feedback::new();
