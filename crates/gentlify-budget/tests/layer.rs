@@ -22,6 +22,17 @@ fn request(input: u64, output: u64) -> http::Request<String> {
     request
 }
 
+/// A handle on which `budget`'s layer listens (the layer itself is not called).
+fn hearing(budget: &TokenBudget) -> Feedback {
+    let feedback = Feedback::new();
+    let _svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req: http::Request<String>| async {
+            json("{}")
+        }));
+    feedback
+}
+
 #[tokio::test(start_paused = true)]
 async fn unused_tokens_return_when_the_json_usage_is_smaller() {
     let budget = tpm(10_000);
@@ -375,12 +386,7 @@ async fn attempts_made_below_the_layer_are_charged_when_the_slot_ends() {
 async fn the_server_account_is_a_bucket_refilling_at_its_limit_rate() {
     // The default 90 % safety ratio: the budget alone believes 9 000.
     let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
-    let feedback = Feedback::new();
-    let _svc = TokenBudgetLayer::new(budget.clone())
-        .feedback(feedback.clone())
-        .layer(service_fn(|_req: http::Request<String>| async {
-            json("{}")
-        }));
+    let feedback = hearing(&budget);
     // OpenAI's reading: 2 000 left, full again in 20 s at 10 000 per minute: the bucket holds
     // 2 000 + 20 s x 10 000 / 60 s = 5 333.
     feedback.report_quota(&QuotaReport::new(
@@ -421,12 +427,7 @@ async fn the_server_account_is_a_bucket_refilling_at_its_limit_rate() {
 #[tokio::test(start_paused = true)]
 async fn a_report_of_another_limit_only_lowers_the_budget() {
     let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
-    let feedback = Feedback::new();
-    let _svc = TokenBudgetLayer::new(budget.clone())
-        .feedback(feedback.clone())
-        .layer(service_fn(|_req: http::Request<String>| async {
-            json("{}")
-        }));
+    let feedback = hearing(&budget);
     // Without a limit the report cannot be read as a bucket: what it says holds until its
     // reset, and never raises the budget above its own window.
     feedback.report_quota(&QuotaReport::new(
@@ -844,12 +845,7 @@ async fn a_report_of_the_minute_quota_leaves_the_day_quota_alone() {
         Limit::requests_per_day(10_000),
     ])
     .unwrap();
-    let feedback = Feedback::new();
-    let _svc = TokenBudgetLayer::new(budget.clone())
-        .feedback(feedback.clone())
-        .layer(service_fn(|_req: http::Request<String>| async {
-            json("{}")
-        }));
+    let feedback = hearing(&budget);
     feedback.report_quota(&QuotaReport::new(
         "openai",
         vec![Quota::new(Dimension::Requests)
