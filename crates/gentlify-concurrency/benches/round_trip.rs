@@ -3,66 +3,19 @@
 //! floor every gentlify layer pays for the shared contract alone (slot, dispatch, outcome
 //! publication, body wrapper), with no limiter, to show which part of the cost is whose.
 
-use std::convert::Infallible;
 use std::fmt::Debug;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
-use gentlify_core::{BoxError, Feedback, Slot, SlotBody, Tracked};
+use gentlify_core::Feedback;
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 
-#[derive(Clone)]
-struct Upstream;
-
-/// The gentlify contract and nothing else: what `gentlify_core`'s docs show a layer does.
-#[derive(Clone)]
-struct SlotOnly<S> {
-    inner: S,
-    feedback: Feedback,
-}
-
-impl<S, B> Service<http::Request<()>> for SlotOnly<S>
-where
-    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
-    B: Body,
-{
-    type Response = http::Response<SlotBody<B>>;
-    type Error = BoxError;
-    type Future = Tracked<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut req: http::Request<()>) -> Self::Future {
-        let (slot, end) = Slot::get_or_insert(req.extensions_mut(), &self.feedback);
-        let dispatched = slot.dispatch(&self.feedback);
-        Tracked::new(self.inner.call(req), dispatched, end)
-    }
-}
-
-impl Service<http::Request<()>> for Upstream {
-    type Response = http::Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: http::Request<()>) -> Self::Future {
-        ready(Ok(http::Response::new(Full::new(Bytes::from_static(
-            b"ok",
-        )))))
-    }
-}
+mod support;
+use support::{SlotOnly, Upstream};
 
 fn run<S, B>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
 where

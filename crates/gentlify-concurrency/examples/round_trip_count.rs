@@ -10,63 +10,17 @@
 //! Run it at two iteration counts and divide the difference of the totals by the difference of
 //! the counts: the setup cancels out.
 
-use std::convert::Infallible;
 use std::fmt::Debug;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
-use gentlify_core::{BoxError, Feedback, Slot, SlotBody, Tracked};
+use gentlify_core::Feedback;
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
-#[derive(Clone)]
-struct Upstream;
-
-impl Service<http::Request<()>> for Upstream {
-    type Response = http::Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: http::Request<()>) -> Self::Future {
-        ready(Ok(http::Response::new(Full::new(Bytes::from_static(
-            b"ok",
-        )))))
-    }
-}
-
-/// The gentlify contract alone (slot, dispatch, outcome, body wrapper), no limiter.
-#[derive(Clone)]
-struct SlotOnly<S> {
-    inner: S,
-    feedback: Feedback,
-}
-
-impl<S, B> Service<http::Request<()>> for SlotOnly<S>
-where
-    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
-    B: Body,
-{
-    type Response = http::Response<SlotBody<B>>;
-    type Error = BoxError;
-    type Future = Tracked<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut req: http::Request<()>) -> Self::Future {
-        let (slot, end) = Slot::get_or_insert(req.extensions_mut(), &self.feedback);
-        let dispatched = slot.dispatch(&self.feedback);
-        Tracked::new(self.inner.call(req), dispatched, end)
-    }
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{SlotOnly, Upstream};
 
 async fn run<S, B>(svc: &mut S, iterations: u64)
 where
