@@ -44,7 +44,10 @@ pin_project! {
         #[pin]
         inner: B,
         end: Option<SlotEnd>,
-        eos: Option<Dispatched>,
+        // Boxed: only a gRPC response classified from its trailers has one, and every layer of a
+        // stack wraps the body again, so each unboxed `Dispatched` would grow every move of the
+        // response by its size.
+        eos: Option<Box<Dispatched>>,
     }
 
     impl<B> PinnedDrop for SlotBody<B> {
@@ -65,17 +68,20 @@ impl<B: Body> SlotBody<B> {
     /// attempt to classify and publish from the trailers when its head could not say. A body that
     /// is already at its end (no body) ends the slot at once.
     #[inline]
-    pub fn new(inner: B, end: Option<SlotEnd>, eos: Option<Dispatched>) -> Self {
-        let mut body = SlotBody { inner, end, eos };
-        if body.is_tracking() && body.inner.is_end_stream() {
-            if let Some(eos) = body.eos.take() {
+    pub fn new(inner: B, mut end: Option<SlotEnd>, mut eos: Option<Dispatched>) -> Self {
+        if (end.is_some() || eos.is_some()) && inner.is_end_stream() {
+            if let Some(eos) = eos.take() {
                 eos.on_trailers(None);
             }
-            if let Some(end) = body.end.take() {
+            if let Some(end) = end.take() {
                 end.end(EndReason::NoBody);
             }
         }
-        body
+        SlotBody {
+            inner,
+            end,
+            eos: eos.map(Box::new),
+        }
     }
 
     /// Wraps the body of `response` (see [`SlotBody::new`]).
@@ -91,11 +97,6 @@ impl<B: Body> SlotBody<B> {
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
-    }
-
-    /// True while the body still has a slot to end or an attempt to classify at its end.
-    fn is_tracking(&self) -> bool {
-        self.end.is_some() || self.eos.is_some()
     }
 }
 

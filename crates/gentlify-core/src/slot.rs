@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::error::Error;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -60,6 +60,12 @@ struct SlotInner {
     /// ([`Slot::dispatch_sending`]), 0 outside: a layer inside that dispatches the same attempt
     /// reuses that dispatch's instant instead of reading the clock again.
     owner_sending: AtomicU32,
+    /// `state.ended`, readable without the lock (written under it).
+    ended: AtomicBool,
+    /// One bit per [`HoldKey`] held (the key's value modulo 64), set under the state's lock: a
+    /// clear bit tells [`Slot::holds`] "no" without the lock, which is the answer for every new
+    /// request.
+    held: AtomicU64,
     state: Mutex<SlotState>,
 }
 
@@ -190,6 +196,11 @@ impl HoldKey {
     pub fn unique() -> Self {
         HoldKey(NEXT_HOLD_KEY.fetch_add(1, Ordering::Relaxed))
     }
+
+    /// The key's bit in [`SlotInner::held`].
+    fn bit(self) -> u64 {
+        1 << (self.0 % 64)
+    }
 }
 
 /// Why a slot ended.
@@ -265,6 +276,8 @@ impl Slot {
                 recorded_tokens: AtomicU64::new(0),
                 owner_settled_below: AtomicU32::new(0),
                 owner_sending: AtomicU32::new(0),
+                ended: AtomicBool::new(false),
+                held: AtomicU64::new(0),
                 state: Mutex::new(SlotState::default()),
             }),
         };
@@ -346,6 +359,7 @@ impl Slot {
             let mut state = self.lock();
             if !state.ended {
                 state.holds.push((key, hold));
+                self.inner.held.fetch_or(key.bit(), Ordering::Release);
                 return true;
             }
             (state.usage, state.last_outcome.clone())
@@ -362,6 +376,9 @@ impl Slot {
 
     /// True when the slot holds a resource put there under `key`.
     pub fn holds(&self, key: HoldKey) -> bool {
+        if self.inner.held.load(Ordering::Acquire) & key.bit() == 0 {
+            return false;
+        }
         self.lock().holds.iter().any(|(k, _)| *k == key)
     }
 
@@ -399,7 +416,10 @@ impl Slot {
     pub fn take_hold(&self, key: HoldKey) -> Option<Box<dyn Hold>> {
         let mut state = self.lock();
         let i = state.holds.iter().position(|(k, _)| *k == key)?;
-        Some(state.holds.swap_remove(i).1)
+        let (_, hold) = state.holds.swap_remove(i);
+        let held = state.holds.iter().fold(0, |bits, (k, _)| bits | k.bit());
+        self.inner.held.store(held, Ordering::Release);
+        Some(hold)
     }
 
     /// `Ready` when every hold in the slot lets the request send its next attempt now
@@ -438,7 +458,7 @@ impl Slot {
 
     /// True once the slot has ended.
     pub fn is_ended(&self) -> bool {
-        self.lock().ended
+        self.inner.ended.load(Ordering::Acquire)
     }
 
     /// Marks the current attempt as sent to the inner service now, on `feedback`'s behalf, and
@@ -637,6 +657,8 @@ impl Slot {
             return;
         }
         state.ended = true;
+        self.inner.ended.store(true, Ordering::Release);
+        self.inner.held.store(0, Ordering::Release);
         // A deferred outcome nobody refined is published as the head said; an attempt sent but
         // never answered (the caller went away) as cancelled: every attempt publishes exactly one
         // outcome. All are marked under this one lock and published after it.
@@ -647,18 +669,32 @@ impl Slot {
             state.last_outcome = Some(outcome.clone());
         }
         let mut others: Vec<(Feedback, Outcome)> = Vec::new();
-        for (feedback, marks) in state.other_marks.iter_mut() {
-            if let Some(outcome) = marks.final_outcome() {
-                marks.mark_published(&outcome);
-                others.push((feedback.clone(), outcome));
+        if !state.other_marks.is_empty() {
+            for (feedback, marks) in state.other_marks.iter_mut() {
+                if let Some(outcome) = marks.final_outcome() {
+                    marks.mark_published(&outcome);
+                    others.push((feedback.clone(), outcome));
+                }
+            }
+            if let Some((_, outcome)) = others.last() {
+                state.last_outcome = Some(outcome.clone());
             }
         }
-        if let Some((_, outcome)) = others.last() {
-            state.last_outcome = Some(outcome.clone());
+        // The common end of a request that held nothing and whose attempts are all published
+        // (a stack without a concurrency limit or budget): nothing to hand out after the lock.
+        if state.holds.is_empty() && owner.is_none() && others.is_empty() {
+            drop(state);
+            self.inner.owner.slot_closed();
+            tracing::trace!(reason = ?reason, attempts = self.attempt() + 1, "gentlify slot ended");
+            return;
         }
         let holds = std::mem::take(&mut state.holds);
         let usage = state.usage;
-        let last_outcome = state.last_outcome.clone();
+        let last_outcome = if holds.is_empty() {
+            None
+        } else {
+            state.last_outcome.clone()
+        };
         drop(state);
 
         if let Some(outcome) = &owner {
@@ -667,18 +703,21 @@ impl Slot {
         for (feedback, outcome) in &others {
             feedback.publish(outcome);
         }
-        let summary = SlotEnded {
-            reason,
-            attempts: self.attempt() + 1,
-            recorded_tokens: self.recorded_tokens(),
-            usage,
-            last_outcome: last_outcome.as_ref(),
-        };
-        for (_, hold) in holds {
-            hold.release(&summary);
+        let attempts = self.attempt() + 1;
+        if !holds.is_empty() {
+            let summary = SlotEnded {
+                reason,
+                attempts,
+                recorded_tokens: self.recorded_tokens(),
+                usage,
+                last_outcome: last_outcome.as_ref(),
+            };
+            for (_, hold) in holds {
+                hold.release(&summary);
+            }
         }
         self.inner.owner.slot_closed();
-        tracing::trace!(reason = ?reason, attempts = summary.attempts, "gentlify slot ended");
+        tracing::trace!(reason = ?reason, attempts, "gentlify slot ended");
     }
 }
 
@@ -701,6 +740,7 @@ impl Drop for SlotInner {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if !state.ended {
             state.ended = true;
+            *self.ended.get_mut() = true;
             let summary = SlotEnded {
                 reason: EndReason::Cancelled,
                 attempts: self.attempt.load(Ordering::Acquire) + 1,

@@ -404,3 +404,56 @@ async fn a_deferred_429_is_published_when_the_next_attempt_is_sent() {
     assert_eq!(recorder.attempts(), [0]);
     assert_eq!(recorder.classes(), ["overloaded"]);
 }
+
+#[test]
+fn holds_answers_for_every_key_and_forgets_a_taken_hold() {
+    let feedback = Feedback::new();
+    let (slot, end) = Slot::new(&feedback);
+    // More keys than a 64-bit summary has bits: some share a bit with the held ones, and must
+    // still be answered "no".
+    let keys: Vec<HoldKey> = (0..130).map(|_| HoldKey::unique()).collect();
+    let (a, b) = (keys[0], keys[1]);
+    assert!(!slot.holds(a));
+    slot.hold(a, Box::new(|_: &gentlify_core::SlotEnded<'_>| {}));
+    slot.hold(b, Box::new(|_: &gentlify_core::SlotEnded<'_>| {}));
+    assert!(slot.holds(a) && slot.holds(b));
+    for key in &keys[2..] {
+        assert!(!slot.holds(*key), "{key:?} was never held");
+    }
+    assert!(slot.take_hold(a).is_some());
+    assert!(!slot.holds(a), "a taken hold is no longer held");
+    assert!(slot.holds(b), "taking one hold keeps the others");
+    assert!(slot.take_hold(a).is_none());
+    slot.hold(a, Box::new(|_: &gentlify_core::SlotEnded<'_>| {}));
+    assert!(
+        slot.holds(a),
+        "a key can hold again after its hold was taken"
+    );
+    end.end(EndReason::BodyEnded);
+    assert!(
+        !slot.holds(a) && !slot.holds(b),
+        "an ended slot holds nothing"
+    );
+}
+
+#[test]
+fn a_slot_is_ended_exactly_when_its_end_ran_or_was_dropped() {
+    let feedback = Feedback::new();
+    let (slot, end) = Slot::new(&feedback);
+    assert!(!slot.is_ended());
+    end.end(EndReason::NoBody);
+    assert!(slot.is_ended());
+    assert_eq!(feedback.open_slots(), 0);
+
+    let (slot, end) = Slot::new(&feedback);
+    drop(end);
+    assert!(slot.is_ended(), "dropping the end is a cancellation");
+    assert!(
+        !slot.hold(
+            HoldKey::unique(),
+            Box::new(|_: &gentlify_core::SlotEnded<'_>| {})
+        ),
+        "an ended slot releases a new hold at once"
+    );
+    assert_eq!(feedback.open_slots(), 0);
+}
