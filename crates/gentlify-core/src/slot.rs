@@ -281,9 +281,7 @@ impl Slot {
                 state: Mutex::new(SlotState::default()),
             }),
         };
-        let end = SlotEnd {
-            slot: Some(slot.clone()),
-        };
+        let end = SlotEnd { slot: slot.clone() };
         (slot, end)
     }
 
@@ -779,27 +777,28 @@ impl fmt::Debug for Sending<'_> {
 /// The right to end a slot, owned by the layer that made it. Ending it (or dropping it, which
 /// counts as [`EndReason::Cancelled`]) releases every [`Hold`] in the slot, once.
 pub struct SlotEnd {
-    slot: Option<Slot>,
+    // Not an `Option`, so that an `Option<SlotEnd>` (in every response future and body of a
+    // stack) is one pointer: ending twice is harmless, and the drop after `end` only reads the
+    // ended flag.
+    slot: Slot,
 }
 
 impl SlotEnd {
     /// The slot this ends.
-    pub fn slot(&self) -> Option<&Slot> {
-        self.slot.as_ref()
+    pub fn slot(&self) -> &Slot {
+        &self.slot
     }
 
     /// Ends the slot now, for `reason`.
-    pub fn end(mut self, reason: EndReason) {
-        if let Some(slot) = self.slot.take() {
-            slot.end(reason);
-        }
+    pub fn end(self, reason: EndReason) {
+        self.slot.end(reason);
     }
 }
 
 impl Drop for SlotEnd {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.end(EndReason::Cancelled);
+        if !self.slot.is_ended() {
+            self.slot.end(EndReason::Cancelled);
         }
     }
 }
