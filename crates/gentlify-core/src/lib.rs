@@ -97,6 +97,8 @@ pub use feedback::{CircuitState, Controller, Feedback, FeedbackBuilder};
 pub use outcome::{Class, Outcome};
 pub use pause::{PauseGate, PauseWait};
 pub use quota::{Dimension, Quota, QuotaReport};
-pub use slot::{Dispatched, EndReason, Hold, HoldKey, Sending, Slot, SlotEnd, SlotEnded, Usage};
+pub use slot::{
+    Dispatched, EndReason, Hold, HoldKey, Sending, SharedHold, Slot, SlotEnd, SlotEnded, Usage,
+};
 pub use snapshot::{Snapshot, SnapshotPart, SnapshotValue};
 pub use track::{settle, Tracked};

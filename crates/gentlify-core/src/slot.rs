@@ -73,14 +73,60 @@ struct SlotInner {
 struct SlotState {
     ended: bool,
     // Inline room for a full stack's holds (permit, reservation, probe): no allocation per
-    // request beyond the holds themselves.
-    holds: SmallVec<[(HoldKey, Box<dyn Hold>); 3]>,
+    // request beyond the boxed holds themselves (a shared hold needs none).
+    holds: SmallVec<[(HoldKey, Held); 3]>,
     /// Publication marks for the handle that made the slot (the common case: one handle).
     owner_marks: Marks,
     /// Publication marks for any other handle the request passed through.
     other_marks: Vec<(Feedback, Marks)>,
     usage: Option<Usage>,
     last_outcome: Option<Outcome>,
+}
+
+/// A resource in a slot: a hold of its own ([`Slot::hold`]), or a share of a [`SharedHold`] with
+/// the request's state ([`Slot::hold_shared`]).
+enum Held {
+    Boxed(Box<dyn Hold>),
+    Shared(Arc<dyn SharedHold>, u64),
+}
+
+impl Held {
+    fn release(self, ended: &SlotEnded<'_>) {
+        match self {
+            Held::Boxed(hold) => hold.release(ended),
+            Held::Shared(hold, token) => hold.release(token, ended),
+        }
+    }
+
+    fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Held::Boxed(hold) => hold.poll_redispatch(cx),
+            Held::Shared(hold, token) => hold.poll_redispatch(token, cx),
+        }
+    }
+
+    fn into_boxed(self) -> Box<dyn Hold> {
+        match self {
+            Held::Boxed(hold) => hold,
+            Held::Shared(hold, token) => Box::new(SharedShare { hold, token }),
+        }
+    }
+}
+
+/// A share of a [`SharedHold`] taken out of its slot ([`Slot::take_hold`]), as a [`Hold`].
+struct SharedShare {
+    hold: Arc<dyn SharedHold>,
+    token: u64,
+}
+
+impl Hold for SharedShare {
+    fn release(self: Box<Self>, ended: &SlotEnded<'_>) {
+        self.hold.release(self.token, ended);
+    }
+
+    fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.hold.poll_redispatch(&mut self.token, cx)
+    }
 }
 
 /// What the slot remembers per handle, to publish each attempt exactly once to each.
@@ -256,6 +302,51 @@ pub trait Hold: Any + Send {
     }
 }
 
+/// A resource many requests hold a share of (a limiter's permits), kept in each request's slot as
+/// an `Arc` to the shared value and a `u64` of the request's own state (its *token*), so that
+/// putting it in a slot ([`Slot::hold_shared`]) allocates nothing, where a [`Hold`] of its own
+/// takes a box per request.
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+/// use gentlify_core::{EndReason, Feedback, HoldKey, SharedHold, Slot, SlotEnded};
+///
+/// /// Counts the requests in flight; a request's token is its weight.
+/// #[derive(Default)]
+/// struct InFlight(AtomicU64);
+/// impl SharedHold for InFlight {
+///     fn release(&self, weight: u64, _: &SlotEnded<'_>) {
+///         self.0.fetch_sub(weight, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let in_flight = Arc::new(InFlight::default());
+/// let key = HoldKey::unique();
+/// let (slot, end) = Slot::new(&Feedback::new());
+/// in_flight.0.fetch_add(1, Ordering::Relaxed);
+/// slot.hold_shared(key, in_flight.clone(), 1);
+/// // A retry of a heavier request: the slot's share grows.
+/// slot.with_hold_token(key, |weight| {
+///     *weight += 2;
+///     in_flight.0.fetch_add(2, Ordering::Relaxed);
+/// });
+/// assert_eq!(in_flight.0.load(Ordering::Relaxed), 3);
+/// end.end(EndReason::BodyEnded);
+/// assert_eq!(in_flight.0.load(Ordering::Relaxed), 0);
+/// ```
+pub trait SharedHold: Send + Sync + 'static {
+    /// Gives back the share of the request whose state is `token`. Called exactly once per
+    /// [`Slot::hold_shared`], when the slot ends (or at once, if it had already ended).
+    fn release(&self, token: u64, ended: &SlotEnded<'_>);
+
+    /// [`Hold::poll_redispatch`] for the share whose state is `token` (which it may update).
+    /// Called under the slot's lock: it must not call back into the slot.
+    fn poll_redispatch(&self, token: &mut u64, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = (token, cx);
+        Poll::Ready(())
+    }
+}
+
 impl<F> Hold for F
 where
     F: FnOnce(&SlotEnded<'_>) + Send + 'static,
@@ -353,6 +444,17 @@ impl Slot {
     /// Puts a resource in the slot, to be released when the slot ends. When the slot has already
     /// ended, the resource is released at once and `false` returned.
     pub fn hold(&self, key: HoldKey, hold: Box<dyn Hold>) -> bool {
+        self.put(key, Held::Boxed(hold))
+    }
+
+    /// Puts a share of `hold` in the slot, with the request's `token`, to be released when the
+    /// slot ends ([`SharedHold::release`]): a [`hold`](Slot::hold) without a box of its own.
+    /// When the slot has already ended, the share is released at once and `false` returned.
+    pub fn hold_shared(&self, key: HoldKey, hold: Arc<dyn SharedHold>, token: u64) -> bool {
+        self.put(key, Held::Shared(hold, token))
+    }
+
+    fn put(&self, key: HoldKey, hold: Held) -> bool {
         let (usage, last_outcome) = {
             let mut state = self.lock();
             if !state.ended {
@@ -404,9 +506,22 @@ impl Slot {
         f: impl FnOnce(&mut T) -> R,
     ) -> Option<R> {
         let mut state = self.lock();
-        let (_, hold) = state.holds.iter_mut().find(|(k, _)| *k == key)?;
+        let (_, Held::Boxed(hold)) = state.holds.iter_mut().find(|(k, _)| *k == key)? else {
+            return None;
+        };
         let any: &mut dyn Any = &mut **hold;
         any.downcast_mut::<T>().map(f)
+    }
+
+    /// Runs `f` on the token of the [`SharedHold`] share held under `key`, if there is one
+    /// ([`hold_shared`](Slot::hold_shared)): what [`with_hold_mut`](Slot::with_hold_mut) is to a
+    /// boxed hold. `f` runs under the slot's lock: it must not call back into the slot.
+    pub fn with_hold_token<R>(&self, key: HoldKey, f: impl FnOnce(&mut u64) -> R) -> Option<R> {
+        let mut state = self.lock();
+        match state.holds.iter_mut().find(|(k, _)| *k == key)? {
+            (_, Held::Shared(_, token)) => Some(f(token)),
+            (_, Held::Boxed(_)) => None,
+        }
     }
 
     /// Takes the resource held under `key` back out of the slot (it will not be released by the
@@ -417,7 +532,7 @@ impl Slot {
         let (_, hold) = state.holds.swap_remove(i);
         let held = state.holds.iter().fold(0, |bits, (k, _)| bits | k.bit());
         self.inner.held.store(held, Ordering::Release);
-        Some(hold)
+        Some(hold.into_boxed())
     }
 
     /// `Ready` when every hold in the slot lets the request send its next attempt now

@@ -457,3 +457,108 @@ fn a_slot_is_ended_exactly_when_its_end_ran_or_was_dropped() {
     );
     assert_eq!(feedback.open_slots(), 0);
 }
+
+/// A shared hold that records every share it gets back, with its token, and holds retries back
+/// while `pending` is set.
+#[derive(Default)]
+struct Shares {
+    released: std::sync::Mutex<Vec<(u64, EndReason)>>,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl gentlify_core::SharedHold for Shares {
+    fn release(&self, token: u64, ended: &gentlify_core::SlotEnded<'_>) {
+        self.released.lock().unwrap().push((token, ended.reason));
+    }
+
+    fn poll_redispatch(
+        &self,
+        token: &mut u64,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        *token += 100;
+        if self.pending.load(std::sync::atomic::Ordering::SeqCst) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
+}
+
+impl Shares {
+    fn released(&self) -> Vec<(u64, EndReason)> {
+        self.released.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_shared_hold_is_released_once_with_its_token_when_the_slot_ends() {
+    let feedback = Feedback::new();
+    let shares = Arc::new(Shares::default());
+    let key = HoldKey::unique();
+    let (slot, end) = Slot::new(&feedback);
+    assert!(slot.hold_shared(key, shares.clone(), 7));
+    assert!(slot.holds(key));
+    assert_eq!(
+        slot.with_hold_token(key, |t| std::mem::replace(t, 8)),
+        Some(7)
+    );
+    assert!(shares.released().is_empty());
+    end.end(EndReason::BodyEnded);
+    assert_eq!(shares.released(), [(8, EndReason::BodyEnded)]);
+    drop(slot);
+    assert_eq!(shares.released().len(), 1, "released exactly once");
+
+    // Into a slot that has already ended: released at once.
+    let (slot, end) = Slot::new(&feedback);
+    drop(end);
+    assert!(!slot.hold_shared(key, shares.clone(), 9));
+    assert_eq!(shares.released()[1], (9, EndReason::Cancelled));
+    assert_eq!(slot.with_hold_token(key, |t| *t), None);
+}
+
+#[test]
+fn a_shared_hold_answers_poll_redispatch_with_its_token() {
+    let feedback = Feedback::new();
+    let shares = Arc::new(Shares::default());
+    let key = HoldKey::unique();
+    let (slot, end) = Slot::new(&feedback);
+    slot.hold_shared(key, shares.clone(), 1);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(slot.poll_redispatch(&mut cx).is_ready());
+    shares
+        .pending
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(slot.poll_redispatch(&mut cx).is_pending());
+    assert_eq!(
+        slot.with_hold_token(key, |t| *t),
+        Some(201),
+        "each poll saw the token"
+    );
+    drop(end);
+    assert_eq!(shares.released(), [(201, EndReason::Cancelled)]);
+}
+
+#[test]
+fn a_shared_hold_taken_out_of_its_slot_is_released_by_its_taker_only() {
+    let feedback = Feedback::new();
+    let shares = Arc::new(Shares::default());
+    let key = HoldKey::unique();
+    let (slot, end) = Slot::new(&feedback);
+    slot.hold_shared(key, shares.clone(), 3);
+    let taken = slot.take_hold(key).expect("held");
+    assert!(!slot.holds(key));
+    end.end(EndReason::NoBody);
+    assert!(
+        shares.released().is_empty(),
+        "no longer the slot's to release"
+    );
+    taken.release(&gentlify_core::SlotEnded {
+        reason: EndReason::Error,
+        attempts: 1,
+        recorded_tokens: 0,
+        usage: None,
+        last_outcome: None,
+    });
+    assert_eq!(shares.released(), [(3, EndReason::Error)]);
+}
