@@ -72,9 +72,10 @@ struct SlotInner {
 #[derive(Default)]
 struct SlotState {
     ended: bool,
-    // Inline room for a full stack's holds (permit, reservation, probe): no allocation per
-    // request beyond the boxed holds themselves (a shared hold needs none).
-    holds: SmallVec<[(HoldKey, Held); 3]>,
+    // Inline room for a full stack's holds (a permit and a reservation; a breaker's probe, when
+    // half-open, spills): no allocation per request beyond the boxed holds themselves (a shared
+    // hold needs none). Every slot is this big, so no bigger than the common case.
+    holds: SmallVec<[(HoldKey, Held); 2]>,
     /// Publication marks for the handle that made the slot (the common case: one handle).
     owner_marks: Marks,
     /// Publication marks for any other handle the request passed through.
