@@ -6,15 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{
-    BoxError, Dispatched, EndReason, HoldKey, PauseWait, Slot, SlotBody, SlotEnd, Tracked,
-};
+use gentlify_core::{BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd, Tracked};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::limiter::{Acquire, Limiter, Permit};
+use crate::limiter::{Acquire, Limiter};
 use crate::service::poll_pause;
 
 pin_project! {
@@ -40,8 +38,8 @@ pin_project! {
         Called {
             #[pin]
             tracked: Tracked<F>,
-            // The request's slot, holding this limiter's permit under the key.
-            mark: Option<(Slot, HoldKey)>,
+            // The request's slot, holding a permit of this limiter under its key.
+            mark: Option<(Slot, Arc<Limiter>)>,
         },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
@@ -69,7 +67,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         future: F,
         dispatched: Dispatched,
         end: Option<SlotEnd>,
-        mark: (Slot, HoldKey),
+        mark: (Slot, Arc<Limiter>),
     ) -> Self {
         ResponseFuture {
             state: State::Called {
@@ -108,7 +106,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
     }
 }
 
-type Sent<F> = (F, Dispatched, Option<SlotEnd>, (Slot, HoldKey));
+type Sent<F> = (F, Dispatched, Option<SlotEnd>, (Slot, Arc<Limiter>));
 
 impl<S, Req> Waiting<S, Req>
 where
@@ -129,7 +127,7 @@ where
             match &mut self.phase {
                 Phase::Acquiring => match ready!(self.acquire.poll_acquire(cx)) {
                     Ok((permit, at)) => {
-                        self.slot.hold(limiter.key, Box::new(permit));
+                        permit.hold_in(&self.slot);
                         self.phase = match at {
                             Some(at) => Phase::Pacing(Box::pin(tokio::time::sleep_until(at))),
                             None => Phase::Ready,
@@ -154,7 +152,7 @@ where
                         future,
                         dispatched,
                         self.end.take(),
-                        (self.slot.clone(), limiter.key),
+                        (self.slot.clone(), limiter),
                     )));
                 }
             }
@@ -175,10 +173,10 @@ where
             let (future, dispatched, end, mark) = match self.as_mut().project().state.project() {
                 StateProj::Called { tracked, mark } => {
                     let result = ready!(tracked.poll(cx));
-                    if let (Ok(response), Some((slot, key))) = (&result, mark.take()) {
+                    if let (Ok(response), Some((slot, limiter))) = (&result, mark.take()) {
                         if response.status().is_success() {
                             // The body is read from here until the permit comes back.
-                            slot.with_hold_mut(key, Permit::body_started);
+                            slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
                         }
                     }
                     return Poll::Ready(result);

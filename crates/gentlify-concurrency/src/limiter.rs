@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use gentlify_core::error::{AcquireTimeout, QueueFull};
 use gentlify_core::{
-    BoxError, CircuitState, Class, Controller, EndReason, Feedback, Hold, HoldKey, Outcome,
-    SlotEnded, SnapshotPart,
+    BoxError, CircuitState, Class, Controller, EndReason, Feedback, HoldKey, Outcome, SharedHold,
+    Slot, SlotEnded, SnapshotPart,
 };
 use tokio::time::{Instant, Sleep};
 
@@ -104,7 +104,7 @@ struct State {
     next_dispatch: Option<Instant>,
     control: Control,
     /// Permits whose retry waits for in-flight to come down to the limit
-    /// ([`Permit::poll_redispatch`]), by park id, with the waker to wake when it may have.
+    /// ([`Limiter::poll_redispatch`](SharedHold::poll_redispatch)), by park id, with the waker to wake when it may have.
     /// At most one entry per permit in flight.
     parked: Vec<(u64, Option<Waker>)>,
 }
@@ -259,7 +259,7 @@ impl Limiter {
 
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it.
-    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64) {
+    fn release_permit(&self, streaming: bool, body: Option<Duration>, parked: u64) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
@@ -399,46 +399,60 @@ impl fmt::Debug for Limiter {
     }
 }
 
-/// One permit of a limiter: released when dropped. Lives in the request's slot as a [`Hold`].
+/// One permit of a limiter, taken but not yet in a request's slot: released when dropped. In the
+/// slot it becomes a share of the limiter ([`Permit::hold_in`]), a [`SharedHold`] whose token
+/// carries the permit's state, so that holding it allocates nothing per request.
 pub(crate) struct Permit {
-    limiter: Arc<Limiter>,
-    /// The request's final response head came back a success: its body is being read.
-    streaming: bool,
-    /// Set when the slot ends after a success and its body was read: how long the body held
-    /// the permit.
-    body: Option<Duration>,
-    /// The park id while a retry of this permit's request waits in `Limiter`'s parked list;
-    /// 0 otherwise.
-    parked: u64,
+    /// `None` once moved into a slot.
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.streaming, self.body, self.parked);
+        if let Some(limiter) = self.limiter.take() {
+            limiter.release_permit(false, None, 0);
+        }
     }
 }
 
 impl Permit {
-    /// The request holding this permit got a successful response head: its body is being read
-    /// from here until the permit comes back.
-    pub(crate) fn body_started(&mut self) {
-        if !self.streaming {
-            self.streaming = true;
-            self.limiter.streaming.fetch_add(1, Ordering::Relaxed);
+    /// Moves the permit into `slot`, under the limiter's key: the slot gives it back when the
+    /// request ends.
+    pub(crate) fn hold_in(mut self, slot: &Slot) {
+        if let Some(limiter) = self.limiter.take() {
+            slot.hold_shared(limiter.key, limiter, 0);
         }
     }
 }
 
-impl Hold for Permit {
-    fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
+/// Bit 0 of a permit's token in its slot: the request's final response head came back a success,
+/// its body is being read. The bits above hold the park id while a retry of the request waits in
+/// `Limiter`'s parked list (0 otherwise).
+const STREAMING: u64 = 1;
+
+impl Limiter {
+    /// The request holding the permit whose token is `token` got a successful response head: its
+    /// body is being read from here until the permit comes back.
+    pub(crate) fn body_started(&self, token: &mut u64) {
+        if *token & STREAMING == 0 {
+            *token |= STREAMING;
+            self.streaming.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl SharedHold for Limiter {
+    fn release(&self, token: u64, ended: &SlotEnded<'_>) {
+        let mut body = None;
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
+                // How long the body held the permit after the response head.
                 let head = outcome.sent_at + outcome.latency;
-                self.body = Some(Instant::now().saturating_duration_since(head));
+                body = Some(Instant::now().saturating_duration_since(head));
             }
         }
-        drop(self);
+        self.release_permit(token & STREAMING != 0, body, token >> 1);
     }
 
     /// A retry inside this permit goes only when the other permits' requests that may be on the
@@ -446,26 +460,28 @@ impl Hold for Permit {
     /// retries (keeping their permits) until in-flight has come down to it. Permits whose
     /// retries wait here do not count as on the wire, so retries held back by one cut never
     /// wait on each other: when every permit is parked, the first to be polled goes.
-    fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.limiter.lock();
-        let mine = usize::from(self.parked == 0);
+    fn poll_redispatch(&self, token: &mut u64, cx: &mut Context<'_>) -> Poll<()> {
+        let streaming = *token & STREAMING;
+        let mut parked = *token >> 1;
+        let mut state = self.lock();
+        let mine = usize::from(parked == 0);
         let others = state
             .in_flight
             .saturating_sub(state.parked.len())
             .saturating_sub(mine);
         if others < state.limit {
-            if self.parked != 0 {
-                let id = std::mem::replace(&mut self.parked, 0);
-                state.parked.retain(|(parked, _)| *parked != id);
+            if parked != 0 {
+                state.parked.retain(|(id, _)| *id != parked);
+                *token = streaming;
             }
             return Poll::Ready(());
         }
-        if self.parked == 0 {
-            self.parked = state.next_id;
+        if parked == 0 {
+            parked = state.next_id;
             state.next_id += 1;
-            state.parked.push((self.parked, Some(cx.waker().clone())));
-        } else if let Some((_, waker)) = state.parked.iter_mut().find(|(id, _)| *id == self.parked)
-        {
+            state.parked.push((parked, Some(cx.waker().clone())));
+            *token = parked << 1 | streaming;
+        } else if let Some((_, waker)) = state.parked.iter_mut().find(|(id, _)| *id == parked) {
             match waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => *waker = Some(cx.waker().clone()),
@@ -483,7 +499,7 @@ impl Hold for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("key", &self.limiter.key)
+            .field("key", &self.limiter.as_ref().map(|l| l.key))
             .finish()
     }
 }
@@ -579,10 +595,7 @@ impl Acquire {
 
     fn permit(&self) -> Permit {
         Permit {
-            limiter: Arc::clone(&self.limiter),
-            streaming: false,
-            body: None,
-            parked: 0,
+            limiter: Some(Arc::clone(&self.limiter)),
         }
     }
 

@@ -187,7 +187,7 @@ where
             // it (if any) and send it under the one it holds.
             drop(permit);
         } else if let Some(permit) = permit {
-            slot.hold(limiter.key, Box::new(permit));
+            permit.hold_in(&slot);
         } else {
             // Admitted without a permit, but not a retry: this instance was reused for another
             // request. It waits for its permit in the response future, in the FIFO queue.
@@ -196,7 +196,7 @@ where
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         }
         let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
-        let mark = (slot.clone(), limiter.key);
+        let mark = (slot.clone(), Arc::clone(limiter));
         ResponseFuture::called(self.inner.call(request), dispatched, end, mark)
     }
 }
