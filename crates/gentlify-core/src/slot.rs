@@ -585,7 +585,19 @@ impl Slot {
     /// synchronous.
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
         let sending = self.inner.owner_sending.load(Ordering::Acquire);
-        if sending != 0 && sending == self.attempt().wrapping_add(1) {
+        let attempt = self.attempt();
+        if sending != 0 && sending == attempt.wrapping_add(1) {
+            if self.inner.owner.same_as(feedback) {
+                // The outer dispatch marked this attempt sent on this handle (and published what
+                // it had to): nothing to do under the lock. Its instant is read from the marks
+                // when this record publishes, which takes the lock anyway.
+                return Dispatched {
+                    slot: self.clone(),
+                    other: None,
+                    attempt,
+                    sent_at: None,
+                };
+            }
             return self.dispatch_sent_at(feedback, None);
         }
         self.dispatch_sent_at(feedback, Some(Instant::now()))
@@ -677,13 +689,13 @@ impl Slot {
         };
         // A deferred outcome of the previous attempt nobody refined: the head's class stands.
         if let Some(outcome) = flush {
-            self.publish_once(other, outcome);
+            self.publish_once(other, outcome.attempt, |_| outcome);
         }
         Dispatched {
             slot: self.clone(),
             other: other.cloned(),
             attempt,
-            sent_at,
+            sent_at: Some(sent_at),
         }
     }
 
@@ -716,38 +728,52 @@ impl Slot {
         self.inner.owner_settled_below.load(Ordering::Acquire) == attempt + 1
     }
 
-    /// Publishes `outcome` to the handle unless that attempt was already published there.
-    fn publish_once(&self, other: Option<&Feedback>, outcome: Outcome) -> bool {
-        {
+    /// Publishes the outcome of `attempt` to the handle unless that attempt was already published
+    /// there. `outcome` makes it, under the lock, from the handle's last dispatch.
+    fn publish_once(
+        &self,
+        other: Option<&Feedback>,
+        attempt: u32,
+        outcome: impl FnOnce(Option<(u32, Instant)>) -> Outcome,
+    ) -> bool {
+        let outcome = {
             let mut state = self.lock();
             let Some(marks) = state.marks(other) else {
                 return false;
             };
-            if outcome.attempt < marks.published_below {
+            if attempt < marks.published_below {
                 return false;
             }
+            let outcome = outcome(marks.dispatched);
             marks.mark_published(&outcome);
             self.note_settled(other, outcome.attempt);
             state.last_outcome = Some(outcome.clone());
-        }
+            outcome
+        };
         self.feedback(other).publish(&outcome);
         true
     }
 
-    /// Settles `outcome`'s attempt on the handle under one lock: when the attempt already has a
-    /// class there (published or deferred), that class; else `outcome` is deferred (`defer`) or
-    /// published, and its class returned.
-    fn settle(&self, other: Option<&Feedback>, outcome: Outcome, defer: bool) -> Class {
-        {
+    /// Settles `attempt` on the handle under one lock: when the attempt already has a class there
+    /// (published or deferred), that class; else the outcome `outcome` makes (under the lock,
+    /// from the handle's last dispatch) is deferred (`defer`) or published, and `class` returned.
+    fn settle(
+        &self,
+        other: Option<&Feedback>,
+        attempt: u32,
+        class: Class,
+        defer: bool,
+        outcome: impl FnOnce(Option<(u32, Instant)>) -> Outcome,
+    ) -> Class {
+        let outcome = {
             let mut state = self.lock();
             let Some(marks) = state.marks(other) else {
-                return outcome.class;
+                return class;
             };
-            if let Some(class) = marks.settled_class(outcome.attempt) {
+            if let Some(class) = marks.settled_class(attempt) {
                 return class;
             }
-            let class = outcome.class;
-            let attempt = outcome.attempt;
+            let outcome = outcome(marks.dispatched);
             if defer {
                 marks.deferred = Some(outcome);
                 self.note_settled(other, attempt);
@@ -756,9 +782,10 @@ impl Slot {
             marks.mark_published(&outcome);
             self.note_settled(other, attempt);
             state.last_outcome = Some(outcome.clone());
-        }
+            outcome
+        };
         self.feedback(other).publish(&outcome);
-        outcome.class
+        class
     }
 
     fn is_published(&self, other: Option<&Feedback>, attempt: u32) -> Option<Class> {
@@ -933,7 +960,9 @@ pub struct Dispatched {
     /// The handle, when it is not the one that made the slot (the common case needs no clone).
     other: Option<Feedback>,
     attempt: u32,
-    sent_at: Instant,
+    /// `None` for a dispatch nested in an outer [`Slot::dispatch_sending`] of the same attempt on
+    /// the owner handle: its instant is the one in the owner's marks.
+    sent_at: Option<Instant>,
 }
 
 impl Dispatched {
@@ -944,7 +973,21 @@ impl Dispatched {
 
     /// When the attempt was sent.
     pub fn sent_at(&self) -> Instant {
-        self.sent_at
+        match self.sent_at {
+            Some(sent_at) => sent_at,
+            None => self.resolve_sent_at(self.slot.lock().owner_marks.dispatched),
+        }
+    }
+
+    /// The instant of a dispatch nested in the owner's: the owner's last dispatch, when it is
+    /// still this attempt's. (Were a later attempt dispatched on the owner handle before this one
+    /// published, which no gentlify layer does, the instant is lost: the latency counts from now.)
+    fn resolve_sent_at(&self, dispatched: Option<(u32, Instant)>) -> Instant {
+        match (self.sent_at, dispatched) {
+            (Some(sent_at), _) => sent_at,
+            (None, Some((attempt, sent_at))) if attempt == self.attempt => sent_at,
+            (None, _) => Instant::now(),
+        }
     }
 
     /// The slot the attempt belongs to.
@@ -981,8 +1024,14 @@ impl Dispatched {
         // says it could: keep the outcome until it does, the next attempt is sent, or the slot
         // ends.
         let defer = classifier.wants_body(response);
-        let outcome = self.outcome(class, Some(response.status()));
-        Classified::Ready(self.slot.settle(self.other.as_ref(), outcome, defer))
+        let status = Some(response.status());
+        Classified::Ready(self.slot.settle(
+            self.other.as_ref(),
+            self.attempt,
+            class,
+            defer,
+            |dispatched| self.outcome(class, status, dispatched),
+        ))
     }
 
     /// True when a layer nearer the server on the handle that made the slot has already settled
@@ -1018,8 +1067,14 @@ impl Dispatched {
         self.slot.feedback(self.other.as_ref())
     }
 
-    fn outcome(&self, class: Class, status: Option<http::StatusCode>) -> Outcome {
-        let mut outcome = Outcome::new(class, self.attempt, self.sent_at);
+    fn outcome(
+        &self,
+        class: Class,
+        status: Option<http::StatusCode>,
+        dispatched: Option<(u32, Instant)>,
+    ) -> Outcome {
+        let sent_at = self.resolve_sent_at(dispatched);
+        let mut outcome = Outcome::new(class, self.attempt, sent_at);
         outcome.status = status;
         outcome
     }
@@ -1031,15 +1086,25 @@ impl Dispatched {
             return None;
         }
         let class = self.feedback().classifier().classify_error(error);
-        let outcome = self.outcome(class, None);
-        Some(self.slot.settle(self.other.as_ref(), outcome, false))
+        Some(self.slot.settle(
+            self.other.as_ref(),
+            self.attempt,
+            class,
+            false,
+            |dispatched| self.outcome(class, None, dispatched),
+        ))
     }
 
     /// Classifies the end of a body whose head said [`Classified::AtEndOfStream`] and publishes it.
     pub fn on_trailers(&self, trailers: Option<&HeaderMap>) -> Class {
         let class = self.feedback().classifier().classify_trailers(trailers);
-        let outcome = self.outcome(class, None);
-        self.slot.settle(self.other.as_ref(), outcome, false)
+        self.slot.settle(
+            self.other.as_ref(),
+            self.attempt,
+            class,
+            false,
+            |dispatched| self.outcome(class, None, dispatched),
+        )
     }
 
     /// Publishes `class` for this attempt, unless it was already published on this handle.
@@ -1052,7 +1117,9 @@ impl Dispatched {
     /// published on this handle. Returns whether it was.
     pub fn publish_with_status(&self, class: Class, status: Option<http::StatusCode>) -> bool {
         self.slot
-            .publish_once(self.other.as_ref(), self.outcome(class, status))
+            .publish_once(self.other.as_ref(), self.attempt, |dispatched| {
+                self.outcome(class, status, dispatched)
+            })
     }
 }
 

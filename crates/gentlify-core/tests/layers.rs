@@ -233,3 +233,49 @@ async fn a_call_that_panics_does_not_leave_the_clock_read_shared() {
     tokio::time::advance(Duration::from_millis(30)).await;
     assert_eq!(slot.dispatch(&feedback).sent_at(), Instant::now());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_inside_another_layers_call_publishes_with_the_outer_dispatch_instant() {
+    let feedback = Feedback::new();
+    let recorder = recorded(&feedback);
+    let (slot, end) = Slot::new(&feedback);
+    let sent = Instant::now();
+    let (outer, sending) = slot.dispatch_sending(&feedback);
+    let inner = slot.dispatch(&feedback);
+    let innermost = slot.dispatch(&feedback);
+    drop(sending);
+    tokio::time::advance(Duration::from_millis(40)).await;
+    // The innermost layer classifies; the others find the attempt settled.
+    assert!(matches!(
+        innermost.on_response(&response(200, Frames::data(&[]))),
+        Classified::Ready(Class::Success)
+    ));
+    assert!(matches!(
+        inner.on_response(&response(200, Frames::data(&[]))),
+        Classified::Ready(Class::Success)
+    ));
+    assert!(!outer.publish(Class::Failure), "published once");
+    drop(end);
+    let outcomes = recorder.0.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].sent_at, sent);
+    assert_eq!(outcomes[0].latency, Duration::from_millis(40));
+    assert_eq!(outcomes[0].status, Some(http::StatusCode::OK));
+    assert_eq!(inner.sent_at(), sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_seen_inside_another_layers_call_is_published_with_its_latency() {
+    let feedback = Feedback::new();
+    let recorder = recorded(&feedback);
+    let (slot, end) = Slot::new(&feedback);
+    let (_outer, sending) = slot.dispatch_sending(&feedback);
+    let inner = slot.dispatch(&feedback);
+    drop(sending);
+    tokio::time::advance(Duration::from_millis(25)).await;
+    assert_eq!(inner.on_error(&TestError("reset")), Some(Class::Failure));
+    drop(end);
+    let outcomes = recorder.0.lock().unwrap().clone();
+    assert_eq!(recorder.classes(), ["failure"]);
+    assert_eq!(outcomes[0].latency, Duration::from_millis(25));
+}
