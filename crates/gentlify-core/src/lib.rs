@@ -13,8 +13,9 @@
 //!
 //! - A logical request carries a [`Slot`] in its request extensions, made by the first gentlify
 //!   layer that sees it and reused by every retry. The resources held for the request (a
-//!   concurrency permit, a token reservation) live in the slot as [`Hold`]s, so a retry never
-//!   gives up its permit, whatever the order of the layers.
+//!   concurrency permit, a token reservation) live in the slot as [`Hold`]s (or as shares of a
+//!   [`SharedHold`], which take no allocation per request), so a retry never gives up its
+//!   permit, whatever the order of the layers.
 //! - Every attempt publishes exactly one [`Outcome`] to each handle it passed through
 //!   ([`Dispatched`]); each registered [`Controller`] hears it once.
 //! - A slot ends when the final response's body has been read to its end or dropped

@@ -286,7 +286,9 @@ pub struct SlotEnded<'a> {
 /// A resource held for a logical request's whole life (a concurrency permit, a token
 /// reservation), released exactly once when the slot ends.
 ///
-/// Closures taking `&SlotEnded` are holds too.
+/// Closures taking `&SlotEnded` are holds too. A hold is boxed in the slot ([`Slot::hold`]); a
+/// resource that is a share of one value many requests use (a limiter's permits) can be a
+/// [`SharedHold`] instead, which takes no box.
 pub trait Hold: Any + Send {
     /// Gives the resource back. Called exactly once, when the slot ends.
     fn release(self: Box<Self>, ended: &SlotEnded<'_>);
