@@ -831,7 +831,7 @@ impl Slot {
             tracing::trace!(reason = ?reason, attempts = self.attempt() + 1, "gentlify slot ended");
             return;
         }
-        let holds = std::mem::take(&mut state.holds);
+        let mut holds = std::mem::take(&mut state.holds);
         let usage = state.usage;
         let last_outcome = if holds.is_empty() {
             None
@@ -855,7 +855,7 @@ impl Slot {
                 usage,
                 last_outcome: last_outcome.as_ref(),
             };
-            for (_, hold) in holds {
+            for (_, hold) in holds.drain(..) {
                 hold.release(&summary);
             }
         }
