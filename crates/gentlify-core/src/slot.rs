@@ -53,9 +53,10 @@ struct SlotInner {
     attempt: AtomicU32,
     recorded_tokens: AtomicU64,
     /// 1 + the newest attempt whose class the owner handle knows (published or deferred), 0
-    /// before any. Written under the state's lock, read without it: the layers outside the one
-    /// that published an attempt learn it is settled without taking the lock.
-    owner_settled_below: AtomicU32,
+    /// before any, in the high 32 bits; that class in the low 32 ([`ClassCode`]). Written under
+    /// the state's lock, read without it: the layers outside the one that published an attempt
+    /// learn it is settled, and most often its class, without taking the lock.
+    owner_settled: AtomicU64,
     /// 1 + the attempt whose owner-handle dispatch is running its inner `call`
     /// ([`Slot::dispatch_sending`]), 0 outside: a layer inside that dispatches the same attempt
     /// reuses that dispatch's instant instead of reading the clock again.
@@ -127,6 +128,50 @@ impl Hold for SharedShare {
 
     fn poll_redispatch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.hold.poll_redispatch(&mut self.token, cx)
+    }
+}
+
+/// A [`Class`] in 32 bits, for [`SlotInner::owner_settled`]: the tag in the low 3 bits, a
+/// server's delay above them in whole milliseconds. 0 for a class that does not fit (a delay
+/// that is not whole milliseconds, or longer than six days), read under the lock instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClassCode(u32);
+
+impl ClassCode {
+    const UNKNOWN: ClassCode = ClassCode(0);
+
+    fn of(class: Class) -> ClassCode {
+        ClassCode(match class {
+            Class::Success => 1,
+            Class::Failure => 2,
+            Class::Fatal => 3,
+            Class::Cancelled => 4,
+            Class::Overloaded { retry_after: None } => 5,
+            Class::Overloaded {
+                retry_after: Some(delay),
+            } => {
+                let millis = delay.as_millis();
+                if delay.subsec_nanos() % 1_000_000 != 0 || millis >= 1 << 29 {
+                    return ClassCode::UNKNOWN;
+                }
+                // Fits: checked just above.
+                (millis as u32) << 3 | 6
+            }
+        })
+    }
+
+    fn class(self) -> Option<Class> {
+        Some(match self.0 & 7 {
+            1 => Class::Success,
+            2 => Class::Failure,
+            3 => Class::Fatal,
+            4 => Class::Cancelled,
+            5 => Class::Overloaded { retry_after: None },
+            6 => Class::Overloaded {
+                retry_after: Some(std::time::Duration::from_millis(u64::from(self.0 >> 3))),
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -368,7 +413,7 @@ impl Slot {
                 owner: feedback.clone(),
                 attempt: AtomicU32::new(0),
                 recorded_tokens: AtomicU64::new(0),
-                owner_settled_below: AtomicU32::new(0),
+                owner_settled: AtomicU64::new(0),
                 owner_sending: AtomicU32::new(0),
                 ended: AtomicBool::new(false),
                 held: AtomicU64::new(0),
@@ -715,19 +760,35 @@ impl Slot {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes, under the lock, that the owner handle knows the class of `attempt`.
-    fn note_settled(&self, other: Option<&Feedback>, attempt: u32) {
+    /// Notes, under the lock, that the owner handle knows `class` for `attempt`.
+    fn note_settled(&self, other: Option<&Feedback>, attempt: u32, class: Class) {
         if other.is_none() {
-            self.inner
-                .owner_settled_below
-                .fetch_max(attempt + 1, Ordering::Release);
+            let settled = &self.inner.owner_settled;
+            let below = u64::from(attempt) + 1;
+            // Under the lock: no other writer, a load and a store suffice. An older attempt
+            // settled late does not hide the newest.
+            if settled.load(Ordering::Relaxed) >> 32 <= below {
+                let code = u64::from(ClassCode::of(class).0);
+                settled.store(below << 32 | code, Ordering::Release);
+            }
         }
     }
 
     /// True when the owner handle is known, without the lock, to have settled `attempt` as its
     /// newest attempt (so [`is_published`](Slot::is_published) would say `Some`).
     fn settled_on_owner(&self, attempt: u32) -> bool {
-        self.inner.owner_settled_below.load(Ordering::Acquire) == attempt + 1
+        self.inner.owner_settled.load(Ordering::Acquire) >> 32 == u64::from(attempt) + 1
+    }
+
+    /// The class the owner handle settled `attempt` with, read without the lock, when `attempt`
+    /// is its newest settled attempt and the class fits [`ClassCode`]; `None` says "ask under
+    /// the lock".
+    fn owner_settled_class(&self, attempt: u32) -> Option<Class> {
+        let settled = self.inner.owner_settled.load(Ordering::Acquire);
+        if settled >> 32 != u64::from(attempt) + 1 {
+            return None;
+        }
+        ClassCode(settled as u32).class()
     }
 
     /// Publishes the outcome of `attempt` to the handle unless that attempt was already published
@@ -748,7 +809,7 @@ impl Slot {
             }
             let outcome = outcome(marks.dispatched);
             marks.mark_published(&outcome);
-            self.note_settled(other, outcome.attempt);
+            self.note_settled(other, outcome.attempt, outcome.class);
             state.last_outcome = Some(outcome.clone());
             outcome
         };
@@ -777,12 +838,12 @@ impl Slot {
             }
             let outcome = outcome(marks.dispatched);
             if defer {
+                self.note_settled(other, attempt, outcome.class);
                 marks.deferred = Some(outcome);
-                self.note_settled(other, attempt);
                 return class;
             }
             marks.mark_published(&outcome);
-            self.note_settled(other, attempt);
+            self.note_settled(other, attempt, outcome.class);
             state.last_outcome = Some(outcome.clone());
             outcome
         };
@@ -808,7 +869,7 @@ impl Slot {
         let owner = state.owner_marks.final_outcome();
         if let Some(outcome) = &owner {
             state.owner_marks.mark_published(outcome);
-            self.note_settled(None, outcome.attempt);
+            self.note_settled(None, outcome.attempt, outcome.class);
             state.last_outcome = Some(outcome.clone());
         }
         let mut others: Vec<(Feedback, Outcome)> = Vec::new();
@@ -1010,6 +1071,11 @@ impl Dispatched {
     /// [`SlotBody`]: crate::SlotBody
     /// [`Classify::wants_body`]: crate::Classify::wants_body
     pub fn on_response(&self, response: &dyn ResponseParts) -> Classified {
+        if self.other.is_none() {
+            if let Some(class) = self.slot.owner_settled_class(self.attempt) {
+                return Classified::Ready(class);
+            }
+        }
         if self.is_settled() {
             if let Some(class) = self.slot.is_published(self.other.as_ref(), self.attempt) {
                 return Classified::Ready(class);
@@ -1131,5 +1197,51 @@ impl fmt::Debug for Dispatched {
             .field("attempt", &self.attempt)
             .field("sent_at", &self.sent_at)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Class, ClassCode};
+
+    #[test]
+    fn every_class_that_fits_its_code_comes_back_the_same() {
+        let classes = [
+            Class::Success,
+            Class::Failure,
+            Class::Fatal,
+            Class::Cancelled,
+            Class::Overloaded { retry_after: None },
+            Class::Overloaded {
+                retry_after: Some(Duration::ZERO),
+            },
+            Class::Overloaded {
+                retry_after: Some(Duration::from_millis(1_500)),
+            },
+            Class::Overloaded {
+                retry_after: Some(Duration::from_millis((1 << 29) - 1)),
+            },
+        ];
+        for class in classes {
+            assert_eq!(ClassCode::of(class).class(), Some(class), "{class:?}");
+        }
+    }
+
+    #[test]
+    fn a_delay_the_code_cannot_carry_exactly_is_unknown() {
+        for delay in [
+            Duration::from_micros(1_500),
+            Duration::from_nanos(1),
+            Duration::from_millis(1 << 29),
+            Duration::MAX,
+        ] {
+            let class = Class::Overloaded {
+                retry_after: Some(delay),
+            };
+            assert_eq!(ClassCode::of(class), ClassCode::UNKNOWN, "{delay:?}");
+            assert_eq!(ClassCode::UNKNOWN.class(), None);
+        }
     }
 }

@@ -279,3 +279,71 @@ async fn an_error_seen_inside_another_layers_call_is_published_with_its_latency(
     assert_eq!(recorder.classes(), ["failure"]);
     assert_eq!(outcomes[0].latency, Duration::from_millis(25));
 }
+
+/// A 503 whose server asked for `retry_after_ms` before the next try.
+fn busy_for(retry_after_ms: &str) -> http::Response<Frames> {
+    http::Response::builder()
+        .status(503)
+        .header("retry-after-ms", retry_after_ms)
+        .body(Frames::data(&[]))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outer_layer_reads_the_settled_class_with_the_servers_exact_delay() {
+    // Whole milliseconds (read without the slot's lock) and a delay finer than that (read under
+    // it): the outer layer gets exactly what the inner one published.
+    for (header, delay) in [
+        ("1500", Duration::from_millis(1500)),
+        ("0.25", Duration::from_micros(250)),
+    ] {
+        let feedback = Feedback::new();
+        let recorder = recorded(&feedback);
+        let (slot, _end) = Slot::new(&feedback);
+        let (outer, sending) = slot.dispatch_sending(&feedback);
+        let inner = slot.dispatch(&feedback);
+        drop(sending);
+        let overloaded = Class::Overloaded {
+            retry_after: Some(delay),
+        };
+        assert_eq!(
+            inner.on_response(&busy_for(header)),
+            Classified::Ready(overloaded)
+        );
+        assert_eq!(
+            outer.on_response(&response(200, Frames::data(&[]))),
+            Classified::Ready(overloaded),
+            "{header}"
+        );
+        assert_eq!(recorder.classes(), ["overloaded"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outer_layer_reads_the_class_a_body_reader_refined() {
+    let feedback = Feedback::new();
+    let recorder = recorded(&feedback);
+    let (slot, end) = Slot::new(&feedback);
+    let outer = slot.dispatch(&feedback);
+    let inner = slot.dispatch(&feedback);
+    let quota = http::Response::builder()
+        .status(429)
+        .body(Frames::data(&[]))
+        .unwrap();
+    // The head defers (the body may say the quota is gone for good)...
+    let deferred = inner.on_response(&quota);
+    assert!(matches!(
+        deferred,
+        Classified::Ready(Class::Overloaded { .. })
+    ));
+    assert_eq!(outer.on_response(&quota), deferred);
+    // ...and the body says so: every layer now reads fatal.
+    let body = br#"{"error":{"code":"insufficient_quota"}}"#;
+    assert_eq!(
+        inner.on_response_body(&quota, body),
+        Classified::Ready(Class::Fatal)
+    );
+    assert_eq!(outer.on_response(&quota), Classified::Ready(Class::Fatal));
+    drop(end);
+    assert_eq!(recorder.classes(), ["fatal"]);
+}
