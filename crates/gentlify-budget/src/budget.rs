@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -15,9 +16,10 @@ use gentlify_core::{
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
+use crate::credit::Credit;
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{nanos, Actual, Reported, Tick, Window};
+use crate::window::{amount_of, amount_of_actual, nanos, Actual, Reported, Tick, Window};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -144,6 +146,14 @@ pub(crate) struct Shared {
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
+    /// Per limit, in the budget's order: what it counts, and its credit for the lock-free path.
+    dimensions: Box<[Dimension]>,
+    credits: Box<[Credit]>,
+    /// The latest instant (tick) a timed take from the credits said it was made at, or a
+    /// credit was drawn at: never lowered.
+    last_use: AtomicU64,
+    /// Tick 0 of the windows (the state's `base`), for timed takes outside the lock.
+    base: Instant,
     state: Mutex<State>,
     registered: Mutex<Vec<Feedback>>,
 }
@@ -186,12 +196,52 @@ impl State {
         })
     }
 
+    /// Closes every open credit (see [`Credit`]) at `now`: what was left of it goes back to its
+    /// window. Done under the lock before anything reads or checks the windows' room, so that
+    /// credit drawn for the lock-free path never makes a request wait or shows as used.
+    fn settle(&mut self, shared: &Shared, now: Tick) {
+        for (w, credit) in self.windows.iter_mut().zip(&*shared.credits) {
+            if w.is_open() {
+                let (leftover, untimed) = credit.close();
+                // A timed take published its instant before taking: the swap above sees it.
+                let last = if untimed {
+                    now
+                } else {
+                    shared.last_use.load(Ordering::Acquire)
+                };
+                w.close(now, leftover, last);
+            }
+        }
+    }
+
+    /// After a request of `cost` was charged at `now` by the locked path: draws a chunk of
+    /// credit in every limit for the lock-free path, when nobody waits and every limit can
+    /// spare one (see [`Window::chunk_to_draw`]); else none.
+    fn draw(&mut self, shared: &Shared, now: Tick, cost: &TokenCost) {
+        if !self.queue.is_empty() || self.windows.is_empty() {
+            return;
+        }
+        let mut chunks = [0; MAX_LIMITS];
+        for (chunk, w) in chunks.iter_mut().zip(&self.windows) {
+            match w.chunk_to_draw(w.amount_of(cost)) {
+                Some(c) => *chunk = c,
+                None => return,
+            }
+        }
+        // What the credit hands out, even an overrun of an older reservation, counts from no
+        // earlier than now.
+        shared.last_use.fetch_max(now, Ordering::AcqRel);
+        for ((w, credit), &chunk) in self.windows.iter_mut().zip(&*shared.credits).zip(&chunks) {
+            credit.open(w.draw(chunk), chunk);
+        }
+    }
+
     /// Charges every limit, or none when one is short.
-    fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
-        let now = self.tick(now);
+    fn try_charge(&mut self, now: Tick, cost: &TokenCost) -> Option<Charges> {
         let mut charges = Charges {
             seqs: [0; MAX_LIMITS],
             len: self.windows.len() as u8,
+            fast: false,
         };
         // The amounts, once; then the charges, only when every limit has room.
         for (amount, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
@@ -244,6 +294,9 @@ impl State {
 struct Charges {
     seqs: [u64; MAX_LIMITS],
     len: u8,
+    /// Taken from the limits' credits by the lock-free path: `seqs` hold the low bits of the
+    /// credits' generations (see [`Window::full_generation`]).
+    fast: bool,
 }
 
 impl Charges {
@@ -305,7 +358,7 @@ impl TokenBudgetBuilder {
         if self.limits.len() > MAX_LIMITS {
             return Err(BuildError::TooManyLimits(self.limits.len()));
         }
-        let mut windows = Vec::with_capacity(self.limits.len());
+        let mut windows: Vec<Window> = Vec::with_capacity(self.limits.len());
         for limit in self.limits {
             if !matches!(
                 limit.dimension(),
@@ -321,18 +374,23 @@ impl TokenBudgetBuilder {
             let capacity = ((limit.amount() as f64 * self.safety_ratio) as u64).max(1);
             windows.push(Window::new(limit, capacity));
         }
+        // A day before now, so that a budget made before a test's paused clock starts still
+        // sees later instants as later.
+        let base = {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+        };
         Ok(TokenBudget {
             shared: Arc::new(Shared {
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
+                dimensions: windows.iter().map(Window::dimension).collect(),
+                credits: windows.iter().map(|_| Credit::default()).collect(),
+                last_use: AtomicU64::new(0),
+                base,
                 state: Mutex::new(State {
-                    // A day before now, so that a budget made before a test's paused clock
-                    // starts still sees later instants as later.
-                    base: {
-                        let now = Instant::now();
-                        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
-                    },
+                    base,
                     windows,
                     queue: VecDeque::new(),
                     next_waiter: 0,
@@ -373,12 +431,22 @@ impl TokenBudget {
 
     /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
+        if let Some(charges) = self.shared.take_fast(cost, None) {
+            return Some(Reservation {
+                budget: self.clone(),
+                cost: *cost,
+                charges,
+            });
+        }
         let now = Instant::now();
         let mut state = self.lock();
+        let now = state.tick(now);
+        state.settle(&self.shared, now);
         if !state.queue.is_empty() {
             return None;
         }
         let charges = state.try_charge(now, cost)?;
+        state.draw(&self.shared, now, cost);
         drop(state);
         Some(Reservation {
             budget: self.clone(),
@@ -415,6 +483,7 @@ impl TokenBudget {
     pub fn remaining(&self, dimension: Dimension) -> Option<u64> {
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(&self.shared, now);
         state
             .windows
             .iter_mut()
@@ -481,9 +550,82 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock-free path: takes `cost` from every limit's credit, or from none (what was taken
+    /// goes back) when one is closed or short. Reads no clock: with `now` (the caller's reading)
+    /// the take counts from then, without it from when its credit is closed (see "The lock-free
+    /// path" on [`TokenBudget`]).
+    #[inline]
+    fn take_fast(&self, cost: &TokenCost, now: Option<Instant>) -> Option<Charges> {
+        let mut charges = Charges {
+            seqs: [0; MAX_LIMITS],
+            len: self.credits.len() as u8,
+            fast: true,
+        };
+        if let Some(now) = now {
+            // Published before the take: the lock holder that closes the credit sees it.
+            let tick = nanos(now.saturating_duration_since(self.base));
+            self.last_use.fetch_max(tick, Ordering::AcqRel);
+        }
+        let timed = now.is_some();
+        for (i, (credit, &dimension)) in self.credits.iter().zip(&*self.dimensions).enumerate() {
+            match credit.take(amount_of(dimension, cost), timed) {
+                Some(seq) => charges.seqs[i] = seq,
+                None => {
+                    charges.len = i as u8;
+                    self.adjust_fast(&charges, |dimension, _| (amount_of(dimension, cost), 0));
+                    return None;
+                }
+            }
+        }
+        Some(charges)
+    }
+
+    /// Moves each limit's charge of a fast reservation from `from` to `to` (`amounts` gives
+    /// both for a dimension): through the credit it was taken from while that credit is open
+    /// (a return, or an overrun taken from the open credit); else under the lock, on the entry
+    /// the credit was charged in. Returns whether capacity came back under the lock.
+    fn adjust_fast(
+        &self,
+        charges: &Charges,
+        amounts: impl Fn(Dimension, usize) -> (u64, u64),
+    ) -> bool {
+        let mut locked = 0u16;
+        for (i, (&seq, credit)) in charges.seqs().iter().zip(&*self.credits).enumerate() {
+            let (from, to) = amounts(self.dimensions[i], i);
+            let done = match to.cmp(&from) {
+                std::cmp::Ordering::Equal => true,
+                std::cmp::Ordering::Less => credit.give_back(seq, from - to),
+                // An overrun taken from the open credit counts from no earlier than its draw
+                // (after the reservation's own take), like an overrun charged now.
+                std::cmp::Ordering::Greater => credit.take(to - from, true).is_some(),
+            };
+            if !done {
+                locked |= 1 << i;
+            }
+        }
+        if locked == 0 {
+            return false;
+        }
+        let mut state = self.lock();
+        let mut now = lazy_tick(state.base);
+        let mut returned = false;
+        for (i, (w, &seq)) in state.windows.iter_mut().zip(charges.seqs()).enumerate() {
+            if locked & (1 << i) != 0 {
+                let (from, to) = amounts(w.dimension(), i);
+                let generation = w.full_generation(seq);
+                returned |= w.adjust_credit(generation, from, to, &mut now);
+            }
+        }
+        if returned {
+            state.wake_front();
+        }
+        returned
+    }
+
     fn part(&self) -> SnapshotPart {
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(self, now);
         let mut part = SnapshotPart::new("budget");
         if let Some(name) = &self.name {
             part = part.field("name", &**name);
@@ -520,6 +662,7 @@ impl Controller for Shared {
         }
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(self, now);
         for w in &mut state.windows {
             w.refused(now);
         }
@@ -530,6 +673,9 @@ impl Controller for Shared {
         // The report describes the server when it was observed (rebased on the attempt's send
         // time by the layer when the attempt's response future hears it).
         let observed = state.tick(report.observed_at.min(Instant::now()));
+        // The server's account governs from now on: no more credit for the lock-free path.
+        let now = state.tick(Instant::now());
+        state.settle(self, now);
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
@@ -601,6 +747,16 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
+        if self.charges.fast {
+            let cost = self.cost;
+            self.budget
+                .shared
+                .adjust_fast(&self.charges, |dimension, _| {
+                    let amount = amount_of(dimension, &cost);
+                    (amount, amount_of_actual(dimension, actual, amount))
+                });
+            return;
+        }
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         let mut returned = false;
@@ -635,6 +791,15 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
+        if self.charges.fast {
+            let cost = self.cost;
+            self.budget
+                .shared
+                .adjust_fast(&self.charges, |dimension, _| {
+                    (amount_of(dimension, &cost), 0)
+                });
+            return;
+        }
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
@@ -648,12 +813,24 @@ impl Reservation {
     /// (while it waited for another budget), so that it leaves the window one window after the
     /// request really went out.
     pub(crate) fn restamp(&mut self) {
-        let mut state = self.budget.lock();
+        let shared = &self.budget.shared;
+        let mut state = shared.lock();
         let now = state.tick(Instant::now());
+        // A fast reservation's credit may have closed before the request is sent: it moves to
+        // the locked path's log, charged now.
+        let fast = std::mem::replace(&mut self.charges.fast, false);
+        if fast {
+            state.settle(shared, now);
+        }
         let len = usize::from(self.charges.len);
         for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
             let amount = w.amount_of(&self.cost);
-            w.adjust(*seq, amount, 0, &mut || now);
+            if fast {
+                let generation = w.full_generation(*seq);
+                w.adjust_credit(generation, amount, 0, &mut || now);
+            } else {
+                w.adjust(*seq, amount, 0, &mut || now);
+            }
             *seq = w.charge(now, amount);
         }
     }
@@ -674,11 +851,26 @@ impl Reserve {
     /// Polls for the reservation (for futures that hold a `Reserve` by value).
     pub fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reservation, BoxError>> {
         let max_wait = self.budget.shared.max_wait;
+        if self.started.is_none() {
+            // Open credit means nobody waits: the lock-free path keeps first come, first served.
+            let now = Instant::now();
+            self.started = Some(now);
+            if let Some(charges) = self.budget.shared.take_fast(&self.cost, Some(now)) {
+                return Poll::Ready(Ok(Reservation {
+                    budget: self.budget.clone(),
+                    cost: self.cost,
+                    charges,
+                }));
+            }
+        }
         loop {
             let now = Instant::now();
             let started = *self.started.get_or_insert(now);
             let wake_at = {
-                let mut state = self.budget.lock();
+                let shared = &*self.budget.shared;
+                let mut state = shared.lock();
+                let tick = state.tick(now);
+                state.settle(shared, tick);
                 if self.waiter.is_none() {
                     if let Some(err) = state.too_large(&self.cost) {
                         return Poll::Ready(Err(err.into()));
@@ -690,11 +882,12 @@ impl Reserve {
                 };
                 let mut wake_at = started + max_wait;
                 if my_turn {
-                    if let Some(charges) = state.try_charge(now, &self.cost) {
+                    if let Some(charges) = state.try_charge(tick, &self.cost) {
                         if self.waiter.take().is_some() {
                             state.queue.pop_front();
                             state.wake_front();
                         }
+                        state.draw(shared, tick, &self.cost);
                         return Poll::Ready(Ok(Reservation {
                             budget: self.budget.clone(),
                             cost: self.cost,

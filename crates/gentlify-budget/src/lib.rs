@@ -92,6 +92,7 @@
 
 mod budget;
 mod cost;
+mod credit;
 mod error;
 pub mod future;
 mod layer;
