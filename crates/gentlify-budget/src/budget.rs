@@ -147,8 +147,7 @@ pub(crate) struct Shared {
     max_wait: Duration,
     safety_ratio: f64,
     /// Per limit, in the budget's order: what it counts, and its credit for the lock-free path.
-    dimensions: Box<[Dimension]>,
-    credits: Box<[Credit]>,
+    lanes: Box<[Lane]>,
     /// The latest instant (tick) a timed take from the credits said it was made at, or a
     /// credit was drawn at: never lowered.
     last_use: AtomicU64,
@@ -156,6 +155,12 @@ pub(crate) struct Shared {
     base: Instant,
     state: Mutex<State>,
     registered: Mutex<Vec<Feedback>>,
+}
+
+/// One limit as the lock-free path sees it.
+struct Lane {
+    dimension: Dimension,
+    credit: Credit,
 }
 
 struct State {
@@ -200,9 +205,9 @@ impl State {
     /// window. Done under the lock before anything reads or checks the windows' room, so that
     /// credit drawn for the lock-free path never makes a request wait or shows as used.
     fn settle(&mut self, shared: &Shared, now: Tick) {
-        for (w, credit) in self.windows.iter_mut().zip(&*shared.credits) {
+        for (w, lane) in self.windows.iter_mut().zip(&*shared.lanes) {
             if w.is_open() {
-                let (leftover, untimed) = credit.close();
+                let (leftover, untimed) = lane.credit.close();
                 // A timed take published its instant before taking: the swap above sees it.
                 let last = if untimed {
                     now
@@ -231,8 +236,8 @@ impl State {
         // What the credit hands out, even an overrun of an older reservation, counts from no
         // earlier than now.
         shared.last_use.fetch_max(now, Ordering::AcqRel);
-        for ((w, credit), &chunk) in self.windows.iter_mut().zip(&*shared.credits).zip(&chunks) {
-            credit.open(w.draw(chunk), chunk);
+        for ((w, lane), &chunk) in self.windows.iter_mut().zip(&*shared.lanes).zip(&chunks) {
+            lane.credit.open(w.draw(chunk), chunk);
         }
     }
 
@@ -244,14 +249,15 @@ impl State {
             fast: false,
         };
         // The amounts, once; then the charges, only when every limit has room.
-        for (amount, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
+        let mut amounts = [0; MAX_LIMITS];
+        for (amount, w) in amounts.iter_mut().zip(&mut self.windows) {
             *amount = w.amount_of(cost);
             if !w.fits(now, *amount) {
                 return None;
             }
         }
-        for (seq, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
-            *seq = w.charge(now, *seq);
+        for ((seq, w), &amount) in charges.seqs.iter_mut().zip(&mut self.windows).zip(&amounts) {
+            *seq = w.charge(now, amount) as u32;
         }
         Some(charges)
     }
@@ -292,7 +298,8 @@ impl State {
 /// to move in registers.
 #[derive(Debug, Clone, Copy)]
 struct Charges {
-    seqs: [u64; MAX_LIMITS],
+    /// The low 32 bits of each entry's sequence number (see [`Window::full_seq`]).
+    seqs: [u32; MAX_LIMITS],
     len: u8,
     /// Taken from the limits' credits by the lock-free path: `seqs` hold the low bits of the
     /// credits' generations (see [`Window::full_generation`]).
@@ -300,7 +307,7 @@ struct Charges {
 }
 
 impl Charges {
-    fn seqs(&self) -> &[u64] {
+    fn seqs(&self) -> &[u32] {
         &self.seqs[..usize::from(self.len)]
     }
 }
@@ -385,8 +392,13 @@ impl TokenBudgetBuilder {
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
-                dimensions: windows.iter().map(Window::dimension).collect(),
-                credits: windows.iter().map(|_| Credit::default()).collect(),
+                lanes: windows
+                    .iter()
+                    .map(|w| Lane {
+                        dimension: w.dimension(),
+                        credit: Credit::default(),
+                    })
+                    .collect(),
                 last_use: AtomicU64::new(0),
                 base,
                 state: Mutex::new(State {
@@ -431,13 +443,19 @@ impl TokenBudget {
 
     /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
-        if let Some(charges) = self.shared.take_fast(cost, None) {
-            return Some(Reservation {
+        match self.shared.take_fast(cost, None) {
+            Some(charges) => Some(Reservation {
                 budget: self.clone(),
                 cost: *cost,
                 charges,
-            });
+            }),
+            None => self.try_reserve_locked(cost),
         }
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
+    #[inline(never)]
+    fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation> {
         let now = Instant::now();
         let mut state = self.lock();
         let now = state.tick(now);
@@ -556,23 +574,26 @@ impl Shared {
     /// path" on [`TokenBudget`]).
     #[inline]
     fn take_fast(&self, cost: &TokenCost, now: Option<Instant>) -> Option<Charges> {
+        let timed = match now {
+            Some(now) => {
+                // Published before the take: the lock holder that closes the credit sees it.
+                let tick = nanos(now.saturating_duration_since(self.base));
+                self.last_use.fetch_max(tick, Ordering::AcqRel);
+                true
+            }
+            None => false,
+        };
         let mut charges = Charges {
             seqs: [0; MAX_LIMITS],
-            len: self.credits.len() as u8,
+            len: self.lanes.len() as u8,
             fast: true,
         };
-        if let Some(now) = now {
-            // Published before the take: the lock holder that closes the credit sees it.
-            let tick = nanos(now.saturating_duration_since(self.base));
-            self.last_use.fetch_max(tick, Ordering::AcqRel);
-        }
-        let timed = now.is_some();
-        for (i, (credit, &dimension)) in self.credits.iter().zip(&*self.dimensions).enumerate() {
-            match credit.take(amount_of(dimension, cost), timed) {
-                Some(seq) => charges.seqs[i] = seq,
+        for (i, (seq, lane)) in charges.seqs.iter_mut().zip(&*self.lanes).enumerate() {
+            match lane.credit.take(amount_of(lane.dimension, cost), timed) {
+                Some(generation) => *seq = generation as u32,
                 None => {
                     charges.len = i as u8;
-                    self.adjust_fast(&charges, |dimension, _| (amount_of(dimension, cost), 0));
+                    self.untake(&charges, cost);
                     return None;
                 }
             }
@@ -580,46 +601,60 @@ impl Shared {
         Some(charges)
     }
 
+    /// Gives back what a failed lock-free take took.
+    #[cold]
+    #[inline(never)]
+    fn untake(&self, charges: &Charges, cost: &TokenCost) {
+        self.adjust_fast(charges, |dimension| (amount_of(dimension, cost), 0));
+    }
+
     /// Moves each limit's charge of a fast reservation from `from` to `to` (`amounts` gives
     /// both for a dimension): through the credit it was taken from while that credit is open
     /// (a return, or an overrun taken from the open credit); else under the lock, on the entry
-    /// the credit was charged in. Returns whether capacity came back under the lock.
-    fn adjust_fast(
-        &self,
-        charges: &Charges,
-        amounts: impl Fn(Dimension, usize) -> (u64, u64),
-    ) -> bool {
+    /// the credit was closed into.
+    #[inline]
+    fn adjust_fast(&self, charges: &Charges, amounts: impl Fn(Dimension) -> (u64, u64)) {
         let mut locked = 0u16;
-        for (i, (&seq, credit)) in charges.seqs().iter().zip(&*self.credits).enumerate() {
-            let (from, to) = amounts(self.dimensions[i], i);
-            let done = match to.cmp(&from) {
-                std::cmp::Ordering::Equal => true,
-                std::cmp::Ordering::Less => credit.give_back(seq, from - to),
+        for (i, (&generation, lane)) in charges.seqs().iter().zip(&*self.lanes).enumerate() {
+            let (from, to) = amounts(lane.dimension);
+            let done = if to < from {
+                lane.credit.give_back(u64::from(generation), from - to)
+            } else {
                 // An overrun taken from the open credit counts from no earlier than its draw
                 // (after the reservation's own take), like an overrun charged now.
-                std::cmp::Ordering::Greater => credit.take(to - from, true).is_some(),
+                to == from || lane.credit.take(to - from, true).is_some()
             };
             if !done {
                 locked |= 1 << i;
             }
         }
-        if locked == 0 {
-            return false;
+        if locked != 0 {
+            self.adjust_locked(charges, locked, &amounts);
         }
+    }
+
+    /// [`adjust_fast`](Shared::adjust_fast) under the lock, for the limits in `locked`.
+    #[cold]
+    #[inline(never)]
+    fn adjust_locked(
+        &self,
+        charges: &Charges,
+        locked: u16,
+        amounts: &dyn Fn(Dimension) -> (u64, u64),
+    ) {
         let mut state = self.lock();
         let mut now = lazy_tick(state.base);
         let mut returned = false;
         for (i, (w, &seq)) in state.windows.iter_mut().zip(charges.seqs()).enumerate() {
             if locked & (1 << i) != 0 {
-                let (from, to) = amounts(w.dimension(), i);
-                let generation = w.full_generation(seq);
+                let (from, to) = amounts(w.dimension());
+                let generation = w.full_generation(u64::from(seq));
                 returned |= w.adjust_credit(generation, from, to, &mut now);
             }
         }
         if returned {
             state.wake_front();
         }
-        returned
     }
 
     fn part(&self) -> SnapshotPart {
@@ -749,12 +784,10 @@ impl Reservation {
     pub fn reconcile(self, actual: Actual) {
         if self.charges.fast {
             let cost = self.cost;
-            self.budget
-                .shared
-                .adjust_fast(&self.charges, |dimension, _| {
-                    let amount = amount_of(dimension, &cost);
-                    (amount, amount_of_actual(dimension, actual, amount))
-                });
+            self.budget.shared.adjust_fast(&self.charges, |dimension| {
+                let amount = amount_of(dimension, &cost);
+                (amount, amount_of_actual(dimension, actual, amount))
+            });
             return;
         }
         let mut state = self.budget.lock();
@@ -764,6 +797,7 @@ impl Reservation {
             let amount = w.amount_of(&self.cost);
             let to = w.amount_of_actual(actual, amount);
             if to != amount {
+                let seq = w.full_seq(seq);
                 returned |= w.adjust(seq, amount, to, &mut now);
             }
         }
@@ -795,15 +829,14 @@ impl Reservation {
             let cost = self.cost;
             self.budget
                 .shared
-                .adjust_fast(&self.charges, |dimension, _| {
-                    (amount_of(dimension, &cost), 0)
-                });
+                .adjust_fast(&self.charges, |dimension| (amount_of(dimension, &cost), 0));
             return;
         }
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
             let amount = w.amount_of(&self.cost);
+            let seq = w.full_seq(seq);
             w.adjust(seq, amount, 0, &mut now);
         }
         state.wake_front();
@@ -826,12 +859,13 @@ impl Reservation {
         for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
             let amount = w.amount_of(&self.cost);
             if fast {
-                let generation = w.full_generation(*seq);
+                let generation = w.full_generation(u64::from(*seq));
                 w.adjust_credit(generation, amount, 0, &mut || now);
             } else {
-                w.adjust(*seq, amount, 0, &mut || now);
+                let old = w.full_seq(*seq);
+                w.adjust(old, amount, 0, &mut || now);
             }
-            *seq = w.charge(now, amount);
+            *seq = w.charge(now, amount) as u32;
         }
     }
 }

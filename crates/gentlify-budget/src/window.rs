@@ -477,6 +477,18 @@ impl Window {
         }
     }
 
+    /// The full sequence number of the entry whose number ends in `low` (its low 32 bits), or
+    /// `u64::MAX` when that entry has left the window (a window holds about 1 025 entries, so
+    /// the entry is found without ambiguity).
+    pub(crate) fn full_seq(&self, low: u32) -> u64 {
+        let offset = low.wrapping_sub(self.first_seq as u32);
+        if (offset as usize) < self.entries.len() {
+            self.first_seq + u64::from(offset)
+        } else {
+            u64::MAX
+        }
+    }
+
     /// The full generation of the credit whose generation ends in `low` (its low
     /// [`GEN_BITS`] bits): the latest one drawn.
     pub(crate) fn full_generation(&self, low: u64) -> u64 {
