@@ -16,10 +16,10 @@ use gentlify_core::{
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
-use crate::credit::Credit;
+use crate::credit::{Credits, GEN_BITS};
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{amount_of, amount_of_actual, nanos, Actual, Reported, Tick, Window};
+use crate::window::{amount_of, amount_of_actual, nanos, Actual, Reported, Tick, Window, MIN_CHUNK};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -146,8 +146,8 @@ pub(crate) struct Shared {
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
-    /// Per limit, in the budget's order: what it counts, and its credit for the lock-free path.
-    lanes: Box<[Lane]>,
+    /// The credit of the lock-free path: a chunk of every limit, in one atomic word.
+    credits: Credits,
     /// The latest instant (tick) a timed take from the credits said it was made at, or a
     /// credit was drawn at: never lowered.
     last_use: AtomicU64,
@@ -157,18 +157,15 @@ pub(crate) struct Shared {
     registered: Mutex<Vec<Feedback>>,
 }
 
-/// One limit as the lock-free path sees it.
-struct Lane {
-    dimension: Dimension,
-    credit: Credit,
-}
-
 struct State {
     /// Tick 0 of the windows.
     base: Instant,
     windows: Vec<Window>,
     queue: VecDeque<Waiter>,
     next_waiter: u64,
+    /// The generation of the last credit drawn (see [`Credits`]); the credit is open while
+    /// the windows say so.
+    generation: u64,
 }
 
 struct Waiter {
@@ -205,18 +202,28 @@ impl State {
     /// window. Done under the lock before anything reads or checks the windows' room, so that
     /// credit drawn for the lock-free path never makes a request wait or shows as used.
     fn settle(&mut self, shared: &Shared, now: Tick) {
-        for (w, lane) in self.windows.iter_mut().zip(&*shared.lanes) {
-            if w.is_open() {
-                let (leftover, untimed) = lane.credit.close();
-                // A timed take published its instant before taking: the swap above sees it.
-                let last = if untimed {
-                    now
-                } else {
-                    shared.last_use.load(Ordering::Acquire)
-                };
-                w.close(now, leftover, last);
-            }
+        if !self.windows.first().is_some_and(Window::is_open) {
+            return;
         }
+        let mut leftovers = [0; MAX_LIMITS];
+        let untimed = shared.credits.close(&mut leftovers);
+        // A timed take published its instant before taking: the swap above sees it.
+        let last = if untimed {
+            now
+        } else {
+            shared.last_use.load(Ordering::Acquire)
+        };
+        for (w, &leftover) in self.windows.iter_mut().zip(&leftovers) {
+            w.close(now, leftover, last);
+        }
+    }
+
+    /// The full generation of the draw whose generation ends in `low` (its low [`GEN_BITS`]
+    /// bits): the latest one drawn.
+    fn full_generation(&self, low: u32) -> u64 {
+        let mask = (1 << GEN_BITS) - 1;
+        self.generation
+            .wrapping_sub(self.generation.wrapping_sub(u64::from(low)) & mask)
     }
 
     /// After a request of `cost` was charged at `now` by the locked path: draws a chunk of
@@ -227,8 +234,8 @@ impl State {
             return;
         }
         let mut chunks = [0; MAX_LIMITS];
-        for (chunk, w) in chunks.iter_mut().zip(&self.windows) {
-            match w.chunk_to_draw(w.amount_of(cost)) {
+        for (i, (chunk, w)) in chunks.iter_mut().zip(&self.windows).enumerate() {
+            match w.chunk_to_draw(w.amount_of(cost), shared.credits.max(i)) {
                 Some(c) => *chunk = c,
                 None => return,
             }
@@ -236,9 +243,11 @@ impl State {
         // What the credit hands out, even an overrun of an older reservation, counts from no
         // earlier than now.
         shared.last_use.fetch_max(now, Ordering::AcqRel);
-        for ((w, lane), &chunk) in self.windows.iter_mut().zip(&*shared.lanes).zip(&chunks) {
-            lane.credit.open(w.draw(chunk), chunk);
+        self.generation += 1;
+        for (w, &chunk) in self.windows.iter_mut().zip(&chunks) {
+            w.draw(chunk, self.generation);
         }
+        shared.credits.open(self.generation, &chunks[..self.windows.len()]);
     }
 
     /// Charges every limit, or none when one is short.
@@ -301,8 +310,8 @@ struct Charges {
     /// The low 32 bits of each entry's sequence number (see [`Window::full_seq`]).
     seqs: [u32; MAX_LIMITS],
     len: u8,
-    /// Taken from the limits' credits by the lock-free path: `seqs` hold the low bits of the
-    /// credits' generations (see [`Window::full_generation`]).
+    /// Taken from the credit by the lock-free path: `seqs[0]` holds the low bits of the draw's
+    /// generation (see [`State::full_generation`]), `len` is 0.
     fast: bool,
 }
 
@@ -392,13 +401,13 @@ impl TokenBudgetBuilder {
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
-                lanes: windows
-                    .iter()
-                    .map(|w| Lane {
-                        dimension: w.dimension(),
-                        credit: Credit::default(),
-                    })
-                    .collect(),
+                credits: Credits::new(
+                    &windows
+                        .iter()
+                        .map(|w| (w.dimension(), w.natural_chunk()))
+                        .collect::<Vec<_>>(),
+                    MIN_CHUNK,
+                ),
                 last_use: AtomicU64::new(0),
                 base,
                 state: Mutex::new(State {
@@ -406,6 +415,7 @@ impl TokenBudgetBuilder {
                     windows,
                     queue: VecDeque::new(),
                     next_waiter: 0,
+                    generation: 0,
                 }),
                 registered: Mutex::new(Vec::new()),
             }),
@@ -568,10 +578,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The lock-free path: takes `cost` from every limit's credit, or from none (what was taken
-    /// goes back) when one is closed or short. Reads no clock: with `now` (the caller's reading)
-    /// the take counts from then, without it from when its credit is closed (see "The lock-free
-    /// path" on [`TokenBudget`]).
+    /// The lock-free path: takes `cost` from every limit's chunk at once, or from none when the
+    /// credit is closed or short. Reads no clock: with `now` (the caller's reading) the take
+    /// counts from then, without it from when the credit is closed (see "The lock-free path" on
+    /// [`TokenBudget`]).
     #[inline]
     fn take_fast(&self, cost: &TokenCost, now: Option<Instant>) -> Option<Charges> {
         let timed = match now {
@@ -583,74 +593,38 @@ impl Shared {
             }
             None => false,
         };
-        let mut charges = Charges {
-            seqs: [0; MAX_LIMITS],
-            len: self.lanes.len() as u8,
+        let generation = self.credits.take(cost, timed)?;
+        let mut seqs = [0; MAX_LIMITS];
+        seqs[0] = generation;
+        Some(Charges {
+            seqs,
+            len: 0,
             fast: true,
-        };
-        for (i, (seq, lane)) in charges.seqs.iter_mut().zip(&*self.lanes).enumerate() {
-            match lane.credit.take(amount_of(lane.dimension, cost), timed) {
-                Some(generation) => *seq = generation as u32,
-                None => {
-                    charges.len = i as u8;
-                    self.untake(&charges, cost);
-                    return None;
-                }
-            }
-        }
-        Some(charges)
-    }
-
-    /// Gives back what a failed lock-free take took.
-    #[cold]
-    #[inline(never)]
-    fn untake(&self, charges: &Charges, cost: &TokenCost) {
-        self.adjust_fast(charges, |dimension| (amount_of(dimension, cost), 0));
+        })
     }
 
     /// Moves each limit's charge of a fast reservation from `from` to `to` (`amounts` gives
-    /// both for a dimension): through the credit it was taken from while that credit is open
-    /// (a return, or an overrun taken from the open credit); else under the lock, on the entry
-    /// the credit was closed into.
+    /// both for a dimension): through the credit it was taken from while that credit is open;
+    /// else under the lock, on the windows.
     #[inline]
     fn adjust_fast(&self, charges: &Charges, amounts: impl Fn(Dimension) -> (u64, u64)) {
-        let mut locked = 0u16;
-        for (i, (&generation, lane)) in charges.seqs().iter().zip(&*self.lanes).enumerate() {
-            let (from, to) = amounts(lane.dimension);
-            let done = if to < from {
-                lane.credit.give_back(u64::from(generation), from - to)
-            } else {
-                // An overrun taken from the open credit counts from no earlier than its draw
-                // (after the reservation's own take), like an overrun charged now.
-                to == from || lane.credit.take(to - from, true).is_some()
-            };
-            if !done {
-                locked |= 1 << i;
-            }
-        }
-        if locked != 0 {
-            self.adjust_locked(charges, locked, &amounts);
+        if !self.credits.adjust(charges.seqs[0], &amounts) {
+            self.adjust_locked(charges.seqs[0], &amounts);
         }
     }
 
-    /// [`adjust_fast`](Shared::adjust_fast) under the lock, for the limits in `locked`.
+    /// [`adjust_fast`](Shared::adjust_fast) under the lock: in the credit of draw `generation`
+    /// while it is open, else in the entry it was closed into.
     #[cold]
     #[inline(never)]
-    fn adjust_locked(
-        &self,
-        charges: &Charges,
-        locked: u16,
-        amounts: &dyn Fn(Dimension) -> (u64, u64),
-    ) {
+    fn adjust_locked(&self, generation: u32, amounts: &dyn Fn(Dimension) -> (u64, u64)) {
         let mut state = self.lock();
+        let generation = state.full_generation(generation);
         let mut now = lazy_tick(state.base);
         let mut returned = false;
-        for (i, (w, &seq)) in state.windows.iter_mut().zip(charges.seqs()).enumerate() {
-            if locked & (1 << i) != 0 {
-                let (from, to) = amounts(w.dimension());
-                let generation = w.full_generation(u64::from(seq));
-                returned |= w.adjust_credit(generation, from, to, &mut now);
-            }
+        for w in &mut state.windows {
+            let (from, to) = amounts(w.dimension());
+            returned |= w.adjust_credit(generation, from, to, &mut now);
         }
         if returned {
             state.wake_front();
@@ -855,11 +829,14 @@ impl Reservation {
         if fast {
             state.settle(shared, now);
         }
+        let generation = state.full_generation(self.charges.seqs[0]);
+        if fast {
+            self.charges.len = state.windows.len() as u8;
+        }
         let len = usize::from(self.charges.len);
         for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
             let amount = w.amount_of(&self.cost);
             if fast {
-                let generation = w.full_generation(u64::from(*seq));
                 w.adjust_credit(generation, amount, 0, &mut || now);
             } else {
                 let old = w.full_seq(*seq);

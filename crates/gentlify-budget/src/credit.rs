@@ -1,93 +1,194 @@
-//! The lock-free path's credit: per limit, one atomic word holding what is left of a chunk
-//! drawn under the lock, and which chunk it is.
+//! The lock-free path's credit: one atomic word per budget holding, for every limit, what is
+//! left of a chunk drawn under the lock, and which draw the chunks came from.
 //!
-//! A word is `OPEN | UNTIMED | generation << 32 | amount`: `OPEN` while the chunk can be handed
-//! out; `UNTIMED` once a reservation took from it without saying when (see
-//! [`take`](Credit::take)); the low [`GEN_BITS`] bits of the chunk's generation (the window
-//! counts the chunks it draws); and the amount left (at most [`MAX_CHUNK`]). A closed credit is `0`. Only the holder of the budget's lock
-//! opens or closes a credit; the lock-free path only moves the amount, with one
-//! compare-and-swap per limit.
+//! The word is `OPEN | UNTIMED | generation << FIELD_BITS | fields`: `OPEN` while the chunks can
+//! be handed out; `UNTIMED` once a reservation took from them without saying when (see
+//! [`Credits::take`]); the low [`GEN_BITS`] bits of the draw's generation (the budget counts its
+//! draws); and one field per limit, at a place and width fixed when the budget is built, holding
+//! the amount left of that limit's chunk. A reservation takes from every limit at once with one
+//! compare-and-swap, so the take is all or nothing. Only the holder of the budget's lock opens or
+//! closes the credit; the lock-free path only moves amounts within the fields, never borrowing
+//! from or carrying into a neighbour (a take checks every field covers its amount, and what is
+//! given back never brings a field above the chunk it was taken from).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How many low bits of a chunk's generation a credit word keeps: a reservation is reconciled
-/// long before a billion more chunks are drawn, so its chunk is found again without ambiguity.
-pub(crate) const GEN_BITS: u32 = 30;
+use gentlify_core::Dimension;
 
-/// The largest chunk: the amount must leave the word's other bits alone.
-pub(crate) const MAX_CHUNK: u64 = (1 << 31) - 1;
+use crate::cost::TokenCost;
+use crate::window::amount_of;
+
+/// How many low bits of a draw's generation the word keeps: a reservation is reconciled long
+/// before sixteen million more draws, so its draw is found again without ambiguity.
+pub(crate) const GEN_BITS: u32 = 24;
+
+/// The bits shared by the limits' fields.
+const FIELD_BITS: u32 = 38;
 
 const OPEN: u64 = 1 << 63;
 const UNTIMED: u64 = 1 << 62;
-const AMOUNT: u64 = (1 << 32) - 1;
 const GEN: u64 = (1 << GEN_BITS) - 1;
+const TAG: u64 = OPEN | GEN << FIELD_BITS;
 
-/// One limit's credit.
-#[derive(Debug, Default)]
-pub(crate) struct Credit(AtomicU64);
+/// One limit's field in the word.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    dimension: Dimension,
+    shift: u32,
+    /// The field's mask, and the largest chunk it holds; 0 for no field.
+    max: u64,
+}
 
-impl Credit {
-    /// Opens the credit of chunk `generation`, of `amount` (under the lock, while it is
-    /// closed).
-    pub(crate) fn open(&self, generation: u64, amount: u64) {
-        debug_assert!(amount <= MAX_CHUNK);
-        self.0.store(
-            OPEN | (generation & GEN) << 32 | amount.min(MAX_CHUNK),
+/// The credit of one budget.
+#[derive(Debug)]
+pub(crate) struct Credits {
+    word: AtomicU64,
+    lanes: Box<[Lane]>,
+}
+
+impl Credits {
+    /// Lays out the fields of limits that would draw chunks of `natural` (dimension and chunk,
+    /// in the budget's order): each field as wide as its chunk needs, the widest narrowed until
+    /// all fit. No field at all (no lock-free path) when a chunk is under `min`.
+    pub(crate) fn new(limits: &[(Dimension, u64)], min: u64) -> Self {
+        let bits = |n: u64| 64 - n.leading_zeros();
+        let mut widths: Vec<u32> = limits.iter().map(|&(_, n)| bits(n)).collect();
+        while widths.iter().sum::<u32>() > FIELD_BITS {
+            if let Some(widest) = widths.iter_mut().max() {
+                *widest -= 1;
+            }
+        }
+        let enabled = !limits.is_empty()
+            && limits
+                .iter()
+                .zip(&widths)
+                .all(|(&(_, n), &w)| n.min((1 << w) - 1) >= min);
+        let mut shift = 0;
+        let lanes = limits
+            .iter()
+            .zip(&widths)
+            .map(|(&(dimension, _), &width)| {
+                let lane = Lane {
+                    dimension,
+                    shift,
+                    max: if enabled { (1 << width) - 1 } else { 0 },
+                };
+                shift += width;
+                lane
+            })
+            .collect();
+        Credits {
+            word: AtomicU64::new(0),
+            lanes,
+        }
+    }
+
+    /// The largest chunk limit `i` can draw; 0 when the budget has no lock-free path.
+    pub(crate) fn max(&self, i: usize) -> u64 {
+        self.lanes.get(i).map_or(0, |l| l.max)
+    }
+
+    /// Opens the credit of draw `generation` with `chunks` (each at most its
+    /// [`max`](Credits::max)), under the lock, while it is closed.
+    pub(crate) fn open(&self, generation: u64, chunks: &[u64]) {
+        let fields = self
+            .lanes
+            .iter()
+            .zip(chunks)
+            .fold(0, |word, (lane, &chunk)| {
+                word | chunk.min(lane.max) << lane.shift
+            });
+        self.word.store(
+            OPEN | (generation & GEN) << FIELD_BITS | fields,
             Ordering::Release,
         );
     }
 
-    /// Closes the credit (under the lock); returns what was left of it, never handed out, and
-    /// whether a reservation took from it without saying when.
-    pub(crate) fn close(&self) -> (u64, bool) {
-        let word = self.0.swap(0, Ordering::AcqRel);
-        if word & OPEN != 0 {
-            (word & AMOUNT, word & UNTIMED != 0)
-        } else {
-            (0, false)
+    /// Closes the credit (under the lock): writes what was left of each chunk, never handed
+    /// out, in `leftovers`; returns whether a reservation took from it without saying when.
+    pub(crate) fn close(&self, leftovers: &mut [u64]) -> bool {
+        let word = self.word.swap(0, Ordering::AcqRel);
+        for (leftover, lane) in leftovers.iter_mut().zip(&*self.lanes) {
+            *leftover = if word & OPEN != 0 {
+                (word >> lane.shift) & lane.max
+            } else {
+                0
+            };
         }
+        word & UNTIMED != 0
     }
 
-    /// Takes `amount` from an open credit; returns the low bits of its chunk's generation, or
-    /// `None` when the credit is closed or short. `timed`: the taker has published the instant
-    /// of its take (in the budget's latest use) before calling; an untimed take makes the
-    /// chunk count as used until it is closed.
+    /// Takes `cost` from every limit's chunk at once; returns the low bits of the draw's
+    /// generation, or `None` when the credit is closed or a chunk is short. `timed`: the taker
+    /// has published the instant of its take (in the budget's latest use) before calling; an
+    /// untimed take makes the chunks count as used until the credit is closed.
     #[inline]
-    pub(crate) fn take(&self, amount: u64, timed: bool) -> Option<u64> {
-        let mark = if timed { 0 } else { UNTIMED };
-        let mut word = self.0.load(Ordering::Relaxed);
-        loop {
-            if word & OPEN == 0 || word & AMOUNT < amount {
+    pub(crate) fn take(&self, cost: &TokenCost, timed: bool) -> Option<u32> {
+        let mut word = self.word.load(Ordering::Relaxed);
+        if word & OPEN == 0 {
+            return None;
+        }
+        let mut take = 0;
+        for lane in &*self.lanes {
+            let amount = amount_of(lane.dimension, cost);
+            if amount > lane.max {
                 return None;
             }
-            match self.0.compare_exchange_weak(
+            take |= amount << lane.shift;
+        }
+        let mark = if timed { 0 } else { UNTIMED };
+        loop {
+            if word & OPEN == 0 || !covers(&self.lanes, word, take) {
+                return None;
+            }
+            match self.word.compare_exchange_weak(
                 word,
-                (word - amount) | mark,
+                (word - take) | mark,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some((word >> 32) & GEN),
+                Ok(_) => return Some(((word >> FIELD_BITS) & GEN) as u32),
                 Err(now) => word = now,
             }
         }
     }
 
-    /// Gives `amount` back to the credit it was taken from, the chunk of `generation` (its low
-    /// bits), if that credit is still open; false when it was closed since (the window must
-    /// then be adjusted under the lock).
+    /// Moves a reservation taken from draw `generation` from `from` to `to` in every limit
+    /// (`amounts` gives both for a limit's dimension), through the credit: returns go back to
+    /// the chunks, overruns are taken from them. False when that credit has closed since or a
+    /// chunk is short of an overrun: the windows must then be adjusted under the lock.
     #[inline]
-    pub(crate) fn give_back(&self, generation: u64, amount: u64) -> bool {
-        let tag = OPEN | (generation & GEN) << 32;
-        let mut word = self.0.load(Ordering::Relaxed);
+    pub(crate) fn adjust(
+        &self,
+        generation: u32,
+        amounts: impl Fn(Dimension) -> (u64, u64),
+    ) -> bool {
+        let (mut back, mut take) = (0, 0);
+        for lane in &*self.lanes {
+            let (from, to) = amounts(lane.dimension);
+            if to < from {
+                back |= (from - to) << lane.shift;
+            } else if to > from {
+                if to - from > lane.max {
+                    return false;
+                }
+                take |= (to - from) << lane.shift;
+            }
+        }
+        if back == 0 && take == 0 {
+            return true;
+        }
+        let tag = OPEN | (u64::from(generation) & GEN) << FIELD_BITS;
+        let mut word = self.word.load(Ordering::Relaxed);
         loop {
-            // What was taken from a chunk never brings it above its size, so the sum stays in
-            // the amount's bits.
-            if word & (OPEN | GEN << 32) != tag {
+            if word & TAG != tag || !covers(&self.lanes, word, take) {
                 return false;
             }
-            match self.0.compare_exchange_weak(
+            // An overrun taken from the open credit counts from no earlier than its draw (after
+            // the reservation's own take), like an overrun charged now: no mark.
+            match self.word.compare_exchange_weak(
                 word,
-                word + amount,
+                word + back - take,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -96,4 +197,12 @@ impl Credit {
             }
         }
     }
+}
+
+/// Whether every field of `word` holds at least the amount of the same field of `take`.
+#[inline]
+fn covers(lanes: &[Lane], word: u64, take: u64) -> bool {
+    lanes
+        .iter()
+        .all(|l| (word >> l.shift) & l.max >= (take >> l.shift) & l.max)
 }

@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::cost::TokenCost;
-use crate::credit::{GEN_BITS, MAX_CHUNK};
 use crate::limit::Limit;
 use gentlify_core::{Dimension, Usage};
 
@@ -192,12 +191,12 @@ pub(crate) fn amount_of_actual(dimension: Dimension, actual: Actual, estimate: u
     }
 }
 
-/// A chunk of credit for the lock-free path is this fraction of the capacity (about 3 %).
+/// A chunk of credit for the lock-free path is at most this fraction of the capacity (about 3 %).
 const CHUNK_DIVISOR: u64 = 32;
 
-/// Below this size a chunk is not worth drawing: limits whose capacity is under
-/// `CHUNK_DIVISOR x MIN_CHUNK` (128 requests, say) always take the locked path.
-const MIN_CHUNK: u64 = 4;
+/// Below this size a chunk is not worth drawing: a budget with a limit whose capacity is under
+/// `CHUNK_DIVISOR x MIN_CHUNK` (128 requests, say) always takes the locked path.
+pub(crate) const MIN_CHUNK: u64 = 4;
 
 /// A sliding window log, quantised: the exact sum charged in the last `window`, so that no window
 /// of the limit's length ever holds more than the capacity; and, once the server has reported
@@ -219,8 +218,6 @@ pub(crate) struct Window {
     /// The credit drawn for the lock-free path, while it can be handed out: counted in `used`,
     /// and charged in the log when it is closed (at the last instant it could have been used).
     open: Option<Open>,
-    /// The generation of the last credit drawn.
-    generation: u64,
 }
 
 impl Window {
@@ -238,7 +235,6 @@ impl Window {
             previous: None,
             server: None,
             open: None,
-            generation: 0,
         }
     }
 
@@ -421,12 +417,17 @@ impl Window {
         self.model = model;
     }
 
-    /// The credit this window would draw for the lock-free path now, after a request of
-    /// `amount` was charged: `None` when the server's account governs, when the chunk would be
-    /// too small to be worth it or smaller than that request, or when the window is near its
-    /// capacity (more than three quarters used once the chunk is drawn).
-    pub(crate) fn chunk_to_draw(&self, amount: u64) -> Option<u64> {
-        let chunk = (self.capacity / CHUNK_DIVISOR).min(MAX_CHUNK);
+    /// The chunk this window draws when the budget's credit has room for `max`.
+    pub(crate) fn natural_chunk(&self) -> u64 {
+        self.capacity / CHUNK_DIVISOR
+    }
+
+    /// The credit this window would draw for the lock-free path now, at most `max`, after a
+    /// request of `amount` was charged: `None` when the server's account governs, when the chunk
+    /// would be too small to be worth it or smaller than that request, or when the window is
+    /// near its capacity (more than three quarters used once the chunk is drawn).
+    pub(crate) fn chunk_to_draw(&self, amount: u64, max: u64) -> Option<u64> {
+        let chunk = self.natural_chunk().min(max);
         let fits = self
             .used
             .checked_add(chunk)
@@ -440,16 +441,14 @@ impl Window {
             .then_some(chunk)
     }
 
-    /// Draws `chunk` as credit for the lock-free path: counted as used until it is closed.
-    /// Returns the credit's generation.
-    pub(crate) fn draw(&mut self, chunk: u64) -> u64 {
-        self.generation += 1;
+    /// Draws `chunk` as credit for the lock-free path, in the budget's draw `generation`:
+    /// counted as used until it is closed.
+    pub(crate) fn draw(&mut self, chunk: u64, generation: u64) {
         self.open = Some(Open {
-            generation: self.generation,
+            generation,
             amount: chunk,
         });
         self.used = self.used.saturating_add(chunk);
-        self.generation
     }
 
     /// True while a credit drawn by [`draw`](Window::draw) is open.
@@ -487,13 +486,6 @@ impl Window {
         } else {
             u64::MAX
         }
-    }
-
-    /// The full generation of the credit whose generation ends in `low` (its low
-    /// [`GEN_BITS`] bits): the latest one drawn.
-    pub(crate) fn full_generation(&self, low: u64) -> u64 {
-        let mask = (1 << GEN_BITS) - 1;
-        self.generation - (self.generation.wrapping_sub(low) & mask)
     }
 
     /// Replaces a charge of `from` taken from the credit of `generation` by `to` (see
