@@ -16,10 +16,10 @@ use gentlify_core::{
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
-use crate::credit::{Credits, GEN_BITS};
+use crate::credit::{actual_amounts, amounts, kind, Amounts, Credits, GEN_BITS};
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{amount_of, amount_of_actual, nanos, Actual, Reported, Tick, Window, MIN_CHUNK};
+use crate::window::{nanos, Actual, Reported, Tick, Window, MIN_CHUNK};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -247,7 +247,9 @@ impl State {
         for (w, &chunk) in self.windows.iter_mut().zip(&chunks) {
             w.draw(chunk, self.generation);
         }
-        shared.credits.open(self.generation, &chunks[..self.windows.len()]);
+        shared
+            .credits
+            .open(self.generation, &chunks[..self.windows.len()]);
     }
 
     /// Charges every limit, or none when one is short.
@@ -593,7 +595,7 @@ impl Shared {
             }
             None => false,
         };
-        let generation = self.credits.take(cost, timed)?;
+        let generation = self.credits.take(&amounts(cost), timed)?;
         let mut seqs = [0; MAX_LIMITS];
         seqs[0] = generation;
         Some(Charges {
@@ -603,13 +605,13 @@ impl Shared {
         })
     }
 
-    /// Moves each limit's charge of a fast reservation from `from` to `to` (`amounts` gives
-    /// both for a dimension): through the credit it was taken from while that credit is open;
-    /// else under the lock, on the windows.
+    /// Moves each limit's charge of a fast reservation from `from` to `to` (see [`amounts`]):
+    /// through the credit it was taken from while that credit is open; else under the lock, on
+    /// the windows.
     #[inline]
-    fn adjust_fast(&self, charges: &Charges, amounts: impl Fn(Dimension) -> (u64, u64)) {
-        if !self.credits.adjust(charges.seqs[0], &amounts) {
-            self.adjust_locked(charges.seqs[0], &amounts);
+    fn adjust_fast(&self, charges: &Charges, from: &Amounts, to: &Amounts) {
+        if !self.credits.adjust(charges.seqs[0], from, to) {
+            self.adjust_locked(charges.seqs[0], from, to);
         }
     }
 
@@ -617,14 +619,14 @@ impl Shared {
     /// while it is open, else in the entry it was closed into.
     #[cold]
     #[inline(never)]
-    fn adjust_locked(&self, generation: u32, amounts: &dyn Fn(Dimension) -> (u64, u64)) {
+    fn adjust_locked(&self, generation: u32, from: &Amounts, to: &Amounts) {
         let mut state = self.lock();
         let generation = state.full_generation(generation);
         let mut now = lazy_tick(state.base);
         let mut returned = false;
         for w in &mut state.windows {
-            let (from, to) = amounts(w.dimension());
-            returned |= w.adjust_credit(generation, from, to, &mut now);
+            let k = kind(w.dimension());
+            returned |= w.adjust_credit(generation, from[k], to[k], &mut now);
         }
         if returned {
             state.wake_front();
@@ -757,13 +759,17 @@ impl Reservation {
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
         if self.charges.fast {
-            let cost = self.cost;
-            self.budget.shared.adjust_fast(&self.charges, |dimension| {
-                let amount = amount_of(dimension, &cost);
-                (amount, amount_of_actual(dimension, actual, amount))
-            });
-            return;
+            let from = amounts(&self.cost);
+            let to = actual_amounts(actual, &from);
+            self.budget.shared.adjust_fast(&self.charges, &from, &to);
+        } else {
+            self.reconcile_locked(actual);
         }
+    }
+
+    /// [`reconcile`](Reservation::reconcile) of a reservation made under the lock.
+    #[inline(never)]
+    fn reconcile_locked(&self, actual: Actual) {
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         let mut returned = false;
@@ -800,10 +806,10 @@ impl Reservation {
     /// sent.
     pub fn cancel(self) {
         if self.charges.fast {
-            let cost = self.cost;
+            let from = amounts(&self.cost);
             self.budget
                 .shared
-                .adjust_fast(&self.charges, |dimension| (amount_of(dimension, &cost), 0));
+                .adjust_fast(&self.charges, &from, &[0; 4]);
             return;
         }
         let mut state = self.budget.lock();

@@ -5,18 +5,19 @@
 //! be handed out; `UNTIMED` once a reservation took from them without saying when (see
 //! [`Credits::take`]); the low [`GEN_BITS`] bits of the draw's generation (the budget counts its
 //! draws); and one field per limit, at a place and width fixed when the budget is built, holding
-//! the amount left of that limit's chunk. A reservation takes from every limit at once with one
-//! compare-and-swap, so the take is all or nothing. Only the holder of the budget's lock opens or
-//! closes the credit; the lock-free path only moves amounts within the fields, never borrowing
-//! from or carrying into a neighbour (a take checks every field covers its amount, and what is
-//! given back never brings a field above the chunk it was taken from).
+//! the amount left of that limit's chunk, under a guard bit that is set while the credit is open.
+//! A reservation takes from every limit at once with one subtraction and one compare-and-swap,
+//! so the take is all or nothing: a field short of its amount borrows its guard bit, and the
+//! take is refused. Only the holder of the budget's lock opens or closes the credit; the
+//! lock-free path only moves amounts within the fields (what is given back never brings a field
+//! above the chunk it was taken from).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gentlify_core::Dimension;
 
 use crate::cost::TokenCost;
-use crate::window::amount_of;
+use crate::window::Actual;
 
 /// How many low bits of a draw's generation the word keeps: a reservation is reconciled long
 /// before sixteen million more draws, so its draw is found again without ambiguity.
@@ -33,7 +34,8 @@ const TAG: u64 = OPEN | GEN << FIELD_BITS;
 /// One limit's field in the word.
 #[derive(Debug, Clone, Copy)]
 struct Lane {
-    dimension: Dimension,
+    /// What the limit counts, as an index in [`amounts`].
+    kind: u8,
     shift: u32,
     /// The field's mask, and the largest chunk it holds; 0 for no field.
     max: u64,
@@ -44,6 +46,40 @@ struct Lane {
 pub(crate) struct Credits {
     word: AtomicU64,
     lanes: Box<[Lane]>,
+    /// The guard bit above each field.
+    guards: u64,
+}
+
+/// What a request weighs in each kind of limit (see [`kind`]): requests, tokens, input tokens,
+/// output tokens.
+pub(crate) type Amounts = [u64; 4];
+
+/// The index of a limit of `dimension` in [`Amounts`].
+#[inline]
+pub(crate) fn kind(dimension: Dimension) -> usize {
+    match dimension {
+        Dimension::Requests => 0,
+        Dimension::InputTokens => 2,
+        Dimension::OutputTokens => 3,
+        _ => 1,
+    }
+}
+
+/// What `cost` weighs in each kind of limit (as [`amount_of`](crate::window::amount_of)).
+#[inline]
+pub(crate) fn amounts(cost: &TokenCost) -> Amounts {
+    [1, cost.total(), cost.input_tokens, cost.output_tokens]
+}
+
+/// What a request of `estimate` really weighed in each kind of limit (as
+/// [`amount_of_actual`](crate::window::amount_of_actual)).
+#[inline]
+pub(crate) fn actual_amounts(actual: Actual, estimate: &Amounts) -> Amounts {
+    match actual {
+        // A bare total says nothing of the split.
+        Actual::Tokens(t) => [1, t, estimate[2], estimate[3]],
+        Actual::Usage(u) => [1, u.total(), u.input_tokens, u.output_tokens],
+    }
 }
 
 impl Credits {
@@ -53,7 +89,9 @@ impl Credits {
     pub(crate) fn new(limits: &[(Dimension, u64)], min: u64) -> Self {
         let bits = |n: u64| 64 - n.leading_zeros();
         let mut widths: Vec<u32> = limits.iter().map(|&(_, n)| bits(n)).collect();
-        while widths.iter().sum::<u32>() > FIELD_BITS {
+        // Each field has a guard bit above it.
+        let room = FIELD_BITS.saturating_sub(limits.len() as u32);
+        while widths.iter().sum::<u32>() > room {
             if let Some(widest) = widths.iter_mut().max() {
                 *widest -= 1;
             }
@@ -64,22 +102,25 @@ impl Credits {
                 .zip(&widths)
                 .all(|(&(_, n), &w)| n.min((1 << w) - 1) >= min);
         let mut shift = 0;
+        let mut guards = 0;
         let lanes = limits
             .iter()
             .zip(&widths)
             .map(|(&(dimension, _), &width)| {
                 let lane = Lane {
-                    dimension,
+                    kind: kind(dimension) as u8,
                     shift,
                     max: if enabled { (1 << width) - 1 } else { 0 },
                 };
-                shift += width;
+                guards |= 1 << (shift + width);
+                shift += width + 1;
                 lane
             })
             .collect();
         Credits {
             word: AtomicU64::new(0),
             lanes,
+            guards,
         }
     }
 
@@ -99,7 +140,7 @@ impl Credits {
                 word | chunk.min(lane.max) << lane.shift
             });
         self.word.store(
-            OPEN | (generation & GEN) << FIELD_BITS | fields,
+            OPEN | (generation & GEN) << FIELD_BITS | self.guards | fields,
             Ordering::Release,
         );
     }
@@ -118,19 +159,20 @@ impl Credits {
         word & UNTIMED != 0
     }
 
-    /// Takes `cost` from every limit's chunk at once; returns the low bits of the draw's
-    /// generation, or `None` when the credit is closed or a chunk is short. `timed`: the taker
-    /// has published the instant of its take (in the budget's latest use) before calling; an
-    /// untimed take makes the chunks count as used until the credit is closed.
+    /// Takes `amounts` (see [`amounts`]) from every limit's chunk at once; returns the low bits
+    /// of the draw's generation, or `None` when the credit is closed or a chunk is short.
+    /// `timed`: the taker has published the instant of its take (in the budget's latest use)
+    /// before calling; an untimed take makes the chunks count as used until the credit is
+    /// closed.
     #[inline]
-    pub(crate) fn take(&self, cost: &TokenCost, timed: bool) -> Option<u32> {
+    pub(crate) fn take(&self, amounts: &Amounts, timed: bool) -> Option<u32> {
         let mut word = self.word.load(Ordering::Relaxed);
         if word & OPEN == 0 {
             return None;
         }
         let mut take = 0;
         for lane in &*self.lanes {
-            let amount = amount_of(lane.dimension, cost);
+            let amount = amounts[usize::from(lane.kind)];
             if amount > lane.max {
                 return None;
             }
@@ -138,12 +180,13 @@ impl Credits {
         }
         let mark = if timed { 0 } else { UNTIMED };
         loop {
-            if word & OPEN == 0 || !covers(&self.lanes, word, take) {
+            let next = word.wrapping_sub(take);
+            if word & OPEN == 0 || next & self.guards != self.guards {
                 return None;
             }
             match self.word.compare_exchange_weak(
                 word,
-                (word - take) | mark,
+                next | mark,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -154,18 +197,14 @@ impl Credits {
     }
 
     /// Moves a reservation taken from draw `generation` from `from` to `to` in every limit
-    /// (`amounts` gives both for a limit's dimension), through the credit: returns go back to
-    /// the chunks, overruns are taken from them. False when that credit has closed since or a
-    /// chunk is short of an overrun: the windows must then be adjusted under the lock.
+    /// (see [`amounts`]), through the credit: returns go back to the chunks, overruns are taken
+    /// from them. False when that credit has closed since or a chunk is short of an overrun:
+    /// the windows must then be adjusted under the lock.
     #[inline]
-    pub(crate) fn adjust(
-        &self,
-        generation: u32,
-        amounts: impl Fn(Dimension) -> (u64, u64),
-    ) -> bool {
+    pub(crate) fn adjust(&self, generation: u32, from: &Amounts, to: &Amounts) -> bool {
         let (mut back, mut take) = (0, 0);
         for lane in &*self.lanes {
-            let (from, to) = amounts(lane.dimension);
+            let (from, to) = (from[usize::from(lane.kind)], to[usize::from(lane.kind)]);
             if to < from {
                 back |= (from - to) << lane.shift;
             } else if to > from {
@@ -181,28 +220,21 @@ impl Credits {
         let tag = OPEN | (u64::from(generation) & GEN) << FIELD_BITS;
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
-            if word & TAG != tag || !covers(&self.lanes, word, take) {
+            // Fields given back stay within their chunk: no carry. A field short of an overrun
+            // borrows its guard.
+            let next = word.wrapping_add(back).wrapping_sub(take);
+            if word & TAG != tag || next & self.guards != self.guards {
                 return false;
             }
             // An overrun taken from the open credit counts from no earlier than its draw (after
             // the reservation's own take), like an overrun charged now: no mark.
-            match self.word.compare_exchange_weak(
-                word,
-                word + back - take,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(now) => word = now,
             }
         }
     }
-}
-
-/// Whether every field of `word` holds at least the amount of the same field of `take`.
-#[inline]
-fn covers(lanes: &[Lane], word: u64, take: u64) -> bool {
-    lanes
-        .iter()
-        .all(|l| (word >> l.shift) & l.max >= (take >> l.shift) & l.max)
 }
