@@ -1025,3 +1025,54 @@ impl fmt::Debug for Reserve {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> TokenBudget {
+        TokenBudget::builder()
+            .limit(Limit::requests_per_minute(1_000))
+            .limit(Limit::tokens_per_minute(100_000))
+            .safety_ratio(1.0)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_locked_reservation_the_next_ones_take_the_credit() {
+        let budget = budget();
+        let cost = TokenCost::new(100, 0);
+        let first = budget.try_reserve(&cost).unwrap();
+        assert!(!first.charges.fast, "the locked path draws the chunks");
+        let second = budget.try_reserve(&cost).unwrap();
+        assert!(second.charges.fast);
+        let third = budget.reserve(cost).await.unwrap();
+        assert!(third.charges.fast);
+        // 31 requests per chunk: the 31st after the draw goes to the lock, which draws again.
+        let more: Vec<_> = (0..29)
+            .map(|_| budget.try_reserve(&cost).unwrap())
+            .collect();
+        assert!(more.iter().all(|r| r.charges.fast));
+        assert!(!budget.try_reserve(&cost).unwrap().charges.fast);
+        assert!(budget.try_reserve(&cost).unwrap().charges.fast);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_chunk_is_drawn_near_the_limit_or_larger_than_a_chunk() {
+        let budget = budget();
+        let large = TokenCost::new(5_000, 0);
+        let _a = budget.try_reserve(&large).unwrap();
+        assert!(
+            !budget.try_reserve(&large).unwrap().charges.fast,
+            "a request larger than a chunk (3 125 tokens) draws none"
+        );
+        let _b = budget.try_reserve(&TokenCost::new(65_000, 0)).unwrap();
+        let small = TokenCost::new(10, 0);
+        let _c = budget.try_reserve(&small).unwrap();
+        assert!(
+            !budget.try_reserve(&small).unwrap().charges.fast,
+            "75 % of the tokens used: a chunk would leave less than a quarter of the capacity"
+        );
+    }
+}

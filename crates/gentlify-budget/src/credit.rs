@@ -238,3 +238,70 @@ impl Credits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpm_tpm() -> Credits {
+        Credits::new(&[(Dimension::Requests, 28), (Dimension::Tokens, 2_812)], 4)
+    }
+
+    #[test]
+    fn every_limit_gets_a_field_as_wide_as_its_chunk_until_they_must_share() {
+        let c = rpm_tpm();
+        assert_eq!((c.max(0), c.max(1)), (31, 4_095));
+        // Two limits of huge chunks share the 38 bits, each under its guard.
+        let c = Credits::new(
+            &[(Dimension::Requests, 1 << 45), (Dimension::Tokens, 1 << 50)],
+            4,
+        );
+        assert_eq!((c.max(0), c.max(1)), ((1 << 18) - 1, (1 << 18) - 1));
+        // A chunk under the minimum: no lock-free path at all.
+        let c = Credits::new(&[(Dimension::Requests, 1), (Dimension::Tokens, 2_812)], 4);
+        assert_eq!((c.max(0), c.max(1)), (0, 0));
+    }
+
+    #[test]
+    fn a_take_is_all_or_nothing() {
+        let c = rpm_tpm();
+        c.open(7, &[28, 100]);
+        assert_eq!(c.take(&[1, 60, 30, 30], true), Some(7));
+        // 40 tokens left: short in one limit, nothing is taken from the other.
+        assert_eq!(c.take(&[1, 41, 30, 11], true), None);
+        let mut left = [0; 2];
+        assert!(!c.close(&mut left), "timed takes only");
+        assert_eq!(left, [27, 40]);
+        assert_eq!(c.take(&[1, 1, 1, 0], true), None, "closed");
+    }
+
+    #[test]
+    fn an_untimed_take_marks_the_credit() {
+        let c = rpm_tpm();
+        c.open(1, &[28, 100]);
+        c.take(&[1, 10, 10, 0], false).unwrap();
+        let mut left = [0; 2];
+        assert!(c.close(&mut left));
+    }
+
+    #[test]
+    fn returns_and_overruns_move_through_the_credit_of_their_own_draw_only() {
+        let c = rpm_tpm();
+        c.open(3, &[28, 100]);
+        let g = c.take(&[1, 60, 60, 0], true).unwrap();
+        assert!(c.adjust(g, &[1, 60, 60, 0], &[1, 20, 20, 0]), "a return");
+        assert!(c.adjust(g, &[1, 20, 20, 0], &[1, 50, 50, 0]), "an overrun");
+        assert!(
+            !c.adjust(g, &[1, 50, 50, 0], &[1, 200, 200, 0]),
+            "an overrun the chunk cannot cover goes to the lock"
+        );
+        let mut left = [0; 2];
+        c.close(&mut left);
+        assert_eq!(left, [27, 50]);
+        c.open(4, &[28, 100]);
+        assert!(
+            !c.adjust(g, &[1, 50, 50, 0], &[1, 0, 0, 0]),
+            "another draw's credit: the return goes to the lock"
+        );
+    }
+}
