@@ -73,6 +73,47 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// the estimates are good and no other client shares the key. Its shape is bursty where a token
 /// bucket's is smooth: what was admitted together comes back together one window later.
 ///
+/// # The lock-free path
+///
+/// The windows live behind a mutex, and checking them needs the time: a lock and a clock read
+/// per reservation. While the budget is far from its limits, most reservations skip both:
+///
+/// 1. **Credit drawn in chunks.** A reservation made under the lock, when nobody waits, no
+///    server account governs and every window stays at most three quarters full with it, also
+///    draws a *chunk* of every limit (1/32 of its capacity, at least 4: a budget with a smaller
+///    limit, 60 RPM say, never draws) and counts it as used in the window. The chunks sit in
+///    one atomic word per budget: a field per limit, the draw's generation, and an open flag.
+/// 2. **Reservations take from the credit.** A reservation first tries to take its cost from
+///    every field at once: one subtraction and one compare-and-swap, all or nothing, no lock
+///    and no clock read ([`try_reserve`](TokenBudget::try_reserve)); a reservation awaited
+///    ([`reserve`](TokenBudget::reserve), what the layer does) reads the clock it needs anyway
+///    and publishes that instant with one more atomic operation. A request larger than what is
+///    left of a chunk goes to the lock, which closes the credit and draws again.
+/// 3. **Reconciled through it.** A return goes back into the credit, an overrun is taken from
+///    it, one compare-and-swap, while the credit of the reservation's draw is open; once it has
+///    closed, under the lock, on the window entry the chunk was closed into (or charged now
+///    when that entry has left the window, as for any reservation).
+/// 4. **Closed before anyone looks.** Every locked operation that reads or checks the windows
+///    (a reservation that did not fit in the credit, a waiter joining the queue,
+///    [`remaining`](TokenBudget::remaining), the snapshot, a server report, a 429) first closes
+///    the credit: the leftover goes back to the windows, and what was handed out is charged at
+///    the last instant it can have been taken: the latest instant a reservation published, or,
+///    when one took from the chunk without a clock reading, the instant of the close.
+///
+/// Why the guarantee holds: from its draw to its close a chunk counts whole in its windows, and
+/// from its close what was handed out counts for one window from an instant no earlier than any
+/// take from it. Every request taken from a chunk is therefore counted over at least the window
+/// it really occupies: no window of the limit's length ever holds more than the capacity. FIFO
+/// holds because a waiter closes the credit before it queues, and no chunk is drawn while one
+/// waits. The property tests run the same workloads through chunks.
+///
+/// What it costs: the credit is capacity held for the lock-free path, at most 1/32 of each limit,
+/// and a request taken from a chunk without a clock reading (and every other request of that
+/// chunk) counts from the close rather than from its send: after a quiet period, up to a chunk
+/// of capacity comes back later than it would have. The snapshot and
+/// [`remaining`](TokenBudget::remaining) close the credit first, so they show reservations only,
+/// never credit not yet handed out.
+///
 /// # The server's account
 ///
 /// A quota report (from the header layer, or [`report_quota`](TokenBudget::report_quota)) says
@@ -454,6 +495,11 @@ impl TokenBudget {
     }
 
     /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
+    ///
+    /// Takes the cost from the lock-free path's credit when it covers it, without a lock or a
+    /// clock read (see "The lock-free path" above): such a reservation counts from when the
+    /// credit closes, at the latest when the budget is next read or a reservation does not fit
+    /// in the credit. [`reserve`](TokenBudget::reserve) counts from the instant it is made.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
         match self.shared.take_fast(cost, None) {
             Some(charges) => Some(Reservation {
@@ -570,6 +616,8 @@ impl TokenBudget {
     /// budget's charges, by other clients on the key or against a server burst smaller than the
     /// window), `_reset` (time until everything charged has left the window)
     /// and, once a server reported it, `_server_remaining` and `_server_reset`; and `waiting`.
+    /// Taking the snapshot closes the lock-free path's credit first (see "The lock-free path"
+    /// above): `_used` counts reservations, never credit not yet handed out.
     pub fn snapshot(&self) -> SnapshotPart {
         self.shared.part()
     }

@@ -54,7 +54,9 @@
 //!    of OpenAI prompt tokens.
 //! 2. **Reserve.** The response future waits for the handle's pause gate, then for every limit
 //!    of every budget to cover the cost, first come first served across all stacks sharing the
-//!    budget ([`TokenBudget`] explains the sliding-window algorithm and why it was chosen). A
+//!    budget ([`TokenBudget`] explains the sliding-window algorithm and why it was chosen, and
+//!    the lock-free path that serves most reservations while the budget is far from its
+//!    limits: credit drawn in chunks, taken with one compare-and-swap). A
 //!    request larger than a whole limit fails at once with
 //!    [`RequestTooLarge`](gentlify_core::error::RequestTooLarge); one that would wait longer than
 //!    the maximum wait fails with [`BudgetWaitTooLong`](gentlify_core::error::BudgetWaitTooLong).
