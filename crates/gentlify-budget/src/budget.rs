@@ -295,11 +295,7 @@ impl State {
 
     /// Charges every limit, or none when one is short.
     fn try_charge(&mut self, now: Tick, cost: &TokenCost) -> Option<Charges> {
-        let mut charges = Charges {
-            seqs: [0; MAX_LIMITS],
-            len: self.windows.len() as u8,
-            fast: false,
-        };
+        let mut seqs = [0; MAX_LIMITS];
         // The amounts, once; then the charges, only when every limit has room.
         let mut amounts = [0; MAX_LIMITS];
         for (amount, w) in amounts.iter_mut().zip(&mut self.windows) {
@@ -308,10 +304,13 @@ impl State {
                 return None;
             }
         }
-        for ((seq, w), &amount) in charges.seqs.iter_mut().zip(&mut self.windows).zip(&amounts) {
+        for ((seq, w), &amount) in seqs.iter_mut().zip(&mut self.windows).zip(&amounts) {
             *seq = w.charge(now, amount) as u32;
         }
-        Some(charges)
+        Some(Charges::Locked {
+            seqs,
+            len: self.windows.len() as u8,
+        })
     }
 
     /// When `need` (the request and whoever waits before it: `requests` requests) fits in every
@@ -345,22 +344,29 @@ impl State {
     }
 }
 
-/// Where a reservation was charged: the entry of each window, in the budget's order. The amounts
-/// follow from the reservation's cost, so they are not kept: the reservation stays small enough
-/// to move in registers.
+/// Where a reservation was charged. The amounts follow from the reservation's cost, so they are
+/// not kept.
 #[derive(Debug, Clone, Copy)]
-struct Charges {
-    /// The low 32 bits of each entry's sequence number (see [`Window::full_seq`]).
-    seqs: [u32; MAX_LIMITS],
-    len: u8,
-    /// Taken from the credit by the lock-free path: `seqs[0]` holds the low bits of the draw's
-    /// generation (see [`State::full_generation`]), `len` is 0.
-    fast: bool,
+enum Charges {
+    /// Taken from the credit by the lock-free path: the low bits of the draw's generation (see
+    /// [`State::full_generation`]).
+    Fast { generation: u32 },
+    /// Charged under the lock: the entry of each window, in the budget's order, as the low 32
+    /// bits of its sequence number (see [`Window::full_seq`]).
+    Locked { seqs: [u32; MAX_LIMITS], len: u8 },
 }
 
 impl Charges {
     fn seqs(&self) -> &[u32] {
-        &self.seqs[..usize::from(self.len)]
+        match self {
+            Charges::Fast { .. } => &[],
+            Charges::Locked { seqs, len } => &seqs[..usize::from(*len)],
+        }
+    }
+
+    #[cfg(test)]
+    fn is_fast(&self) -> bool {
+        matches!(self, Charges::Fast { .. })
     }
 }
 
@@ -644,22 +650,16 @@ impl Shared {
             None => false,
         };
         let generation = self.credits.take(&amounts(cost), timed)?;
-        let mut seqs = [0; MAX_LIMITS];
-        seqs[0] = generation;
-        Some(Charges {
-            seqs,
-            len: 0,
-            fast: true,
-        })
+        Some(Charges::Fast { generation })
     }
 
     /// Moves each limit's charge of a fast reservation from `from` to `to` (see [`amounts`]):
     /// through the credit it was taken from while that credit is open; else under the lock, on
     /// the windows.
     #[inline]
-    fn adjust_fast(&self, charges: &Charges, from: &Amounts, to: &Amounts) {
-        if !self.credits.adjust(charges.seqs[0], from, to) {
-            self.adjust_locked(charges.seqs[0], from, to);
+    fn adjust_fast(&self, generation: u32, from: &Amounts, to: &Amounts) {
+        if !self.credits.adjust(generation, from, to) {
+            self.adjust_locked(generation, from, to);
         }
     }
 
@@ -806,10 +806,10 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
-        if self.charges.fast {
+        if let Charges::Fast { generation } = self.charges {
             let from = amounts(&self.cost);
             let to = actual_amounts(actual, &from);
-            self.budget.shared.adjust_fast(&self.charges, &from, &to);
+            self.budget.shared.adjust_fast(generation, &from, &to);
         } else {
             self.reconcile_locked(actual);
         }
@@ -853,11 +853,9 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
-        if self.charges.fast {
+        if let Charges::Fast { generation } = self.charges {
             let from = amounts(&self.cost);
-            self.budget
-                .shared
-                .adjust_fast(&self.charges, &from, &[0; 4]);
+            self.budget.shared.adjust_fast(generation, &from, &[0; 4]);
             return;
         }
         let mut state = self.budget.lock();
@@ -879,25 +877,26 @@ impl Reservation {
         let now = state.tick(Instant::now());
         // A fast reservation's credit may have closed before the request is sent: it moves to
         // the locked path's log, charged now.
-        let fast = std::mem::replace(&mut self.charges.fast, false);
-        if fast {
-            state.settle(shared, now);
-        }
-        let generation = state.full_generation(self.charges.seqs[0]);
-        if fast {
-            self.charges.len = state.windows.len() as u8;
-        }
-        let len = usize::from(self.charges.len);
-        for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
-            let amount = w.amount_of(&self.cost);
-            if fast {
-                w.adjust_credit(generation, amount, 0, &mut || now);
-            } else {
-                let old = w.full_seq(*seq);
-                w.adjust(old, amount, 0, &mut || now);
+        let (fast, old) = match self.charges {
+            Charges::Fast { generation } => {
+                state.settle(shared, now);
+                (Some(state.full_generation(generation)), [0; MAX_LIMITS])
             }
+            Charges::Locked { seqs, .. } => (None, seqs),
+        };
+        let mut seqs = [0; MAX_LIMITS];
+        for (i, (w, seq)) in state.windows.iter_mut().zip(&mut seqs).enumerate() {
+            let amount = w.amount_of(&self.cost);
+            match fast {
+                Some(generation) => w.adjust_credit(generation, amount, 0, &mut || now),
+                None => w.adjust(w.full_seq(old[i]), amount, 0, &mut || now),
+            };
             *seq = w.charge(now, amount) as u32;
         }
+        self.charges = Charges::Locked {
+            seqs,
+            len: state.windows.len() as u8,
+        };
     }
 }
 
@@ -1092,18 +1091,18 @@ mod tests {
         let budget = budget();
         let cost = TokenCost::new(100, 0);
         let first = budget.try_reserve(&cost).unwrap();
-        assert!(!first.charges.fast, "the locked path draws the chunks");
+        assert!(!first.charges.is_fast(), "the locked path draws the chunks");
         let second = budget.try_reserve(&cost).unwrap();
-        assert!(second.charges.fast);
+        assert!(second.charges.is_fast());
         let third = budget.reserve(cost).await.unwrap();
-        assert!(third.charges.fast);
+        assert!(third.charges.is_fast());
         // 31 requests per chunk: the 31st after the draw goes to the lock, which draws again.
         let more: Vec<_> = (0..29)
             .map(|_| budget.try_reserve(&cost).unwrap())
             .collect();
-        assert!(more.iter().all(|r| r.charges.fast));
-        assert!(!budget.try_reserve(&cost).unwrap().charges.fast);
-        assert!(budget.try_reserve(&cost).unwrap().charges.fast);
+        assert!(more.iter().all(|r| r.charges.is_fast()));
+        assert!(!budget.try_reserve(&cost).unwrap().charges.is_fast());
+        assert!(budget.try_reserve(&cost).unwrap().charges.is_fast());
     }
 
     #[tokio::test(start_paused = true)]
@@ -1112,14 +1111,14 @@ mod tests {
         let large = TokenCost::new(5_000, 0);
         let _a = budget.try_reserve(&large).unwrap();
         assert!(
-            !budget.try_reserve(&large).unwrap().charges.fast,
+            !budget.try_reserve(&large).unwrap().charges.is_fast(),
             "a request larger than a chunk (3 125 tokens) draws none"
         );
         let _b = budget.try_reserve(&TokenCost::new(65_000, 0)).unwrap();
         let small = TokenCost::new(10, 0);
         let _c = budget.try_reserve(&small).unwrap();
         assert!(
-            !budget.try_reserve(&small).unwrap().charges.fast,
+            !budget.try_reserve(&small).unwrap().charges.is_fast(),
             "75 % of the tokens used: a chunk would leave less than a quarter of the capacity"
         );
     }

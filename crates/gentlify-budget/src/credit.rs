@@ -34,7 +34,8 @@ const TAG: u64 = OPEN | GEN << FIELD_BITS;
 /// One limit's field in the word.
 #[derive(Debug, Clone, Copy)]
 struct Lane {
-    /// What the limit counts, as an index in [`amounts`].
+    /// What the limit counts, as an index in [`amounts`] (below 4: masked with 3 where it
+    /// indexes, which spares the bounds check).
     kind: u8,
     shift: u32,
     /// The field's mask, and the largest chunk it holds; 0 for no field.
@@ -172,7 +173,7 @@ impl Credits {
         }
         let mut take = 0;
         for lane in &*self.lanes {
-            let amount = amounts[usize::from(lane.kind)];
+            let amount = amounts[usize::from(lane.kind & 3)];
             if amount > lane.max {
                 return None;
             }
@@ -204,7 +205,10 @@ impl Credits {
     pub(crate) fn adjust(&self, generation: u32, from: &Amounts, to: &Amounts) -> bool {
         let (mut back, mut take) = (0, 0);
         for lane in &*self.lanes {
-            let (from, to) = (from[usize::from(lane.kind)], to[usize::from(lane.kind)]);
+            let (from, to) = (
+                from[usize::from(lane.kind & 3)],
+                to[usize::from(lane.kind & 3)],
+            );
             if to < from {
                 back |= (from - to) << lane.shift;
             } else if to > from {
