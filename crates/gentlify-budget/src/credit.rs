@@ -47,6 +47,11 @@ struct Lane {
 pub(crate) struct Credits {
     word: AtomicU64,
     lanes: Box<[Lane]>,
+    /// The limits counting tokens (a request's amount in them varies).
+    tokens: Box<[Lane]>,
+    /// One request in every limit counting requests, in place (what a request always weighs
+    /// there, and never changes at reconciliation).
+    requests: u64,
     /// The guard bit above each field.
     guards: u64,
 }
@@ -104,7 +109,7 @@ impl Credits {
                 .all(|(&(_, n), &w)| n.min((1 << w) - 1) >= min);
         let mut shift = 0;
         let mut guards = 0;
-        let lanes = limits
+        let lanes: Box<[Lane]> = limits
             .iter()
             .zip(&widths)
             .map(|(&(dimension, _), &width)| {
@@ -118,9 +123,16 @@ impl Credits {
                 lane
             })
             .collect();
+        let requests = lanes
+            .iter()
+            .filter(|l| l.kind == 0 && l.max > 0)
+            .fold(0, |word, l| word | 1 << l.shift);
+        let tokens = lanes.iter().filter(|l| l.kind != 0).copied().collect();
         Credits {
             word: AtomicU64::new(0),
             lanes,
+            tokens,
+            requests,
             guards,
         }
     }
@@ -171,8 +183,8 @@ impl Credits {
         if word & OPEN == 0 {
             return None;
         }
-        let mut take = 0;
-        for lane in &*self.lanes {
+        let mut take = self.requests;
+        for lane in &*self.tokens {
             let amount = amounts[usize::from(lane.kind & 3)];
             if amount > lane.max {
                 return None;
@@ -203,8 +215,10 @@ impl Credits {
     /// the windows must then be adjusted under the lock.
     #[inline]
     pub(crate) fn adjust(&self, generation: u32, from: &Amounts, to: &Amounts) -> bool {
-        let (mut back, mut take) = (0, 0);
-        for lane in &*self.lanes {
+        // A request weighs one in a limit of requests, whatever it used; cancelled, nothing.
+        let mut back = if to[0] < from[0] { self.requests } else { 0 };
+        let mut take = 0;
+        for lane in &*self.tokens {
             let (from, to) = (
                 from[usize::from(lane.kind & 3)],
                 to[usize::from(lane.kind & 3)],
