@@ -204,3 +204,59 @@ async fn small_limits_take_no_chunks() {
     advance_to(start, Duration::from_secs(60)).await;
     assert_eq!(budget.remaining(Dimension::Requests), Some(59));
 }
+
+#[test]
+fn concurrent_reservations_add_up_exactly() {
+    // Day windows: nothing leaves them during the test, however slow the machine. Chunks of
+    // 31 250 requests and 3 125 000 tokens, drawn, handed out, given back and closed by four
+    // threads at once (and a fifth reading the budget, which closes the credit).
+    let budget = TokenBudget::builder()
+        .limit(Limit::requests_per_day(1_000_000))
+        .limit(Limit::tokens_per_day(100_000_000))
+        .safety_ratio(1.0)
+        .build()
+        .unwrap();
+    let used: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let budget = budget.clone();
+                s.spawn(move || {
+                    let mut used = 0;
+                    for i in 0..20_000u64 {
+                        let estimate = 50 + (i * 7 + t) % 100;
+                        let r = budget.try_reserve(&cost(estimate)).unwrap();
+                        match i % 4 {
+                            0 => r.cancel(),
+                            1 => {
+                                r.reconcile(Actual::Tokens(estimate / 2));
+                                used += estimate / 2;
+                            }
+                            2 => {
+                                r.reconcile(Actual::Tokens(estimate + 30));
+                                used += estimate + 30;
+                            }
+                            _ => used += estimate,
+                        }
+                    }
+                    used
+                })
+            })
+            .collect();
+        let reader = s.spawn(|| {
+            for _ in 0..200 {
+                budget.remaining(Dimension::Tokens);
+                std::thread::yield_now();
+            }
+        });
+        reader.join().unwrap();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(
+        budget.remaining(Dimension::Requests),
+        Some(1_000_000 - 4 * 15_000)
+    );
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(100_000_000 - used)
+    );
+}
