@@ -80,9 +80,11 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///
 /// 1. **Credit drawn in chunks.** A reservation made under the lock, when nobody waits, no
 ///    server account governs and every window stays at most three quarters full with it, also
-///    draws a *chunk* of every limit (1/32 of its capacity, at least 4: a budget with a smaller
-///    limit, 60 RPM say, never draws) and counts it as used in the window. The chunks sit in
-///    one atomic word per budget: a field per limit, the draw's generation, and an open flag.
+///    draws a *chunk* of every limit (1/32 of its capacity, less when the limits' fields must
+///    share the word; never below 4, so a budget with a limit under 128, 60 RPM say, never
+///    draws, nor one whose request does not fit in a chunk) and counts it as used in the
+///    window. The chunks sit in one atomic word per budget: a field per limit, the draw's
+///    generation, and an open flag.
 /// 2. **Reservations take from the credit.** A reservation first tries to take its cost from
 ///    every field at once: one subtraction and one compare-and-swap, all or nothing, no lock
 ///    and no clock read ([`try_reserve`](TokenBudget::try_reserve)); a reservation awaited
