@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -15,9 +16,10 @@ use gentlify_core::{
 use tokio::time::{Instant, Sleep};
 
 use crate::cost::TokenCost;
+use crate::credit::{actual_amounts, amounts, kind, Amounts, Credits, GEN_BITS};
 use crate::error::BuildError;
 use crate::limit::Limit;
-use crate::window::{nanos, Actual, Reported, Tick, Window};
+use crate::window::{nanos, Actual, Reported, Tick, Window, MIN_CHUNK};
 
 /// The most limits one budget holds (requests, tokens, input and output tokens, each per minute
 /// and per day is eight). A reservation keeps its charges inline, without allocating.
@@ -70,6 +72,49 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// per window, so goodput is the safety ratio × the limit (90 % by default); raise the ratio when
 /// the estimates are good and no other client shares the key. Its shape is bursty where a token
 /// bucket's is smooth: what was admitted together comes back together one window later.
+///
+/// # The lock-free path
+///
+/// The windows live behind a mutex, and checking them needs the time: a lock and a clock read
+/// per reservation. While the budget is far from its limits, most reservations skip both:
+///
+/// 1. **Credit drawn in chunks.** A reservation made under the lock, when nobody waits, no
+///    server account governs and every window stays at most three quarters full with it, also
+///    draws a *chunk* of every limit (1/32 of its capacity, less when the limits' fields must
+///    share the word; never below 4, so a budget with a limit under 128, 60 RPM say, never
+///    draws, nor one whose request does not fit in a chunk) and counts it as used in the
+///    window. The chunks sit in one atomic word per budget: a field per limit, the draw's
+///    generation, and an open flag.
+/// 2. **Reservations take from the credit.** A reservation first tries to take its cost from
+///    every field at once: one subtraction and one compare-and-swap, all or nothing, no lock
+///    and no clock read ([`try_reserve`](TokenBudget::try_reserve)); a reservation awaited
+///    ([`reserve`](TokenBudget::reserve), what the layer does) reads the clock it needs anyway
+///    and publishes that instant with one more atomic operation. A request larger than what is
+///    left of a chunk goes to the lock, which closes the credit and draws again.
+/// 3. **Reconciled through it.** A return goes back into the credit, an overrun is taken from
+///    it, one compare-and-swap, while the credit of the reservation's draw is open; once it has
+///    closed, under the lock, on the window entry the chunk was closed into (or charged now
+///    when that entry has left the window, as for any reservation).
+/// 4. **Closed before anyone looks.** Every locked operation that reads or checks the windows
+///    (a reservation that did not fit in the credit, a waiter joining the queue,
+///    [`remaining`](TokenBudget::remaining), the snapshot, a server report, a 429) first closes
+///    the credit: the leftover goes back to the windows, and what was handed out is charged at
+///    the last instant it can have been taken: the latest instant a reservation published, or,
+///    when one took from the chunk without a clock reading, the instant of the close.
+///
+/// Why the guarantee holds: from its draw to its close a chunk counts whole in its windows, and
+/// from its close what was handed out counts for one window from an instant no earlier than any
+/// take from it. Every request taken from a chunk is therefore counted over at least the window
+/// it really occupies: no window of the limit's length ever holds more than the capacity. FIFO
+/// holds because a waiter closes the credit before it queues, and no chunk is drawn while one
+/// waits. The property tests run the same workloads through chunks.
+///
+/// What it costs: the credit is capacity held for the lock-free path, at most 1/32 of each limit,
+/// and a request taken from a chunk without a clock reading (and every other request of that
+/// chunk) counts from the close rather than from its send: after a quiet period, up to a chunk
+/// of capacity comes back later than it would have. The snapshot and
+/// [`remaining`](TokenBudget::remaining) close the credit first, so they show reservations only,
+/// never credit not yet handed out.
 ///
 /// # The server's account
 ///
@@ -144,6 +189,13 @@ pub(crate) struct Shared {
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
+    /// The credit of the lock-free path: a chunk of every limit, in one atomic word.
+    credits: Credits,
+    /// The latest instant (tick) a timed take from the credits said it was made at, or a
+    /// credit was drawn at: never lowered.
+    last_use: AtomicU64,
+    /// Tick 0 of the windows (the state's `base`), for timed takes outside the lock.
+    base: Instant,
     state: Mutex<State>,
     registered: Mutex<Vec<Feedback>>,
 }
@@ -154,6 +206,9 @@ struct State {
     windows: Vec<Window>,
     queue: VecDeque<Waiter>,
     next_waiter: u64,
+    /// The generation of the last credit drawn (see [`Credits`]); the credit is open while
+    /// the windows say so.
+    generation: u64,
 }
 
 struct Waiter {
@@ -186,24 +241,78 @@ impl State {
         })
     }
 
-    /// Charges every limit, or none when one is short.
-    fn try_charge(&mut self, now: Instant, cost: &TokenCost) -> Option<Charges> {
-        let now = self.tick(now);
-        let mut charges = Charges {
-            seqs: [0; MAX_LIMITS],
-            len: self.windows.len() as u8,
+    /// Closes every open credit (see [`Credit`]) at `now`: what was left of it goes back to its
+    /// window. Done under the lock before anything reads or checks the windows' room, so that
+    /// credit drawn for the lock-free path never makes a request wait or shows as used.
+    fn settle(&mut self, shared: &Shared, now: Tick) {
+        if !self.windows.first().is_some_and(Window::is_open) {
+            return;
+        }
+        let mut leftovers = [0; MAX_LIMITS];
+        let untimed = shared.credits.close(&mut leftovers);
+        // A timed take published its instant before taking: the swap above sees it.
+        let last = if untimed {
+            now
+        } else {
+            shared.last_use.load(Ordering::Acquire)
         };
+        for (w, &leftover) in self.windows.iter_mut().zip(&leftovers) {
+            w.close(now, leftover, last);
+        }
+    }
+
+    /// The full generation of the draw whose generation ends in `low` (its low [`GEN_BITS`]
+    /// bits): the latest one drawn.
+    fn full_generation(&self, low: u32) -> u64 {
+        let mask = (1 << GEN_BITS) - 1;
+        self.generation
+            .wrapping_sub(self.generation.wrapping_sub(u64::from(low)) & mask)
+    }
+
+    /// After a request of `cost` was charged at `now` by the locked path: draws a chunk of
+    /// credit in every limit for the lock-free path, when nobody waits and every limit can
+    /// spare one (see [`Window::chunk_to_draw`]); else none.
+    fn draw(&mut self, shared: &Shared, now: Tick, cost: &TokenCost) {
+        if !self.queue.is_empty() || self.windows.is_empty() {
+            return;
+        }
+        let mut chunks = [0; MAX_LIMITS];
+        for (i, (chunk, w)) in chunks.iter_mut().zip(&self.windows).enumerate() {
+            match w.chunk_to_draw(w.amount_of(cost), shared.credits.max(i)) {
+                Some(c) => *chunk = c,
+                None => return,
+            }
+        }
+        // What the credit hands out, even an overrun of an older reservation, counts from no
+        // earlier than now.
+        shared.last_use.fetch_max(now, Ordering::AcqRel);
+        self.generation += 1;
+        for (w, &chunk) in self.windows.iter_mut().zip(&chunks) {
+            w.draw(chunk, self.generation);
+        }
+        shared
+            .credits
+            .open(self.generation, &chunks[..self.windows.len()]);
+    }
+
+    /// Charges every limit, or none when one is short.
+    fn try_charge(&mut self, now: Tick, cost: &TokenCost) -> Option<Charges> {
+        let mut seqs = [0; MAX_LIMITS];
         // The amounts, once; then the charges, only when every limit has room.
-        for (amount, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
+        let mut amounts = [0; MAX_LIMITS];
+        for (amount, w) in amounts.iter_mut().zip(&mut self.windows) {
             *amount = w.amount_of(cost);
             if !w.fits(now, *amount) {
                 return None;
             }
         }
-        for (seq, w) in charges.seqs.iter_mut().zip(&mut self.windows) {
-            *seq = w.charge(now, *seq);
+        for ((seq, w), &amount) in seqs.iter_mut().zip(&mut self.windows).zip(&amounts) {
+            *seq = w.charge(now, amount) as u32;
         }
-        Some(charges)
+        Some(Charges::Locked {
+            seqs,
+            len: self.windows.len() as u8,
+        })
     }
 
     /// When `need` (the request and whoever waits before it: `requests` requests) fits in every
@@ -237,18 +346,29 @@ impl State {
     }
 }
 
-/// Where a reservation was charged: the entry of each window, in the budget's order. The amounts
-/// follow from the reservation's cost, so they are not kept: the reservation stays small enough
-/// to move in registers.
+/// Where a reservation was charged. The amounts follow from the reservation's cost, so they are
+/// not kept.
 #[derive(Debug, Clone, Copy)]
-struct Charges {
-    seqs: [u64; MAX_LIMITS],
-    len: u8,
+enum Charges {
+    /// Taken from the credit by the lock-free path: the low bits of the draw's generation (see
+    /// [`State::full_generation`]).
+    Fast { generation: u32 },
+    /// Charged under the lock: the entry of each window, in the budget's order, as the low 32
+    /// bits of its sequence number (see [`Window::full_seq`]).
+    Locked { seqs: [u32; MAX_LIMITS], len: u8 },
 }
 
 impl Charges {
-    fn seqs(&self) -> &[u64] {
-        &self.seqs[..usize::from(self.len)]
+    fn seqs(&self) -> &[u32] {
+        match self {
+            Charges::Fast { .. } => &[],
+            Charges::Locked { seqs, len } => &seqs[..usize::from(*len)],
+        }
+    }
+
+    #[cfg(test)]
+    fn is_fast(&self) -> bool {
+        matches!(self, Charges::Fast { .. })
     }
 }
 
@@ -305,7 +425,7 @@ impl TokenBudgetBuilder {
         if self.limits.len() > MAX_LIMITS {
             return Err(BuildError::TooManyLimits(self.limits.len()));
         }
-        let mut windows = Vec::with_capacity(self.limits.len());
+        let mut windows: Vec<Window> = Vec::with_capacity(self.limits.len());
         for limit in self.limits {
             if !matches!(
                 limit.dimension(),
@@ -321,21 +441,32 @@ impl TokenBudgetBuilder {
             let capacity = ((limit.amount() as f64 * self.safety_ratio) as u64).max(1);
             windows.push(Window::new(limit, capacity));
         }
+        // A day before now, so that a budget made before a test's paused clock starts still
+        // sees later instants as later.
+        let base = {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+        };
         Ok(TokenBudget {
             shared: Arc::new(Shared {
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
+                credits: Credits::new(
+                    &windows
+                        .iter()
+                        .map(|w| (w.dimension(), w.natural_chunk()))
+                        .collect::<Vec<_>>(),
+                    MIN_CHUNK,
+                ),
+                last_use: AtomicU64::new(0),
+                base,
                 state: Mutex::new(State {
-                    // A day before now, so that a budget made before a test's paused clock
-                    // starts still sees later instants as later.
-                    base: {
-                        let now = Instant::now();
-                        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
-                    },
+                    base,
                     windows,
                     queue: VecDeque::new(),
                     next_waiter: 0,
+                    generation: 0,
                 }),
                 registered: Mutex::new(Vec::new()),
             }),
@@ -372,13 +503,34 @@ impl TokenBudget {
     }
 
     /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
+    ///
+    /// Takes the cost from the lock-free path's credit when it covers it, without a lock or a
+    /// clock read (see "The lock-free path" above): such a reservation counts from when the
+    /// credit closes, at the latest when the budget is next read or a reservation does not fit
+    /// in the credit. [`reserve`](TokenBudget::reserve) counts from the instant it is made.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
+        match self.shared.take_fast(cost, None) {
+            Some(charges) => Some(Reservation {
+                budget: self.clone(),
+                cost: *cost,
+                charges,
+            }),
+            None => self.try_reserve_locked(cost),
+        }
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
+    #[inline(never)]
+    fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation> {
         let now = Instant::now();
         let mut state = self.lock();
+        let now = state.tick(now);
+        state.settle(&self.shared, now);
         if !state.queue.is_empty() {
             return None;
         }
         let charges = state.try_charge(now, cost)?;
+        state.draw(&self.shared, now, cost);
         drop(state);
         Some(Reservation {
             budget: self.clone(),
@@ -415,6 +567,7 @@ impl TokenBudget {
     pub fn remaining(&self, dimension: Dimension) -> Option<u64> {
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(&self.shared, now);
         state
             .windows
             .iter_mut()
@@ -471,6 +624,8 @@ impl TokenBudget {
     /// budget's charges, by other clients on the key or against a server burst smaller than the
     /// window), `_reset` (time until everything charged has left the window)
     /// and, once a server reported it, `_server_remaining` and `_server_reset`; and `waiting`.
+    /// Taking the snapshot closes the lock-free path's credit first (see "The lock-free path"
+    /// above): `_used` counts reservations, never credit not yet handed out.
     pub fn snapshot(&self) -> SnapshotPart {
         self.shared.part()
     }
@@ -481,9 +636,57 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock-free path: takes `cost` from every limit's chunk at once, or from none when the
+    /// credit is closed or short. Reads no clock: with `now` (the caller's reading) the take
+    /// counts from then, without it from when the credit is closed (see "The lock-free path" on
+    /// [`TokenBudget`]).
+    #[inline]
+    fn take_fast(&self, cost: &TokenCost, now: Option<Instant>) -> Option<Charges> {
+        let timed = match now {
+            Some(now) => {
+                // Published before the take: the lock holder that closes the credit sees it.
+                let tick = nanos(now.saturating_duration_since(self.base));
+                self.last_use.fetch_max(tick, Ordering::AcqRel);
+                true
+            }
+            None => false,
+        };
+        let generation = self.credits.take(&amounts(cost), timed)?;
+        Some(Charges::Fast { generation })
+    }
+
+    /// Moves each limit's charge of a fast reservation from `from` to `to` (see [`amounts`]):
+    /// through the credit it was taken from while that credit is open; else under the lock, on
+    /// the windows.
+    #[inline]
+    fn adjust_fast(&self, generation: u32, from: &Amounts, to: &Amounts) {
+        if !self.credits.adjust(generation, from, to) {
+            self.adjust_locked(generation, from, to);
+        }
+    }
+
+    /// [`adjust_fast`](Shared::adjust_fast) under the lock: in the credit of draw `generation`
+    /// while it is open, else in the entry it was closed into.
+    #[cold]
+    #[inline(never)]
+    fn adjust_locked(&self, generation: u32, from: &Amounts, to: &Amounts) {
+        let mut state = self.lock();
+        let generation = state.full_generation(generation);
+        let mut now = lazy_tick(state.base);
+        let mut returned = false;
+        for w in &mut state.windows {
+            let k = kind(w.dimension());
+            returned |= w.adjust_credit(generation, from[k], to[k], &mut now);
+        }
+        if returned {
+            state.wake_front();
+        }
+    }
+
     fn part(&self) -> SnapshotPart {
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(self, now);
         let mut part = SnapshotPart::new("budget");
         if let Some(name) = &self.name {
             part = part.field("name", &**name);
@@ -520,6 +723,7 @@ impl Controller for Shared {
         }
         let mut state = self.lock();
         let now = state.tick(Instant::now());
+        state.settle(self, now);
         for w in &mut state.windows {
             w.refused(now);
         }
@@ -530,6 +734,9 @@ impl Controller for Shared {
         // The report describes the server when it was observed (rebased on the attempt's send
         // time by the layer when the attempt's response future hears it).
         let observed = state.tick(report.observed_at.min(Instant::now()));
+        // The server's account governs from now on: no more credit for the lock-free path.
+        let now = state.tick(Instant::now());
+        state.settle(self, now);
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
@@ -601,6 +808,18 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
+        if let Charges::Fast { generation } = self.charges {
+            let from = amounts(&self.cost);
+            let to = actual_amounts(actual, &from);
+            self.budget.shared.adjust_fast(generation, &from, &to);
+        } else {
+            self.reconcile_locked(actual);
+        }
+    }
+
+    /// [`reconcile`](Reservation::reconcile) of a reservation made under the lock.
+    #[inline(never)]
+    fn reconcile_locked(&self, actual: Actual) {
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         let mut returned = false;
@@ -608,6 +827,7 @@ impl Reservation {
             let amount = w.amount_of(&self.cost);
             let to = w.amount_of_actual(actual, amount);
             if to != amount {
+                let seq = w.full_seq(seq);
                 returned |= w.adjust(seq, amount, to, &mut now);
             }
         }
@@ -635,10 +855,16 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
+        if let Charges::Fast { generation } = self.charges {
+            let from = amounts(&self.cost);
+            self.budget.shared.adjust_fast(generation, &from, &[0; 4]);
+            return;
+        }
         let mut state = self.budget.lock();
         let mut now = lazy_tick(state.base);
         for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
             let amount = w.amount_of(&self.cost);
+            let seq = w.full_seq(seq);
             w.adjust(seq, amount, 0, &mut now);
         }
         state.wake_front();
@@ -648,14 +874,31 @@ impl Reservation {
     /// (while it waited for another budget), so that it leaves the window one window after the
     /// request really went out.
     pub(crate) fn restamp(&mut self) {
-        let mut state = self.budget.lock();
+        let shared = &self.budget.shared;
+        let mut state = shared.lock();
         let now = state.tick(Instant::now());
-        let len = usize::from(self.charges.len);
-        for (w, seq) in state.windows.iter_mut().zip(&mut self.charges.seqs[..len]) {
+        // A fast reservation's credit may have closed before the request is sent: it moves to
+        // the locked path's log, charged now.
+        let (fast, old) = match self.charges {
+            Charges::Fast { generation } => {
+                state.settle(shared, now);
+                (Some(state.full_generation(generation)), [0; MAX_LIMITS])
+            }
+            Charges::Locked { seqs, .. } => (None, seqs),
+        };
+        let mut seqs = [0; MAX_LIMITS];
+        for (i, (w, seq)) in state.windows.iter_mut().zip(&mut seqs).enumerate() {
             let amount = w.amount_of(&self.cost);
-            w.adjust(*seq, amount, 0, &mut || now);
-            *seq = w.charge(now, amount);
+            match fast {
+                Some(generation) => w.adjust_credit(generation, amount, 0, &mut || now),
+                None => w.adjust(w.full_seq(old[i]), amount, 0, &mut || now),
+            };
+            *seq = w.charge(now, amount) as u32;
         }
+        self.charges = Charges::Locked {
+            seqs,
+            len: state.windows.len() as u8,
+        };
     }
 }
 
@@ -674,11 +917,26 @@ impl Reserve {
     /// Polls for the reservation (for futures that hold a `Reserve` by value).
     pub fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reservation, BoxError>> {
         let max_wait = self.budget.shared.max_wait;
+        if self.started.is_none() {
+            // Open credit means nobody waits: the lock-free path keeps first come, first served.
+            let now = Instant::now();
+            self.started = Some(now);
+            if let Some(charges) = self.budget.shared.take_fast(&self.cost, Some(now)) {
+                return Poll::Ready(Ok(Reservation {
+                    budget: self.budget.clone(),
+                    cost: self.cost,
+                    charges,
+                }));
+            }
+        }
         loop {
             let now = Instant::now();
             let started = *self.started.get_or_insert(now);
             let wake_at = {
-                let mut state = self.budget.lock();
+                let shared = &*self.budget.shared;
+                let mut state = shared.lock();
+                let tick = state.tick(now);
+                state.settle(shared, tick);
                 if self.waiter.is_none() {
                     if let Some(err) = state.too_large(&self.cost) {
                         return Poll::Ready(Err(err.into()));
@@ -690,11 +948,12 @@ impl Reserve {
                 };
                 let mut wake_at = started + max_wait;
                 if my_turn {
-                    if let Some(charges) = state.try_charge(now, &self.cost) {
+                    if let Some(charges) = state.try_charge(tick, &self.cost) {
                         if self.waiter.take().is_some() {
                             state.queue.pop_front();
                             state.wake_front();
                         }
+                        state.draw(shared, tick, &self.cost);
                         return Poll::Ready(Ok(Reservation {
                             budget: self.budget.clone(),
                             cost: self.cost,
@@ -813,5 +1072,56 @@ impl fmt::Debug for Reserve {
             .field("cost", &self.cost)
             .field("waiting", &self.waiter.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> TokenBudget {
+        TokenBudget::builder()
+            .limit(Limit::requests_per_minute(1_000))
+            .limit(Limit::tokens_per_minute(100_000))
+            .safety_ratio(1.0)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_locked_reservation_the_next_ones_take_the_credit() {
+        let budget = budget();
+        let cost = TokenCost::new(100, 0);
+        let first = budget.try_reserve(&cost).unwrap();
+        assert!(!first.charges.is_fast(), "the locked path draws the chunks");
+        let second = budget.try_reserve(&cost).unwrap();
+        assert!(second.charges.is_fast());
+        let third = budget.reserve(cost).await.unwrap();
+        assert!(third.charges.is_fast());
+        // 31 requests per chunk: the 31st after the draw goes to the lock, which draws again.
+        let more: Vec<_> = (0..29)
+            .map(|_| budget.try_reserve(&cost).unwrap())
+            .collect();
+        assert!(more.iter().all(|r| r.charges.is_fast()));
+        assert!(!budget.try_reserve(&cost).unwrap().charges.is_fast());
+        assert!(budget.try_reserve(&cost).unwrap().charges.is_fast());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_chunk_is_drawn_near_the_limit_or_larger_than_a_chunk() {
+        let budget = budget();
+        let large = TokenCost::new(5_000, 0);
+        let _a = budget.try_reserve(&large).unwrap();
+        assert!(
+            !budget.try_reserve(&large).unwrap().charges.is_fast(),
+            "a request larger than a chunk (3 125 tokens) draws none"
+        );
+        let _b = budget.try_reserve(&TokenCost::new(65_000, 0)).unwrap();
+        let small = TokenCost::new(10, 0);
+        let _c = budget.try_reserve(&small).unwrap();
+        assert!(
+            !budget.try_reserve(&small).unwrap().charges.is_fast(),
+            "75 % of the tokens used: a chunk would leave less than a quarter of the capacity"
+        );
     }
 }

@@ -31,6 +31,20 @@ struct Entry {
     opened: Tick,
     last: Tick,
     amount: u64,
+    /// The generations of the credits closed into this entry (see [`Window::close`]): `lo` is
+    /// `u64::MAX` when none was; `hi` never decreases along the window (an entry without credit
+    /// carries the previous entry's), so an entry is found by generation with a binary search.
+    gen_lo: u64,
+    gen_hi: u64,
+}
+
+/// The credit drawn for the lock-free path, while it can be handed out.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    generation: u64,
+    /// The chunk, adjusted by the overruns and returns of its reservations made under the lock
+    /// (those made through the credit itself show in its leftover).
+    amount: u64,
 }
 
 /// How a server's report of a limit reads.
@@ -151,6 +165,39 @@ pub(crate) struct Reported {
     pub(crate) window: Option<Duration>,
 }
 
+/// What `cost` weighs in a limit of `dimension`.
+#[inline]
+pub(crate) fn amount_of(dimension: Dimension, cost: &TokenCost) -> u64 {
+    match dimension {
+        Dimension::Requests => 1,
+        Dimension::InputTokens => cost.input_tokens,
+        Dimension::OutputTokens => cost.output_tokens,
+        _ => cost.total(),
+    }
+}
+
+/// What a request really weighed in a limit of `dimension`, given what is known of its usage;
+/// `estimate` is what it was charged.
+#[inline]
+pub(crate) fn amount_of_actual(dimension: Dimension, actual: Actual, estimate: u64) -> u64 {
+    match (dimension, actual) {
+        (Dimension::Requests, _) => estimate,
+        (Dimension::InputTokens, Actual::Usage(u)) => u.input_tokens,
+        (Dimension::OutputTokens, Actual::Usage(u)) => u.output_tokens,
+        // A bare total says nothing of the split.
+        (Dimension::InputTokens | Dimension::OutputTokens, Actual::Tokens(_)) => estimate,
+        (_, Actual::Usage(u)) => u.total(),
+        (_, Actual::Tokens(t)) => t,
+    }
+}
+
+/// A chunk of credit for the lock-free path is at most this fraction of the capacity (about 3 %).
+const CHUNK_DIVISOR: u64 = 32;
+
+/// Below this size a chunk is not worth drawing: a budget with a limit whose capacity is under
+/// `CHUNK_DIVISOR x MIN_CHUNK` (128 requests, say) always takes the locked path.
+pub(crate) const MIN_CHUNK: u64 = 4;
+
 /// A sliding window log, quantised: the exact sum charged in the last `window`, so that no window
 /// of the limit's length ever holds more than the capacity; and, once the server has reported
 /// this limit, the server's own account of it.
@@ -168,6 +215,9 @@ pub(crate) struct Window {
     /// turns out to be older (a slow response overtaken by a faster, later one).
     previous: Option<ServerModel>,
     pub(crate) server: Option<ServerView>,
+    /// The credit drawn for the lock-free path, while it can be handed out: counted in `used`,
+    /// and charged in the log when it is closed (at the last instant it could have been used).
+    open: Option<Open>,
 }
 
 impl Window {
@@ -184,6 +234,7 @@ impl Window {
             model: None,
             previous: None,
             server: None,
+            open: None,
         }
     }
 
@@ -199,27 +250,14 @@ impl Window {
     /// What `cost` weighs in this window.
     #[inline]
     pub(crate) fn amount_of(&self, cost: &TokenCost) -> u64 {
-        match self.limit.dimension() {
-            Dimension::Requests => 1,
-            Dimension::InputTokens => cost.input_tokens,
-            Dimension::OutputTokens => cost.output_tokens,
-            _ => cost.total(),
-        }
+        amount_of(self.limit.dimension(), cost)
     }
 
     /// What a request really weighed, given what is known of its usage; `estimate` is what it was
     /// charged.
     #[inline]
     pub(crate) fn amount_of_actual(&self, actual: Actual, estimate: u64) -> u64 {
-        match (self.limit.dimension(), actual) {
-            (Dimension::Requests, _) => estimate,
-            (Dimension::InputTokens, Actual::Usage(u)) => u.input_tokens,
-            (Dimension::OutputTokens, Actual::Usage(u)) => u.output_tokens,
-            // A bare total says nothing of the split.
-            (Dimension::InputTokens | Dimension::OutputTokens, Actual::Tokens(_)) => estimate,
-            (_, Actual::Usage(u)) => u.total(),
-            (_, Actual::Tokens(t)) => t,
-        }
+        amount_of_actual(self.limit.dimension(), actual, estimate)
     }
 
     #[inline]
@@ -307,17 +345,21 @@ impl Window {
         if let Some(m) = &mut self.model {
             m.charge(now, amount, self.window);
         }
+        let mut gen_hi = 0;
         if let Some(back) = self.entries.back_mut() {
             if now.saturating_sub(back.opened) < self.granule {
                 back.amount = back.amount.saturating_add(amount);
                 back.last = back.last.max(now);
                 return self.first_seq + self.entries.len() as u64 - 1;
             }
+            gen_hi = back.gen_hi;
         }
         self.entries.push_back(Entry {
             opened: now,
             last: now,
             amount,
+            gen_lo: u64::MAX,
+            gen_hi,
         });
         self.first_seq + self.entries.len() as u64 - 1
     }
@@ -373,6 +415,102 @@ impl Window {
         let model = self.model.take();
         self.charge(now, amount);
         self.model = model;
+    }
+
+    /// The chunk this window draws when the budget's credit has room for `max`.
+    pub(crate) fn natural_chunk(&self) -> u64 {
+        self.capacity / CHUNK_DIVISOR
+    }
+
+    /// The credit this window would draw for the lock-free path now, at most `max`, after a
+    /// request of `amount` was charged: `None` when the server's account governs, when the chunk
+    /// would be too small to be worth it or smaller than that request, or when the window is
+    /// near its capacity (more than three quarters used once the chunk is drawn).
+    pub(crate) fn chunk_to_draw(&self, amount: u64, max: u64) -> Option<u64> {
+        let chunk = self.natural_chunk().min(max);
+        let fits = self
+            .used
+            .checked_add(chunk)
+            .and_then(|u| u.checked_add(self.capacity / 4))
+            .is_some_and(|u| u <= self.capacity);
+        (self.model.is_none()
+            && self.open.is_none()
+            && chunk >= MIN_CHUNK
+            && chunk >= amount
+            && fits)
+            .then_some(chunk)
+    }
+
+    /// Draws `chunk` as credit for the lock-free path, in the budget's draw `generation`:
+    /// counted as used until it is closed.
+    pub(crate) fn draw(&mut self, chunk: u64, generation: u64) {
+        self.open = Some(Open {
+            generation,
+            amount: chunk,
+        });
+        self.used = self.used.saturating_add(chunk);
+    }
+
+    /// True while a credit drawn by [`draw`](Window::draw) is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Closes the open credit at `now`, with `leftover` of it never handed out: the leftover
+    /// goes back, and what was handed out is charged at `last_use` (at most `now`), the last
+    /// instant it can have been used, so that it leaves the window one window after that.
+    pub(crate) fn close(&mut self, now: Tick, leftover: u64, last_use: Tick) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        self.used = self.used.saturating_sub(open.amount);
+        let amount = open.amount.saturating_sub(leftover);
+        if amount == 0 {
+            return;
+        }
+        self.expire(now);
+        let seq = self.charge(last_use.min(now), amount);
+        if let Some(entry) = self.entries.get_mut((seq - self.first_seq) as usize) {
+            entry.gen_lo = entry.gen_lo.min(open.generation);
+            entry.gen_hi = open.generation;
+        }
+    }
+
+    /// The full sequence number of the entry whose number ends in `low` (its low 32 bits), or
+    /// `u64::MAX` when that entry has left the window (a window holds about 1 025 entries, so
+    /// the entry is found without ambiguity).
+    pub(crate) fn full_seq(&self, low: u32) -> u64 {
+        let offset = low.wrapping_sub(self.first_seq as u32);
+        if (offset as usize) < self.entries.len() {
+            self.first_seq + u64::from(offset)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Replaces a charge of `from` taken from the credit of `generation` by `to` (see
+    /// [`adjust`](Window::adjust)): in the credit while it is open, else in the entry it was
+    /// closed into, else (that entry has left the window) as a charge made now.
+    pub(crate) fn adjust_credit(
+        &mut self,
+        generation: u64,
+        from: u64,
+        to: u64,
+        now: &mut impl FnMut() -> Tick,
+    ) -> bool {
+        if let Some(open) = &mut self.open {
+            if open.generation == generation {
+                open.amount = open.amount.saturating_sub(from).saturating_add(to);
+                self.used = self.used.saturating_sub(from).saturating_add(to);
+                return to < from;
+            }
+        }
+        let i = self.entries.partition_point(|e| e.gen_hi < generation);
+        let seq = match self.entries.get(i) {
+            Some(e) if e.gen_lo <= generation => self.first_seq + i as u64,
+            _ => u64::MAX,
+        };
+        self.adjust(seq, from, to, now)
     }
 
     /// The first tick from `now` at which `need` more fits, assuming nothing else is charged;
