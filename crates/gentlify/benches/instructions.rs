@@ -41,6 +41,69 @@ where
     }
 }
 
+/// Bytes of a stack's response future and response: what each layer moves at each poll.
+fn future_size<S: Service<Request>>(name: &str, _: &S) {
+    println!(
+        "{name}: future {} bytes, response {} bytes",
+        std::mem::size_of::<S::Future>(),
+        std::mem::size_of::<S::Response>()
+    );
+}
+
+fn sizes() {
+    let inner = service_fn(ok);
+    future_size("bare", &inner);
+    future_size(
+        "tower",
+        &ServiceBuilder::new()
+            .concurrency_limit(256)
+            .retry(RetryServerErrors(2))
+            .service(inner),
+    );
+    let full = ServiceBuilder::new()
+        .layer(Throttle::new().build().unwrap())
+        .service(inner);
+    future_size("full", &full);
+    let stack = full.get_ref();
+    future_size("full: breaker", stack);
+    if let gentlify::Toggled::On(breaker) = stack {
+        let after = breaker.get_ref();
+        future_size("full: concurrency", after);
+        if let gentlify::Toggled::On(concurrency) = after {
+            let retry = concurrency.get_ref();
+            future_size("full: retry", retry);
+            future_size("full: budget", retry.get_ref());
+            if let gentlify::Toggled::Off(headers) = retry.get_ref() {
+                future_size("full: headers", headers);
+            }
+        }
+    }
+    future_size(
+        "breaker",
+        &ServiceBuilder::new()
+            .layer(gentlify::CircuitBreakerLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "concurrency",
+        &ServiceBuilder::new()
+            .layer(gentlify::AdaptiveConcurrencyLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "retry",
+        &ServiceBuilder::new()
+            .layer(gentlify::RetryLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "headers",
+        &ServiceBuilder::new()
+            .layer(gentlify::HeaderFeedbackLayer::new())
+            .service(inner),
+    );
+}
+
 const STACKS: &[&str] = &[
     "bare",
     "tower",
@@ -61,6 +124,10 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let stack = args.first().map(String::as_str).unwrap_or("list");
+    if stack == "sizes" {
+        sizes();
+        return;
+    }
     if stack == "list" || !STACKS.contains(&stack) {
         println!("stacks: {}", STACKS.join(" "));
         return;
