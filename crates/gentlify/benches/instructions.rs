@@ -78,6 +78,22 @@ fn sizes() {
             }
         }
     }
+    let with_budget = ServiceBuilder::new()
+        .layer(
+            Throttle::new()
+                .limit(Limit::requests_per_second(1_000_000_000))
+                .build()
+                .unwrap(),
+        )
+        .service(inner);
+    future_size("full_with_budget", &with_budget);
+    if let gentlify::Toggled::On(breaker) = with_budget.get_ref() {
+        if let gentlify::Toggled::On(concurrency) = breaker.get_ref() {
+            let retry = concurrency.get_ref();
+            future_size("full_with_budget: retry", retry);
+            future_size("full_with_budget: budget", retry.get_ref());
+        }
+    }
     future_size(
         "breaker",
         &ServiceBuilder::new()
