@@ -73,6 +73,10 @@ fn sizes() {
             let retry = concurrency.get_ref();
             future_size("full: retry", retry);
             future_size("full: budget", retry.get_ref());
+            println!(
+                "full: the service under the retry layer (cloned per request): {} bytes",
+                std::mem::size_of_val(retry.get_ref())
+            );
             if let gentlify::Toggled::Off(headers) = retry.get_ref() {
                 future_size("full: headers", headers);
             }
@@ -126,6 +130,9 @@ const STACKS: &[&str] = &[
     "full",
     "full_with_budget",
     "full_with_callback",
+    "full_no_breaker",
+    "full_no_headers",
+    "full_no_retry",
     "all_off",
     "breaker",
     "concurrency",
@@ -190,6 +197,19 @@ fn main() {
                     })
                     .build()
                     .unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            // The full stack without one part: what that part adds inside the stack.
+            "full_no_breaker" => {
+                let layer = Throttle::new().no_breaker().build().unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_no_headers" => {
+                let layer = Throttle::new().no_header_feedback().build().unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_no_retry" => {
+                let layer = Throttle::new().no_retry().build().unwrap();
                 run(ServiceBuilder::new().layer(layer).service(inner), iters).await
             }
             "all_off" => {
