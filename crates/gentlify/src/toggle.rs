@@ -1,4 +1,5 @@
-//! [`Toggled`]: a part of the stack that is either there or not, chosen when the stack is built.
+//! [`Toggled`]: a part of the stack that is either there or not, chosen when the stack is built;
+//! [`Boxed`]: a part whose future and body live on the heap.
 //!
 //! A part switched off in a [`Throttle`](crate::Throttle) (`.no_retry()`, a budget with no
 //! limit...) is left out of the request's path rather than kept in an inert form: the service
@@ -117,8 +118,10 @@ impl<On, Off> fmt::Debug for ToggledFuture<On, Off> {
 /// token budget is such a part (its future holds the request while it waits for the windows, its
 /// body reads the usage): boxed, the stack around it moves a pointer.
 ///
-/// Measured with `cargo bench -p gentlify --bench instructions` under callgrind: see the commit
-/// that introduced it for the figures.
+/// Under callgrind (`cargo bench -p gentlify --bench instructions`, instructions per request), the
+/// default stack's future went from 1,472 to 912 bytes and its response from 536 to 368, and a
+/// request through it from 14,548 instructions to 13,302 (22,363 from 23,211 with the budget on,
+/// two allocations included).
 #[derive(Clone, Debug)]
 pub struct Boxed<S> {
     inner: S,
