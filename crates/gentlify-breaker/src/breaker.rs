@@ -396,10 +396,10 @@ impl Breaker {
         if outcome.sent_at < m.entered_at {
             return None;
         }
-        let now = Instant::now();
+        // The clock is read only when something needs it: a time window, or a transition.
         match m.state {
             CircuitState::Closed => {
-                let counts = m.window.record(now, failed, slow);
+                let counts = m.window.record(Instant::now, failed, slow);
                 m.consecutive_failures = if failed {
                     m.consecutive_failures + 1
                 } else {
@@ -423,7 +423,7 @@ impl Breaker {
                 } else {
                     z.map(TransitionReason::LatencyAnomaly)
                 };
-                reason.map(|r| self.enter(&mut m, CircuitState::Open, r, now))
+                reason.map(|r| self.enter(&mut m, CircuitState::Open, r, Instant::now()))
             }
             CircuitState::HalfOpen => {
                 m.probe_counts.add(failed, slow);
@@ -431,6 +431,7 @@ impl Breaker {
                 if (counts.calls as usize) < self.config.half_open_probes {
                     return None;
                 }
+                let now = Instant::now();
                 Some(match self.judge(counts, 1) {
                     Some((_, rate)) => self.enter(
                         &mut m,

@@ -69,11 +69,17 @@ impl Window {
         })
     }
 
-    /// Records one call and returns the window's totals.
-    pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> Counts {
+    /// Records one call and returns the window's totals. `now` is called only by a time window
+    /// (a count window needs no clock: a read per outcome is saved on the success path).
+    pub(crate) fn record(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+        failed: bool,
+        slow: bool,
+    ) -> Counts {
         match self {
             Window::Count(w) => w.record(failed, slow),
-            Window::Time(w) => w.record(now, failed, slow),
+            Window::Time(w) => w.record(now(), failed, slow),
         }
     }
 
@@ -187,10 +193,10 @@ mod tests {
     fn count_window_keeps_only_the_last_calls() {
         let now = Instant::now();
         let mut w = Window::count(3);
-        w.record(now, true, false);
-        w.record(now, true, true);
-        w.record(now, false, false);
-        let c = w.record(now, false, false);
+        w.record(|| now, true, false);
+        w.record(|| now, true, true);
+        w.record(|| now, false, false);
+        let c = w.record(|| now, false, false);
         assert_eq!(
             c,
             Counts {
@@ -199,7 +205,7 @@ mod tests {
                 slow: 1
             }
         );
-        let c = w.record(now, false, false);
+        let c = w.record(|| now, false, false);
         assert_eq!(c.failures, 0);
         assert_eq!(c.slow, 0);
     }
@@ -208,12 +214,12 @@ mod tests {
     fn time_window_forgets_buckets_older_than_the_window() {
         let t0 = Instant::now();
         let mut w = Window::time(Duration::from_secs(10), 10, t0);
-        w.record(t0, true, false);
-        w.record(t0 + Duration::from_millis(5_500), true, false);
+        w.record(|| t0, true, false);
+        w.record(|| t0 + Duration::from_millis(5_500), true, false);
         assert_eq!(w.counts(t0 + Duration::from_millis(9_999)).failures, 2);
         assert_eq!(w.counts(t0 + Duration::from_secs(10)).failures, 1);
         assert_eq!(w.counts(t0 + Duration::from_secs(16)).failures, 0);
-        w.record(t0 + Duration::from_secs(1_000), false, false);
+        w.record(|| t0 + Duration::from_secs(1_000), false, false);
         assert_eq!(w.counts(t0 + Duration::from_secs(1_000)).calls, 1);
     }
 }

@@ -15,8 +15,9 @@ pub struct HeaderFeedback<S> {
     inner: S,
     feedback: Feedback,
     observer: Arc<Observer>,
-    hold_dispatch: bool,
-    wait: PauseWait,
+    // A waiter only when the layer holds dispatch: the retry layer above clones this service for
+    // every request, and a waiter is one more handle to clone and drop (two atomic operations).
+    wait: Option<PauseWait>,
 }
 
 impl<S> HeaderFeedback<S> {
@@ -26,12 +27,11 @@ impl<S> HeaderFeedback<S> {
         observer: Arc<Observer>,
         hold_dispatch: bool,
     ) -> Self {
-        let wait = PauseWait::new(feedback.clone());
+        let wait = hold_dispatch.then(|| PauseWait::new(feedback.clone()));
         HeaderFeedback {
             inner,
             feedback,
             observer,
-            hold_dispatch,
             wait,
         }
     }
@@ -58,7 +58,7 @@ impl<S: Clone> Clone for HeaderFeedback<S> {
             self.inner.clone(),
             self.feedback.clone(),
             Arc::clone(&self.observer),
-            self.hold_dispatch,
+            self.wait.is_some(),
         )
     }
 }
@@ -84,8 +84,8 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.hold_dispatch {
-            ready!(self.wait.poll_wait(cx));
+        if let Some(wait) = &mut self.wait {
+            ready!(wait.poll_wait(cx));
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }

@@ -176,6 +176,17 @@ where
                                 continue;
                             }
                             let classified = this.dispatched.on_response(&response);
+                            if let Classified::Ready(class) = classified {
+                                // The success path, decided here as `retry_delay` would decide
+                                // it (not retryable, not an error status), without moving the
+                                // response through an `Attempt`.
+                                if !class.is_retryable() && response.status().is_success() {
+                                    let end = this.end.take();
+                                    return Poll::Ready(Ok(response.map(|body| {
+                                        SlotBody::new(RetryBody::direct(body), end, None)
+                                    })));
+                                }
+                            }
                             Attempt::Response(response.map(RetryBody::direct), classified)
                         }
                         Err(error) => {

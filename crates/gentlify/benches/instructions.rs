@@ -41,12 +41,98 @@ where
     }
 }
 
+/// Bytes of a stack's response future and response: what each layer moves at each poll.
+fn future_size<S: Service<Request>>(name: &str, _: &S) {
+    println!(
+        "{name}: future {} bytes, response {} bytes",
+        std::mem::size_of::<S::Future>(),
+        std::mem::size_of::<S::Response>()
+    );
+}
+
+fn sizes() {
+    let inner = service_fn(ok);
+    future_size("bare", &inner);
+    future_size(
+        "tower",
+        &ServiceBuilder::new()
+            .concurrency_limit(256)
+            .retry(RetryServerErrors(2))
+            .service(inner),
+    );
+    let full = ServiceBuilder::new()
+        .layer(Throttle::new().build().unwrap())
+        .service(inner);
+    future_size("full", &full);
+    let stack = full.get_ref();
+    future_size("full: breaker", stack);
+    if let gentlify::Toggled::On(breaker) = stack {
+        let after = breaker.get_ref();
+        future_size("full: concurrency", after);
+        if let gentlify::Toggled::On(concurrency) = after {
+            let retry = concurrency.get_ref();
+            future_size("full: retry", retry);
+            future_size("full: budget", retry.get_ref());
+            println!(
+                "full: the service under the retry layer (cloned per request): {} bytes",
+                std::mem::size_of_val(retry.get_ref())
+            );
+            if let gentlify::Toggled::Off(headers) = retry.get_ref() {
+                future_size("full: headers", headers);
+            }
+        }
+    }
+    let with_budget = ServiceBuilder::new()
+        .layer(
+            Throttle::new()
+                .limit(Limit::requests_per_second(1_000_000_000))
+                .build()
+                .unwrap(),
+        )
+        .service(inner);
+    future_size("full_with_budget", &with_budget);
+    if let gentlify::Toggled::On(breaker) = with_budget.get_ref() {
+        if let gentlify::Toggled::On(concurrency) = breaker.get_ref() {
+            let retry = concurrency.get_ref();
+            future_size("full_with_budget: retry", retry);
+            future_size("full_with_budget: budget", retry.get_ref());
+        }
+    }
+    future_size(
+        "breaker",
+        &ServiceBuilder::new()
+            .layer(gentlify::CircuitBreakerLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "concurrency",
+        &ServiceBuilder::new()
+            .layer(gentlify::AdaptiveConcurrencyLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "retry",
+        &ServiceBuilder::new()
+            .layer(gentlify::RetryLayer::new())
+            .service(inner),
+    );
+    future_size(
+        "headers",
+        &ServiceBuilder::new()
+            .layer(gentlify::HeaderFeedbackLayer::new())
+            .service(inner),
+    );
+}
+
 const STACKS: &[&str] = &[
     "bare",
     "tower",
     "full",
     "full_with_budget",
     "full_with_callback",
+    "full_no_breaker",
+    "full_no_headers",
+    "full_no_retry",
     "all_off",
     "breaker",
     "concurrency",
@@ -61,6 +147,10 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let stack = args.first().map(String::as_str).unwrap_or("list");
+    if stack == "sizes" {
+        sizes();
+        return;
+    }
     if stack == "list" || !STACKS.contains(&stack) {
         println!("stacks: {}", STACKS.join(" "));
         return;
@@ -107,6 +197,19 @@ fn main() {
                     })
                     .build()
                     .unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            // The full stack without one part: what that part adds inside the stack.
+            "full_no_breaker" => {
+                let layer = Throttle::new().no_breaker().build().unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_no_headers" => {
+                let layer = Throttle::new().no_header_feedback().build().unwrap();
+                run(ServiceBuilder::new().layer(layer).service(inner), iters).await
+            }
+            "full_no_retry" => {
+                let layer = Throttle::new().no_retry().build().unwrap();
                 run(ServiceBuilder::new().layer(layer).service(inner), iters).await
             }
             "all_off" => {

@@ -14,7 +14,7 @@ use crate::event::Observer;
 use crate::headers::HeaderFeedbackLayer;
 use crate::retry::RetryLayer;
 use crate::service::Throttled;
-use crate::toggle::Toggled;
+use crate::toggle::{Boxed, Toggled};
 
 /// The full gentlify stack as one [`Layer`]: breaker → adaptive concurrency → retry → token
 /// budget → header feedback, all on one [`Feedback`] handle. Made by
@@ -153,7 +153,11 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
         }
         let on = self.stacked;
         let inner = part(on.headers, &self.headers, inner);
-        let inner = part(on.budget, &self.budget, inner);
+        let inner = if on.budget {
+            Toggled::On(Boxed::new(self.budget.layer(inner)))
+        } else {
+            Toggled::Off(inner)
+        };
         let inner = self.retry.layer(inner);
         let inner = part(on.concurrency, &self.concurrency, inner);
         let inner = part(on.breaker, &self.breaker, inner);

@@ -16,7 +16,7 @@ use crate::event::Observer;
 use crate::future::ResponseFuture;
 use crate::headers::HeaderFeedback;
 use crate::retry::Retry;
-use crate::toggle::Toggled;
+use crate::toggle::{Boxed, Toggled};
 
 /// The layers of the full stack, outermost first, around the client `S`; each part that can be
 /// left out is [`Toggled`]: a part with nothing to do is not in the request's path.
@@ -31,9 +31,11 @@ pub type AfterBreaker<S, E = JsonEstimate> =
 /// sends each request once and still reads a 429's body for a quota gone for good).
 pub type AfterConcurrency<S, E = JsonEstimate> = Retry<AfterRetry<S, E>>;
 
-/// The stack under the retry layer.
+/// The stack under the retry layer: the token budget, [`Boxed`] (its future and body are much
+/// larger than the rest of the stack's, which would otherwise move them at every step, switched
+/// on or not).
 pub type AfterRetry<S, E = JsonEstimate> =
-    Toggled<Budgeted<AfterBudget<S>, StackEstimate<E>>, AfterBudget<S>>;
+    Toggled<Boxed<Budgeted<AfterBudget<S>, StackEstimate<E>>>, AfterBudget<S>>;
 
 /// The stack under the token budget: the header feedback layer around the client.
 pub type AfterBudget<S> = Toggled<HeaderFeedback<S>, S>;

@@ -1,4 +1,5 @@
-//! [`Toggled`]: a part of the stack that is either there or not, chosen when the stack is built.
+//! [`Toggled`]: a part of the stack that is either there or not, chosen when the stack is built;
+//! [`Boxed`]: a part whose future and body live on the heap.
 //!
 //! A part switched off in a [`Throttle`](crate::Throttle) (`.no_retry()`, a budget with no
 //! limit...) is left out of the request's path rather than kept in an inert form: the service
@@ -106,5 +107,81 @@ impl<On, Off> fmt::Debug for ToggledFuture<On, Off> {
             Inner::On { .. } => "ToggledFuture::On",
             Inner::Off { .. } => "ToggledFuture::Off",
         })
+    }
+}
+
+/// A part of the stack whose response future and response body live on the heap.
+///
+/// The stack's futures and bodies nest by value, so a part whose future or body is much larger
+/// than the rest of the stack makes every layer around it move those bytes at each step, and an
+/// enum ([`Toggled`]) is as large as its larger side even when that side is switched off. The
+/// token budget is such a part (its future holds the request while it waits for the windows, its
+/// body reads the usage): boxed, the stack around it moves a pointer.
+///
+/// Under callgrind (`cargo bench -p gentlify --bench instructions`, instructions per request), the
+/// default stack's future went from 1,472 to 912 bytes and its response from 536 to 368, and a
+/// request through it from 14,548 instructions to 13,302 (22,363 from 23,211 with the budget on,
+/// two allocations included).
+#[derive(Clone, Debug)]
+pub struct Boxed<S> {
+    inner: S,
+}
+
+impl<S> Boxed<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Boxed { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Request, B> Service<Request> for Boxed<S>
+where
+    S: Service<Request, Response = http::Response<B>>,
+{
+    type Response = http::Response<Pin<Box<B>>>;
+    type Error = S::Error;
+    type Future = BoxedFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        BoxedFuture {
+            inner: Box::pin(self.inner.call(request)),
+        }
+    }
+}
+
+/// The response future of [`Boxed`].
+pub struct BoxedFuture<F> {
+    inner: Pin<Box<F>>,
+}
+
+impl<F, B, E> Future for BoxedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<Pin<Box<B>>>, E>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner
+            .as_mut()
+            .poll(cx)
+            .map(|result| result.map(|response| response.map(Box::pin)))
+    }
+}
+
+impl<F> fmt::Debug for BoxedFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxedFuture").finish_non_exhaustive()
     }
 }

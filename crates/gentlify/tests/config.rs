@@ -245,7 +245,7 @@ fn stacked(throttle: Throttle) -> [bool; 5] {
     // The retry layer is always there.
     let (retry, rest) = (true, rest.get_ref());
     let (budget, rest) = match rest {
-        On(s) => (true, s.get_ref()),
+        On(s) => (true, s.get_ref().get_ref()),
         Off(s) => (false, s),
     };
     let headers = matches!(rest, On(_));

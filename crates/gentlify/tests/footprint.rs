@@ -1,0 +1,49 @@
+//! What the stack's types cost every request: its layers nest their futures and response bodies
+//! by value, so every byte a part adds is moved again by each layer above it at each step.
+
+mod common;
+
+use std::mem::size_of;
+
+use gentlify::Throttle;
+use tower::Service;
+
+type Request = http::Request<String>;
+
+fn sizes<S: Service<Request>>(_: &S) -> (usize, usize) {
+    (size_of::<S::Future>(), size_of::<S::Response>())
+}
+
+/// The token budget's future holds the request while it waits for its windows and its body reads
+/// the usage: several hundred bytes, which the retry, the limiter and the breaker above it would
+/// move at every step, whether the budget is on or switched off (an enum is as large as its larger
+/// side). Boxed, the budget adds at most a pointer and a tag to the stack under it.
+#[test]
+fn the_budget_part_adds_at_most_a_pointer_to_the_future_and_body_of_the_stack_under_it() {
+    let layer = Throttle::new().build().unwrap();
+    let stack = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|_: Request| async { common::ok() }),
+    );
+    let gentlify::Toggled::On(breaker) = stack.get_ref() else {
+        panic!("the breaker is on by default");
+    };
+    let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
+        panic!("the limiter is on by default");
+    };
+    let budget_part = concurrency.get_ref().get_ref();
+    let gentlify::Toggled::Off(under_budget) = budget_part else {
+        panic!("the budget is off until a limit is set");
+    };
+
+    let (budget_future, budget_response) = sizes(budget_part);
+    let (under_future, under_response) = sizes(under_budget);
+    assert!(
+        budget_future <= under_future + 16,
+        "the budget part's future is {budget_future} bytes, the stack under it {under_future}"
+    );
+    assert!(
+        budget_response <= under_response + 16,
+        "the budget part's response is {budget_response} bytes, the stack under it {under_response}"
+    );
+}
