@@ -96,8 +96,13 @@ impl Aimd {
     /// standard error higher, the limit moves down to it and holds there as a safe ceiling;
     /// like any ceiling, it relaxes after
     /// [`ceiling_relax_after`](crate::AdaptiveConcurrencyBuilder::ceiling_relax_after), and the
-    /// limit then probes above it again, each band measured afresh. Statistics older than three
-    /// relaxation periods are forgotten.
+    /// limit then probes above it again, each band measured afresh. When the probe finds the
+    /// knee again within a band of where it was, the hold lasts twice as long as the last one
+    /// (up to four periods): a confirmed knee is probed less often, since every probe runs the
+    /// server past it. A refusal during a probe (the probe reached the server's cap without
+    /// finding a better level) sends the limit back to the knee rather than to just under the
+    /// refusal; a refusal below the knee (the server's capacity fell) forgets it. Statistics
+    /// older than three relaxation periods are forgotten.
     ///
     /// A large hosted API's latency does not depend on one client's load: throughput then grows
     /// with the level, no lower band wins, and the knee changes nothing.
@@ -684,6 +689,16 @@ impl Control {
         };
         self.slow_start = false;
         self.last_decel = Some(now);
+        if let Some(knee) = self.knee.as_mut() {
+            knee.forget_below(old);
+            // A probe above the knee ended in a refusal without finding a better level: the
+            // limit climbs back to the knee, not to just under the refusal (past the knee, the
+            // server serves less).
+            if let Some(level) = knee.found_level() {
+                let ceiling = self.ceiling.unwrap_or(old).min(level).max(self.limit);
+                self.ceiling = Some(ceiling);
+            }
+        }
         self.changed(now);
         if in_flight > effective(self.limit) {
             self.draining = true;
@@ -734,7 +749,7 @@ impl Control {
             self.doubled = false;
             self.slow_start = false;
             if let Some(knee) = self.knee.as_mut() {
-                knee.moved_at = Some(now);
+                knee.hold(self.limit, now);
             }
             self.changed(now);
             tracing::debug!(
@@ -757,14 +772,21 @@ impl Control {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
-        let ceiling_set = match (self.last_decel, self.knee.as_ref().and_then(|k| k.moved_at)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        // The ceiling relaxes a period after it was set; a knee hold (the last to set it)
+        // lasts longer each time the knee is found again where it was.
+        let relax_at = match (self.last_decel, self.knee.as_ref()) {
+            (decel, Some(knee)) if knee.moved_at.is_some_and(|m| decel.is_none_or(|d| m >= d)) => {
+                knee.moved_at.and_then(|m| {
+                    m.checked_add(
+                        settings
+                            .ceiling_relax_after
+                            .saturating_mul(knee.hold_periods()),
+                    )
+                })
+            }
+            (decel, _) => decel.and_then(|d| d.checked_add(settings.ceiling_relax_after)),
         };
-        if self.ceiling.is_some()
-            && ceiling_set
-                .is_some_and(|d| now.saturating_duration_since(d) >= settings.ceiling_relax_after)
-        {
+        if self.ceiling.is_some() && relax_at.is_some_and(|r| now >= r) {
             self.ceiling = None;
         }
         let cap = self.ceiling.unwrap_or(settings.max).min(settings.max);
@@ -813,6 +835,13 @@ impl Control {
             self.changed(now);
             Change::Shrank
         } else {
+            if !cooling && self.pacing_interval > settings.pacing.min_interval {
+                // The limit holds at its ceiling (or a knee) and cannot grow: the pacing a
+                // deceleration widened narrows all the same, a step per round trip, or it would
+                // throttle dispatch under the limit for as long as the hold lasts.
+                self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
+                self.last_change = Some(now);
+            }
             Change::None
         }
     }
@@ -992,5 +1021,105 @@ mod tests {
         assert_eq!(successes(&mut c, &free, 1, 1.0, t2), Change::Grew);
         assert_eq!(c.ceiling, None);
         assert!(c.limit > 30.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_narrows_while_the_limit_holds_at_its_ceiling() {
+        let s = settings(40.0);
+        let mut c = Control::new(30.0, &s);
+        let t0 = Instant::now();
+        assert_eq!(c.on_congestion(&s, t0, None, 30, t0), Change::Shrank);
+        assert_eq!(c.pacing_interval, Duration::from_millis(50));
+        // The limit climbs to its ceiling and holds there.
+        let ceiling = c.ceiling.unwrap();
+        c.set(&s, ceiling, t0);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let sent = Instant::now();
+        let latency = Duration::from_secs(1);
+        assert_eq!(
+            c.on_success(&s, sent, latency, true, sent + latency),
+            Change::None
+        );
+        assert_eq!(c.limit, ceiling);
+        // Cooling is over and a round trip has passed: dispatch is no longer spaced.
+        assert_eq!(c.pacing_interval, Duration::ZERO);
+    }
+
+    /// Holds the limit at the knee at 30: 30 in flight at 1 s, then 40 in flight at 2 s, then
+    /// 30 again at 1 s while held.
+    /// The settings pin the limit at 40 at most, so that nothing but the knee moves it.
+    async fn find_the_knee(c: &mut Control, s: &Settings) {
+        let t0 = Instant::now();
+        c.set(s, 30.0, t0);
+        successes(c, s, 60, 1.0, t0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.set(s, 40.0, Instant::now());
+        let t1 = Instant::now();
+        assert_eq!(successes(c, s, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        assert_eq!(c.ceiling, Some(c.limit));
+        // Held there, the level is measured afresh.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(successes(c, s, 60, 1.0, Instant::now()), Change::None);
+    }
+
+    /// Successes at 1 s, four a second (the held level goes on being measured), until the limit
+    /// grows: the seconds that took, if under `max`.
+    async fn until_growth(c: &mut Control, s: &Settings, max: u64) -> Option<u64> {
+        for second in 1..=max {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if successes(c, s, 4, 1.0, Instant::now()) == Change::Grew {
+                return Some(second);
+            }
+        }
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_knee_found_again_where_it_was_holds_twice_as_long() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        // The first hold relaxes after one period (20 s; 5 s of it passed in `find_the_knee`).
+        let first = until_growth(&mut c, &s, 60).await.unwrap();
+        assert!((14..=17).contains(&first), "relaxed after {first} s");
+        assert_eq!(c.ceiling, None);
+        // The probe above finds the knee where it was: the hold now lasts two periods.
+        c.set(&pinned, 40.0, Instant::now());
+        let t = Instant::now();
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t), Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        let second = until_growth(&mut c, &s, 80).await.unwrap();
+        assert!((38..=42).contains(&second), "relaxed after {second} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_while_probing_above_the_knee_climbs_back_to_the_knee() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        until_growth(&mut c, &s, 60).await.unwrap();
+        // The probe reaches the server's cap at 40 without finding a better level.
+        c.set(&s, 40.0, Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 40, now), Change::Shrank);
+        assert_eq!(effective(c.limit), 28);
+        // Back to the knee (30), not to just under the refusal (39).
+        assert_eq!(c.ceiling.map(effective), Some(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_below_the_knee_forgets_it() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        // The server's capacity fell under the knee: refused at 25.
+        c.set(&s, 25.0, Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 25, now), Change::Shrank);
+        assert_eq!(c.ceiling.map(effective), Some(24), "just under the refusal");
+        assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
     }
 }

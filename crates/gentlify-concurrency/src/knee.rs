@@ -37,6 +37,9 @@ const MARGIN: f64 = 0.03;
 const MAX_BANDS: usize = 24;
 /// Changes of the limit remembered to find the level an attempt was sent under.
 const HISTORY: usize = 16;
+/// Most times in a row a hold's period doubles when the knee is found again where it was
+/// (the longest hold is `2^MAX_REPEATS` relaxation periods).
+const MAX_REPEATS: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Band {
@@ -49,11 +52,14 @@ struct Band {
     square: f64,
     count: u32,
     updated: Instant,
+    /// When the last sample's attempt was sent.
+    sent: Instant,
 }
 
 impl Band {
-    fn add(&mut self, level: f64, latency: f64, now: Instant) {
+    fn add(&mut self, level: f64, latency: f64, sent_at: Instant, now: Instant) {
         self.count = self.count.saturating_add(1);
+        self.sent = sent_at;
         let w = 1.0 / f64::from(self.count.min(WINDOW));
         self.level += (level - self.level) * w;
         self.mean += (latency - self.mean) * w;
@@ -88,6 +94,9 @@ pub(crate) struct Knee {
     /// before they count.
     pub(crate) moved_at: Option<Instant>,
     last_check: Option<Instant>,
+    /// The level the estimator last held the limit at, and how many times in a row it was
+    /// found again within a band of it after the hold relaxed and the limit probed above.
+    found: Option<(f64, u32)>,
 }
 
 impl Knee {
@@ -97,6 +106,44 @@ impl Knee {
             history: Vec::with_capacity(HISTORY),
             moved_at: None,
             last_check: None,
+            found: None,
+        }
+    }
+
+    /// The estimator holds the limit at `level` from `now` on. Found again within a band of
+    /// the last hold (a probe above it ended back there), the knee is confirmed: the hold
+    /// lasts twice as long as the last one, up to `2^MAX_REPEATS` times the relaxation period.
+    pub(crate) fn hold(&mut self, level: f64, now: Instant) {
+        let band = band_of(level as usize);
+        let repeats = match self.found {
+            Some((last, repeats)) if (band_of(last as usize) - band).abs() <= 1 => {
+                (repeats + 1).min(MAX_REPEATS)
+            }
+            _ => 0,
+        };
+        self.found = Some((level, repeats));
+        self.moved_at = Some(now);
+    }
+
+    /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
+    /// the knee was found again where it was.
+    pub(crate) fn hold_periods(&self) -> u32 {
+        1 << self.found.map_or(0, |(_, repeats)| repeats)
+    }
+
+    /// The level of the last hold, while it is remembered.
+    pub(crate) fn found_level(&self) -> Option<f64> {
+        self.found.map(|(level, _)| level)
+    }
+
+    /// The server refused work below the knee's last level: its capacity moved, the knee with
+    /// it. The next hold starts over at one period.
+    pub(crate) fn forget_below(&mut self, limit: f64) {
+        if self
+            .found
+            .is_some_and(|(level, _)| band_of(limit as usize) < band_of(level as usize))
+        {
+            self.found = None;
         }
     }
 
@@ -136,13 +183,14 @@ impl Knee {
         let latency = latency.as_secs_f64();
         let moved_at = self.moved_at;
         if let Some(b) = self.bands.iter_mut().find(|b| b.index == index) {
-            // Measured before the last move, or too long ago: measure afresh.
-            let old = moved_at.is_some_and(|m| b.updated < m)
+            // Measured before the last move (sent before it: the answers of attempts sent
+            // before a move keep coming in for a round trip after it), or too long ago.
+            let old = moved_at.is_some_and(|m| b.sent < m)
                 || now.saturating_duration_since(b.updated) > stale;
             if old {
                 b.count = 0;
             }
-            b.add(level as f64, latency, now);
+            b.add(level as f64, latency, sent_at, now);
             return;
         }
         if self.bands.len() == MAX_BANDS {
@@ -163,8 +211,9 @@ impl Knee {
             square: 0.0,
             count: 0,
             updated: now,
+            sent: sent_at,
         };
-        band.add(level as f64, latency, now);
+        band.add(level as f64, latency, sent_at, now);
         self.bands.push(band);
     }
 
@@ -224,6 +273,43 @@ mod tests {
         }
         let level = k.better_below(40, Duration::from_secs(1), stale, t1);
         assert_eq!(level.map(|l| l.round()), Some(30.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_to_attempts_sent_before_a_move_do_not_keep_a_band_from_being_measured_afresh()
+    {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        // 14 in flight at 2.2 s, then 19 at 3.8 s while the server was small.
+        k.limit_changed(14, t0);
+        for _ in 0..60 {
+            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
+        }
+        let t1 = t0 + Duration::from_secs(3);
+        k.limit_changed(19, t1);
+        // The estimator moves back to 14; the answers to the attempts sent at 19 before the
+        // move come in after it.
+        let moved = t1 + Duration::from_secs(2);
+        k.hold(14.0, moved);
+        k.limit_changed(14, moved);
+        let late = moved + Duration::from_secs(1);
+        for _ in 0..60 {
+            k.record(t1, Duration::from_secs_f64(3.8), stale, late);
+        }
+        for _ in 0..60 {
+            k.record(moved, Duration::from_secs_f64(2.2), stale, late);
+        }
+        // The server grew; 20 s later the limit probes 19 again, where latency is now 1.9 s.
+        let t3 = moved + Duration::from_secs(20);
+        k.limit_changed(19, t3);
+        k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
+        // The samples sent before the move do not count: 19 is measured afresh.
+        assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
+        for _ in 0..60 {
+            k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
+        }
+        assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
     }
 
     #[tokio::test(start_paused = true)]
