@@ -233,8 +233,14 @@ impl Knee {
             return None;
         }
         let current = band_of(limit);
-        let fresh =
-            |b: &Band| b.count >= MIN_SAMPLES && now.saturating_duration_since(b.updated) <= stale;
+        // Measured since the last move (a band last sent to before it is measured afresh when
+        // the limit comes back to it), recently, and enough.
+        let moved_at = self.moved_at;
+        let fresh = |b: &Band| {
+            b.count >= MIN_SAMPLES
+                && now.saturating_duration_since(b.updated) <= stale
+                && moved_at.is_none_or(|m| b.sent >= m)
+        };
         let here = self.bands.iter().find(|b| b.index == current && fresh(b))?;
         self.last_check = Some(now);
         let bar = here.throughput() * (1.0 + MARGIN);
@@ -310,6 +316,34 @@ mod tests {
             k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
         }
         assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_band_last_measured_before_a_move_is_not_compared_until_measured_again() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(14, t0);
+        for _ in 0..60 {
+            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
+        }
+        // 20 in flight at 3.8 s while the server was small; the estimator moves to 14.
+        let t1 = t0 + Duration::from_secs(3);
+        k.limit_changed(20, t1);
+        for _ in 0..60 {
+            k.record(t1, Duration::from_secs_f64(3.8), stale, t1);
+        }
+        let moved = t1 + Duration::from_secs(4);
+        k.hold(14.0, moved);
+        k.limit_changed(14, moved);
+        for _ in 0..60 {
+            k.record(moved, Duration::from_secs_f64(2.2), stale, moved);
+        }
+        // The limit is back at 20 before any attempt sent there has been answered: what 20
+        // was measured at before the move says nothing of the server now.
+        let t2 = moved + Duration::from_secs(20);
+        k.limit_changed(20, t2);
+        assert_eq!(k.better_below(20, Duration::from_secs(1), stale, t2), None);
     }
 
     #[tokio::test(start_paused = true)]
