@@ -368,6 +368,11 @@ const FAILURE_WINDOW: f64 = 10.0;
 /// Failures in a row that make a storm whatever their share (an outage shows at once).
 const FAILURES_IN_A_ROW: u32 = 3;
 
+/// The largest share of their permit's time that requests may have waited below the limiter
+/// (from the limiter's call to the attempt's dispatch, in a token budget say), since the limit
+/// last changed, for it to grow.
+const WAITED_BELOW: f64 = 0.2;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -430,6 +435,11 @@ pub(crate) struct Control {
     /// Permits held by requests whose final response head came back a success: their body is
     /// being read (kept by the limiter, set before each outcome is heard).
     pub(crate) bodies: usize,
+    /// Of the requests sent in one attempt whose permit came back since the limit last
+    /// changed: the time they waited below the limiter before their attempt was sent, and the
+    /// time they held their permit from the limiter's call, in nanoseconds.
+    waited_below_nanos: u64,
+    held_nanos: u64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -472,6 +482,8 @@ impl Control {
             srtt_nanos: 0,
             body_nanos: 0,
             bodies: 0,
+            waited_below_nanos: 0,
+            held_nanos: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -491,6 +503,7 @@ impl Control {
     /// The limit was set to `self.limit` at `now`.
     fn changed(&mut self, now: Instant) {
         self.last_change = Some(now);
+        self.restart_wait();
         if let Some(knee) = self.knee.as_mut() {
             knee.limit_changed(effective(self.limit), now);
         }
@@ -585,6 +598,32 @@ impl Control {
         self.draining = false;
         self.recovered_at = Some(now);
         self.last_change = Some(now);
+        self.restart_wait();
+    }
+
+    fn restart_wait(&mut self) {
+        self.waited_below_nanos = 0;
+        self.held_nanos = 0;
+    }
+
+    /// A request sent in one attempt gave its permit back: it `waited` below the limiter before
+    /// its attempt was sent, of the `held` it kept the permit from the limiter's call.
+    pub(crate) fn on_sent_once(&mut self, waited: Duration, held: Duration) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_below_nanos = self.waited_below_nanos.saturating_add(nanos(waited));
+        self.held_nanos = self.held_nanos.saturating_add(nanos(held));
+    }
+
+    /// Whether the permits are on the wire rather than waiting below the limiter: since the
+    /// limit last changed, the requests sent in one attempt waited below it (in a token budget,
+    /// a pause) for at most [`WAITED_BELOW`] of the time they held their permit. Permits fill
+    /// a limit while they wait there, but nothing more goes on the wire: growing it would only
+    /// inflate a limit nobody tests. Requests retried are left out (their permits idle through
+    /// the backoff, and the limit grows past them so that the server stays busy), as is the
+    /// wait for pacing (before the limiter's call). True while no request has told.
+    pub(crate) fn on_wire(&self) -> bool {
+        self.held_nanos == 0
+            || (self.waited_below_nanos as f64) <= WAITED_BELOW * self.held_nanos as f64
     }
 
     /// A request whose last attempt succeeded released its permit `body` after its response
@@ -721,13 +760,16 @@ impl Control {
     }
 
     /// A success of an attempt sent at `sent_at` that took `latency`. `may_grow` is false while
-    /// the sender has not filled the limit since its last change, or while the breaker probes.
+    /// the sender has not filled the limit since its last change, or while the breaker probes;
+    /// `on_wire` is false while the permits wait below the limiter more than they are on the
+    /// wire ([`Control::on_wire`]).
     pub(crate) fn on_success(
         &mut self,
         settings: &Settings,
         sent_at: Instant,
         latency: Duration,
         may_grow: bool,
+        on_wire: bool,
         now: Instant,
     ) -> Change {
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
@@ -813,6 +855,13 @@ impl Control {
             if cooling || !may_grow {
                 return Change::None;
             }
+            if !on_wire {
+                // Permits wait below the limiter, not on the wire: the limit does not grow,
+                // but the pacing a deceleration widened narrows all the same (its waiters
+                // hold permits too).
+                self.narrow_pacing(settings, now);
+                return Change::None;
+            }
             self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
             let old = self.limit;
             self.limit = proposed;
@@ -835,14 +884,22 @@ impl Control {
             self.changed(now);
             Change::Shrank
         } else {
-            if !cooling && self.pacing_interval > settings.pacing.min_interval {
+            if !cooling {
                 // The limit holds at its ceiling (or a knee) and cannot grow: the pacing a
-                // deceleration widened narrows all the same, a step per round trip, or it would
-                // throttle dispatch under the limit for as long as the hold lasts.
-                self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
-                self.last_change = Some(now);
+                // deceleration widened narrows all the same, or it would throttle dispatch
+                // under the limit for as long as the hold lasts.
+                self.narrow_pacing(settings, now);
             }
             Change::None
+        }
+    }
+
+    /// Narrows the pacing a deceleration widened by a step, when the limit does not grow; the
+    /// next step waits a round trip.
+    fn narrow_pacing(&mut self, settings: &Settings, now: Instant) {
+        if self.pacing_interval > settings.pacing.min_interval {
+            self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
+            self.last_change = Some(now);
         }
     }
 
@@ -907,7 +964,7 @@ mod tests {
         for i in 0..n {
             let lat = mean * if i % 2 == 0 { 1.3 } else { 0.7 };
             let latency = Duration::from_secs_f64(lat);
-            let change = c.on_success(s, sent_at, latency, true, sent_at + latency);
+            let change = c.on_success(s, sent_at, latency, true, true, sent_at + latency);
             if change != Change::None {
                 last = change;
             }
@@ -922,7 +979,10 @@ mod tests {
         let head = Duration::from_millis(300);
         // Streamed answers: the body holds the permit 10 s after the head.
         let t0 = Instant::now();
-        assert_eq!(c.on_success(&s, t0, head, true, t0 + head), Change::Grew);
+        assert_eq!(
+            c.on_success(&s, t0, head, true, true, t0 + head),
+            Change::Grew
+        );
         c.on_body_end(Duration::from_secs(10));
         let changed = t0 + head;
         // A head round trip later, an attempt sent after the change succeeds: the server has
@@ -930,14 +990,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let sent = Instant::now();
         let now = sent + head;
-        assert_eq!(c.on_success(&s, sent, head, true, now), Change::None);
+        assert_eq!(c.on_success(&s, sent, head, true, true, now), Change::None);
         assert_eq!(effective(c.limit), 11);
         // Once the requests sent at the new limit have held the server a whole body's time.
         tokio::time::advance(Duration::from_secs(10)).await;
         let sent = Instant::now();
         assert!(sent.duration_since(changed) >= Duration::from_secs(10));
         assert_eq!(
-            c.on_success(&s, sent, head, true, sent + head),
+            c.on_success(&s, sent, head, true, true, sent + head),
             Change::Grew
         );
         assert_eq!(effective(c.limit), 12);
@@ -949,7 +1009,7 @@ mod tests {
         let mut c = Control::new(31.0, &s);
         let head = Duration::from_millis(300);
         let t0 = Instant::now();
-        c.on_success(&s, t0, head, false, t0 + head);
+        c.on_success(&s, t0, head, false, true, t0 + head);
         // 30 streams are running (heads heard, bodies being read); a 31st request is refused.
         c.bodies = 30;
         let refused = t0 + head;
@@ -977,7 +1037,7 @@ mod tests {
         let mut c = Control::new(32.0, &s);
         let head = Duration::from_millis(300);
         let t0 = Instant::now();
-        c.on_success(&s, t0, head, false, t0 + head);
+        c.on_success(&s, t0, head, false, true, t0 + head);
         // The first round trip of streams: 9 heads heard when the 33rd is refused; none of
         // their bodies has ended yet.
         c.bodies = 9;
@@ -988,7 +1048,10 @@ mod tests {
         // end the wait: the other heads are still arriving.
         tokio::time::advance(Duration::from_secs(1)).await;
         let now = Instant::now();
-        assert_eq!(c.on_success(&s, now, head, true, now + head), Change::None);
+        assert_eq!(
+            c.on_success(&s, now, head, true, true, now + head),
+            Change::None
+        );
         assert!(c.draining());
         // They have: the streams alone exceed the new limit, and a refusal answers them.
         c.bodies = 30;
@@ -1037,12 +1100,47 @@ mod tests {
         let sent = Instant::now();
         let latency = Duration::from_secs(1);
         assert_eq!(
-            c.on_success(&s, sent, latency, true, sent + latency),
+            c.on_success(&s, sent, latency, true, true, sent + latency),
             Change::None
         );
         assert_eq!(c.limit, ceiling);
         // Cooling is over and a round trip has passed: dispatch is no longer spaced.
         assert_eq!(c.pacing_interval, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permits_waiting_below_the_limiter_do_not_make_it_grow() {
+        let s = settings(256.0);
+        let mut c = Control::new(20.0, &s);
+        let t0 = Instant::now();
+        c.set(&s, 20.0, t0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        // Requests held their permit 5 s, 3 s of it waiting in a token budget below.
+        for _ in 0..10 {
+            c.on_sent_once(Duration::from_secs(3), Duration::from_secs(5));
+        }
+        assert!(!c.on_wire());
+        let (sent, latency) = (now - Duration::from_secs(1), Duration::from_secs(1));
+        let on_wire = c.on_wire();
+        assert_eq!(
+            c.on_success(&s, sent, latency, true, on_wire, now),
+            Change::None
+        );
+        assert_eq!(effective(c.limit), 20);
+        // Once they are sent at once (the budget no longer binds), the limit grows.
+        c.set(&s, 20.0, now);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        for _ in 0..10 {
+            c.on_sent_once(Duration::from_millis(100), Duration::from_secs(2));
+        }
+        assert!(c.on_wire());
+        let sent = now - Duration::from_secs(1);
+        assert_eq!(
+            c.on_success(&s, sent, latency, true, true, now),
+            Change::Grew
+        );
     }
 
     /// Holds the limit at the knee at 30: 30 in flight at 1 s, then 40 in flight at 2 s, then

@@ -258,11 +258,21 @@ impl Limiter {
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
-    /// attempt succeeded kept it.
-    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64) {
+    /// attempt succeeded kept it; `sent_once`, for a request sent in one attempt, how long it
+    /// waited below the limiter before it was sent and how long it held the permit.
+    fn release(
+        &self,
+        streaming: bool,
+        body: Option<Duration>,
+        parked: u64,
+        sent_once: Option<(Duration, Duration)>,
+    ) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if let Some((waited, held)) = sent_once {
+                state.control.on_sent_once(waited, held);
+            }
             if parked != 0 {
                 state.unpark(parked);
             }
@@ -360,11 +370,13 @@ impl Controller for Limiter {
                 }
                 Class::Success => {
                     let may_grow = state.filled && !half_open;
+                    let on_wire = state.control.on_wire();
                     state.control.on_success(
                         settings,
                         outcome.sent_at,
                         outcome.latency,
                         may_grow,
+                        on_wire,
                         now,
                     )
                 }
@@ -410,11 +422,18 @@ pub(crate) struct Permit {
     /// The park id while a retry of this permit's request waits in `Limiter`'s parked list;
     /// 0 otherwise.
     parked: u64,
+    /// When the limiter called the inner service with the request (its first dispatch there),
+    /// when known.
+    pub(crate) called_at: Option<Instant>,
+    /// Set when the slot ends after one attempt: how long the request waited below the
+    /// limiter before it was sent, and how long it held the permit from the call.
+    sent_once: Option<(Duration, Duration)>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.streaming, self.body, self.parked);
+        self.limiter
+            .release(self.streaming, self.body, self.parked, self.sent_once);
     }
 }
 
@@ -432,10 +451,17 @@ impl Permit {
 impl Hold for Permit {
     fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
         if let Some(outcome) = ended.last_outcome {
+            let now = Instant::now();
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
                 let head = outcome.sent_at + outcome.latency;
-                self.body = Some(Instant::now().saturating_duration_since(head));
+                self.body = Some(now.saturating_duration_since(head));
+            }
+            if let (1, Some(called)) = (ended.attempts, self.called_at) {
+                self.sent_once = Some((
+                    outcome.sent_at.saturating_duration_since(called),
+                    now.saturating_duration_since(called),
+                ));
             }
         }
         drop(self);
@@ -529,7 +555,9 @@ impl Acquire {
                         return Poll::Ready(Err(Rejection::Full(QueueFull::new(max))));
                     }
                 }
-                state.filled = true;
+                // Queued behind permits granted but not yet claimed, the limit may not be full:
+                // it is filled only when in-flight reaches it.
+                state.note_fill();
                 self.id = state.next_id;
                 state.next_id += 1;
                 state.queue.push_back(Entry {
@@ -583,6 +611,8 @@ impl Acquire {
             streaming: false,
             body: None,
             parked: 0,
+            called_at: None,
+            sent_once: None,
         }
     }
 
