@@ -606,12 +606,12 @@ impl Control {
         self.held_nanos = 0;
     }
 
-    /// A request sent in one attempt gave its permit back: it `waited` below the limiter before
-    /// its attempt was sent, of the `held` it kept the permit from the limiter's call.
-    pub(crate) fn on_sent_once(&mut self, waited: Duration, held: Duration) {
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.waited_below_nanos = self.waited_below_nanos.saturating_add(nanos(waited));
-        self.held_nanos = self.held_nanos.saturating_add(nanos(held));
+    /// A request sent in one attempt gave its permit back: it waited `waited` nanoseconds below
+    /// the limiter before its attempt was sent, of the `held` it kept the permit from the
+    /// limiter's call.
+    pub(crate) fn on_sent_once(&mut self, waited: u64, held: u64) {
+        self.waited_below_nanos = self.waited_below_nanos.saturating_add(waited);
+        self.held_nanos = self.held_nanos.saturating_add(held);
     }
 
     /// Whether the permits are on the wire rather than waiting below the limiter: since the
@@ -760,16 +760,15 @@ impl Control {
     }
 
     /// A success of an attempt sent at `sent_at` that took `latency`. `may_grow` is false while
-    /// the sender has not filled the limit since its last change, or while the breaker probes;
-    /// `on_wire` is false while the permits wait below the limiter more than they are on the
-    /// wire ([`Control::on_wire`]).
+    /// the sender has not filled the limit since its last change, or while the breaker probes.
+    /// Nor does it grow while the permits wait below the limiter more than they are on the wire
+    /// ([`Control::on_wire`]).
     pub(crate) fn on_success(
         &mut self,
         settings: &Settings,
         sent_at: Instant,
         latency: Duration,
         may_grow: bool,
-        on_wire: bool,
         now: Instant,
     ) -> Change {
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
@@ -855,7 +854,7 @@ impl Control {
             if cooling || !may_grow {
                 return Change::None;
             }
-            if !on_wire {
+            if !self.on_wire() {
                 // Permits wait below the limiter, not on the wire: the limit does not grow,
                 // but the pacing a deceleration widened narrows all the same (its waiters
                 // hold permits too).
@@ -964,7 +963,7 @@ mod tests {
         for i in 0..n {
             let lat = mean * if i % 2 == 0 { 1.3 } else { 0.7 };
             let latency = Duration::from_secs_f64(lat);
-            let change = c.on_success(s, sent_at, latency, true, true, sent_at + latency);
+            let change = c.on_success(s, sent_at, latency, true, sent_at + latency);
             if change != Change::None {
                 last = change;
             }
@@ -979,10 +978,7 @@ mod tests {
         let head = Duration::from_millis(300);
         // Streamed answers: the body holds the permit 10 s after the head.
         let t0 = Instant::now();
-        assert_eq!(
-            c.on_success(&s, t0, head, true, true, t0 + head),
-            Change::Grew
-        );
+        assert_eq!(c.on_success(&s, t0, head, true, t0 + head), Change::Grew);
         c.on_body_end(Duration::from_secs(10));
         let changed = t0 + head;
         // A head round trip later, an attempt sent after the change succeeds: the server has
@@ -990,14 +986,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let sent = Instant::now();
         let now = sent + head;
-        assert_eq!(c.on_success(&s, sent, head, true, true, now), Change::None);
+        assert_eq!(c.on_success(&s, sent, head, true, now), Change::None);
         assert_eq!(effective(c.limit), 11);
         // Once the requests sent at the new limit have held the server a whole body's time.
         tokio::time::advance(Duration::from_secs(10)).await;
         let sent = Instant::now();
         assert!(sent.duration_since(changed) >= Duration::from_secs(10));
         assert_eq!(
-            c.on_success(&s, sent, head, true, true, sent + head),
+            c.on_success(&s, sent, head, true, sent + head),
             Change::Grew
         );
         assert_eq!(effective(c.limit), 12);
@@ -1009,7 +1005,7 @@ mod tests {
         let mut c = Control::new(31.0, &s);
         let head = Duration::from_millis(300);
         let t0 = Instant::now();
-        c.on_success(&s, t0, head, false, true, t0 + head);
+        c.on_success(&s, t0, head, false, t0 + head);
         // 30 streams are running (heads heard, bodies being read); a 31st request is refused.
         c.bodies = 30;
         let refused = t0 + head;
@@ -1037,7 +1033,7 @@ mod tests {
         let mut c = Control::new(32.0, &s);
         let head = Duration::from_millis(300);
         let t0 = Instant::now();
-        c.on_success(&s, t0, head, false, true, t0 + head);
+        c.on_success(&s, t0, head, false, t0 + head);
         // The first round trip of streams: 9 heads heard when the 33rd is refused; none of
         // their bodies has ended yet.
         c.bodies = 9;
@@ -1048,10 +1044,7 @@ mod tests {
         // end the wait: the other heads are still arriving.
         tokio::time::advance(Duration::from_secs(1)).await;
         let now = Instant::now();
-        assert_eq!(
-            c.on_success(&s, now, head, true, true, now + head),
-            Change::None
-        );
+        assert_eq!(c.on_success(&s, now, head, true, now + head), Change::None);
         assert!(c.draining());
         // They have: the streams alone exceed the new limit, and a refusal answers them.
         c.bodies = 30;
@@ -1100,7 +1093,7 @@ mod tests {
         let sent = Instant::now();
         let latency = Duration::from_secs(1);
         assert_eq!(
-            c.on_success(&s, sent, latency, true, true, sent + latency),
+            c.on_success(&s, sent, latency, true, sent + latency),
             Change::None
         );
         assert_eq!(c.limit, ceiling);
@@ -1118,29 +1111,22 @@ mod tests {
         let now = Instant::now();
         // Requests held their permit 5 s, 3 s of it waiting in a token budget below.
         for _ in 0..10 {
-            c.on_sent_once(Duration::from_secs(3), Duration::from_secs(5));
+            c.on_sent_once(3_000_000_000, 5_000_000_000);
         }
         assert!(!c.on_wire());
         let (sent, latency) = (now - Duration::from_secs(1), Duration::from_secs(1));
-        let on_wire = c.on_wire();
-        assert_eq!(
-            c.on_success(&s, sent, latency, true, on_wire, now),
-            Change::None
-        );
+        assert_eq!(c.on_success(&s, sent, latency, true, now), Change::None);
         assert_eq!(effective(c.limit), 20);
         // Once they are sent at once (the budget no longer binds), the limit grows.
         c.set(&s, 20.0, now);
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
         for _ in 0..10 {
-            c.on_sent_once(Duration::from_millis(100), Duration::from_secs(2));
+            c.on_sent_once(100_000_000, 2_000_000_000);
         }
         assert!(c.on_wire());
         let sent = now - Duration::from_secs(1);
-        assert_eq!(
-            c.on_success(&s, sent, latency, true, true, now),
-            Change::Grew
-        );
+        assert_eq!(c.on_success(&s, sent, latency, true, now), Change::Grew);
     }
 
     /// Holds the limit at the knee at 30: 30 in flight at 1 s, then 40 in flight at 2 s, then

@@ -259,19 +259,14 @@ impl Limiter {
 
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it; `sent_once`, for a request sent in one attempt, how long it
-    /// waited below the limiter before it was sent and how long it held the permit.
-    fn release(
-        &self,
-        streaming: bool,
-        body: Option<Duration>,
-        parked: u64,
-        sent_once: Option<(Duration, Duration)>,
-    ) {
+    /// waited below the limiter before it was sent and how long it held the permit, in
+    /// nanoseconds (both 0 otherwise).
+    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64, sent_once: (u64, u64)) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            if let Some((waited, held)) = sent_once {
-                state.control.on_sent_once(waited, held);
+            if sent_once.1 != 0 {
+                state.control.on_sent_once(sent_once.0, sent_once.1);
             }
             if parked != 0 {
                 state.unpark(parked);
@@ -370,13 +365,11 @@ impl Controller for Limiter {
                 }
                 Class::Success => {
                     let may_grow = state.filled && !half_open;
-                    let on_wire = state.control.on_wire();
                     state.control.on_success(
                         settings,
                         outcome.sent_at,
                         outcome.latency,
                         may_grow,
-                        on_wire,
                         now,
                     )
                 }
@@ -427,7 +420,7 @@ pub(crate) struct Permit {
     pub(crate) called_at: Option<Instant>,
     /// Set when the slot ends after one attempt: how long the request waited below the
     /// limiter before it was sent, and how long it held the permit from the call.
-    sent_once: Option<(Duration, Duration)>,
+    sent_once: (u64, u64),
 }
 
 impl Drop for Permit {
@@ -451,17 +444,22 @@ impl Permit {
 impl Hold for Permit {
     fn release(mut self: Box<Self>, ended: &SlotEnded<'_>) {
         if let Some(outcome) = ended.last_outcome {
-            let now = Instant::now();
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
                 let head = outcome.sent_at + outcome.latency;
-                self.body = Some(now.saturating_duration_since(head));
+                self.body = Some(Instant::now().saturating_duration_since(head));
             }
             if let (1, Some(called)) = (ended.attempts, self.called_at) {
-                self.sent_once = Some((
-                    outcome.sent_at.saturating_duration_since(called),
-                    now.saturating_duration_since(called),
-                ));
+                // Sent when the limiter called (the common case: nothing waits below), or
+                // later; held from then to the head, and the body after it.
+                let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                let waited = if outcome.sent_at == called {
+                    0
+                } else {
+                    nanos(outcome.sent_at.saturating_duration_since(called))
+                };
+                let held = nanos(outcome.latency + self.body.unwrap_or_default());
+                self.sent_once = (waited, waited.saturating_add(held).max(1));
             }
         }
         drop(self);
@@ -612,7 +610,7 @@ impl Acquire {
             body: None,
             parked: 0,
             called_at: None,
-            sent_once: None,
+            sent_once: (0, 0),
         }
     }
 
