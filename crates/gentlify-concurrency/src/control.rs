@@ -368,7 +368,7 @@ const FAILURE_WINDOW: f64 = 10.0;
 /// Failures in a row that make a storm whatever their share (an outage shows at once).
 const FAILURES_IN_A_ROW: u32 = 3;
 
-/// The largest share of their permit's time that requests may have waited below the limiter
+/// The largest share of the permits' time that requests may have waited below the limiter
 /// (from the limiter's call to the attempt's dispatch, in a token budget say), since the limit
 /// last changed, for it to grow.
 const WAITED_BELOW: f64 = 0.2;
@@ -435,11 +435,13 @@ pub(crate) struct Control {
     /// Permits held by requests whose final response head came back a success: their body is
     /// being read (kept by the limiter, set before each outcome is heard).
     pub(crate) bodies: usize,
-    /// Of the requests sent in one attempt whose permit came back since the limit last
-    /// changed: the time they waited below the limiter before their attempt was sent, and the
-    /// time they held their permit from the limiter's call, in nanoseconds.
+    /// The time the requests sent in one attempt whose permit came back since `wait_since`
+    /// waited below the limiter before their attempt was sent (in a token budget, say), in
+    /// nanoseconds.
     waited_below_nanos: u64,
-    held_nanos: u64,
+    /// The time the attempts heard since the same instant spent on the wire (dispatch to
+    /// head) and the successes' bodies after it, in nanoseconds.
+    wire_nanos: u64,
     cooling_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
@@ -483,7 +485,7 @@ impl Control {
             body_nanos: 0,
             bodies: 0,
             waited_below_nanos: 0,
-            held_nanos: 0,
+            wire_nanos: 0,
             cooling_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
@@ -603,32 +605,39 @@ impl Control {
 
     fn restart_wait(&mut self) {
         self.waited_below_nanos = 0;
-        self.held_nanos = 0;
+        self.wire_nanos = 0;
     }
 
     /// A request sent in one attempt gave its permit back: it waited `waited` nanoseconds below
-    /// the limiter before its attempt was sent, of the `held` it kept the permit from the
-    /// limiter's call.
-    pub(crate) fn on_sent_once(&mut self, waited: u64, held: u64) {
+    /// the limiter before its attempt was sent.
+    pub(crate) fn on_waited_below(&mut self, waited: u64) {
         self.waited_below_nanos = self.waited_below_nanos.saturating_add(waited);
-        self.held_nanos = self.held_nanos.saturating_add(held);
+    }
+
+    /// An attempt was on the wire for `time` (dispatch to head), or a success's body after it.
+    #[inline]
+    pub(crate) fn on_wire_time(&mut self, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.wire_nanos = self.wire_nanos.saturating_add(nanos);
     }
 
     /// Whether the permits are on the wire rather than waiting below the limiter: since the
     /// limit last changed, the requests sent in one attempt waited below it (in a token budget,
-    /// a pause) for at most [`WAITED_BELOW`] of the time they held their permit. Permits fill
-    /// a limit while they wait there, but nothing more goes on the wire: growing it would only
-    /// inflate a limit nobody tests. Requests retried are left out (their permits idle through
-    /// the backoff, and the limit grows past them so that the server stays busy), as is the
-    /// wait for pacing (before the limiter's call). True while no request has told.
+    /// a pause) for at most [`WAITED_BELOW`] of the time heard of (that wait, and the attempts'
+    /// and bodies' time on the wire). Permits fill a limit while they wait there, but nothing
+    /// more goes on the wire: growing it would only inflate a limit nobody tests. Requests
+    /// retried are left out of the wait (their permits idle through the backoff, and the limit
+    /// grows past them so that the server stays busy), as is the wait for pacing (before the
+    /// limiter's call).
     pub(crate) fn on_wire(&self) -> bool {
-        self.held_nanos == 0
-            || (self.waited_below_nanos as f64) <= WAITED_BELOW * self.held_nanos as f64
+        let waited = self.waited_below_nanos as f64;
+        waited <= WAITED_BELOW * (waited + self.wire_nanos as f64)
     }
 
     /// A request whose last attempt succeeded released its permit `body` after its response
     /// head: the server was busy with it that much longer than the head's round trip says.
     pub(crate) fn on_body_end(&mut self, body: Duration) {
+        self.on_wire_time(body);
         let sample = u64::try_from(body.as_nanos()).unwrap_or(u64::MAX);
         self.body_nanos = if self.body_nanos == 0 {
             sample
@@ -1105,24 +1114,25 @@ mod tests {
     async fn permits_waiting_below_the_limiter_do_not_make_it_grow() {
         let s = settings(256.0);
         let mut c = Control::new(20.0, &s);
-        let t0 = Instant::now();
-        c.set(&s, 20.0, t0);
+        c.set(&s, 20.0, Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
-        // Requests held their permit 5 s, 3 s of it waiting in a token budget below.
+        // Requests waited 3 s in a token budget below the limiter, then 2 s on the wire.
         for _ in 0..10 {
-            c.on_sent_once(3_000_000_000, 5_000_000_000);
+            c.on_waited_below(3_000_000_000);
+            c.on_wire_time(Duration::from_secs(2));
         }
         assert!(!c.on_wire());
         let (sent, latency) = (now - Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(c.on_success(&s, sent, latency, true, now), Change::None);
         assert_eq!(effective(c.limit), 20);
-        // Once they are sent at once (the budget no longer binds), the limit grows.
+        // Once they wait little (the budget no longer binds), the limit grows.
         c.set(&s, 20.0, now);
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
         for _ in 0..10 {
-            c.on_sent_once(100_000_000, 2_000_000_000);
+            c.on_waited_below(100_000_000);
+            c.on_wire_time(Duration::from_secs(2));
         }
         assert!(c.on_wire());
         let sent = now - Duration::from_secs(1);

@@ -258,15 +258,14 @@ impl Limiter {
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
-    /// attempt succeeded kept it; `sent_once`, for a request sent in one attempt, how long it
-    /// waited below the limiter before it was sent and how long it held the permit, in
-    /// nanoseconds (both 0 otherwise).
-    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64, sent_once: (u64, u64)) {
+    /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
+    /// the limiter before it was sent, in nanoseconds.
+    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64, waited: u64) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            if sent_once.1 != 0 {
-                state.control.on_sent_once(sent_once.0, sent_once.1);
+            if waited != 0 {
+                state.control.on_waited_below(waited);
             }
             if parked != 0 {
                 state.unpark(parked);
@@ -345,6 +344,7 @@ impl Controller for Limiter {
         {
             let mut state = self.lock();
             state.control.bodies = self.streaming.load(Ordering::Relaxed);
+            state.control.on_wire_time(outcome.latency);
             let storm = state.control.note_attempt(settings, failed);
             let change = match outcome.class {
                 Class::Overloaded { retry_after } => {
@@ -418,15 +418,15 @@ pub(crate) struct Permit {
     /// When the limiter called the inner service with the request (its first dispatch there),
     /// when known.
     pub(crate) called_at: Option<Instant>,
-    /// Set when the slot ends after one attempt: how long the request waited below the
-    /// limiter before it was sent, and how long it held the permit from the call.
-    sent_once: (u64, u64),
+    /// Set when the slot ends after one attempt sent later than the limiter's call: how long
+    /// the request waited below the limiter, in nanoseconds.
+    waited: u64,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.limiter
-            .release(self.streaming, self.body, self.parked, self.sent_once);
+            .release(self.streaming, self.body, self.parked, self.waited);
     }
 }
 
@@ -450,16 +450,11 @@ impl Hold for Permit {
                 self.body = Some(Instant::now().saturating_duration_since(head));
             }
             if let (1, Some(called)) = (ended.attempts, self.called_at) {
-                // Sent when the limiter called (the common case: nothing waits below), or
-                // later; held from then to the head, and the body after it.
-                let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-                let waited = if outcome.sent_at == called {
-                    0
-                } else {
-                    nanos(outcome.sent_at.saturating_duration_since(called))
-                };
-                let held = nanos(outcome.latency + self.body.unwrap_or_default());
-                self.sent_once = (waited, waited.saturating_add(held).max(1));
+                // Sent when the limiter called (the common case: nothing waits below), or later.
+                if outcome.sent_at != called {
+                    let waited = outcome.sent_at.saturating_duration_since(called);
+                    self.waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+                }
             }
         }
         drop(self);
@@ -610,7 +605,7 @@ impl Acquire {
             body: None,
             parked: 0,
             called_at: None,
-            sent_once: (0, 0),
+            waited: 0,
         }
     }
 
