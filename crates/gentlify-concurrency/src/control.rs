@@ -104,6 +104,14 @@ impl Aimd {
     /// refusal; a refusal below the knee (the server's capacity fell) forgets it. Statistics
     /// older than three relaxation periods are forgotten.
     ///
+    /// When a layer of the stack records the answers' usage in the slot (gentlify's token
+    /// budget does, when it has a limit), the bands keep each answer's latency scaled to an
+    /// answer of the mean length, by a line fitted to latency against output tokens (only the
+    /// line's shape: its fixed part over its time per token, which the server's load does not
+    /// change), recorded when the answer ends. The length of the answers then no longer adds
+    /// its noise to the comparison (`gentlify-sim`'s constant-cap with a budget that does not
+    /// bind, full stack, 12 seeds: goodput 0.932 → 0.941 × oracle on average).
+    ///
     /// A large hosted API's latency does not depend on one client's load: throughput then grows
     /// with the level, no lower band wins, and the knee changes nothing.
     pub fn knee(mut self, on: bool) -> Self {
@@ -928,9 +936,30 @@ impl Control {
         let limit = self.limit;
         let knee = self.knee.as_mut()?;
         let stale = Self::knee_stale(settings);
-        knee.record(sent_at, latency, stale, now);
+        if !knee.by_usage {
+            knee.record(sent_at, latency, stale, now);
+        }
         knee.better_below(effective(limit), every, stale, now)
             .filter(|level| *level < limit - 1e-9)
+    }
+
+    /// A request whose attempt sent at `sent_at` succeeded after `latency` (to its head) ended
+    /// with `tokens` output tokens: a sample for the knee, normalised by the answer's length
+    /// ([`Knee::record_usage`]), kept when the sender `filled` the limit.
+    pub(crate) fn on_usage(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        latency: Duration,
+        tokens: u64,
+        filled: bool,
+        now: Instant,
+    ) {
+        let record = filled && !self.draining;
+        let stale = Self::knee_stale(settings);
+        if let Some(knee) = self.knee.as_mut() {
+            knee.record_usage(sent_at, latency, tokens, record, stale, now);
+        }
     }
 
     /// Sets the limit by hand (clamped to `[min, max]`).

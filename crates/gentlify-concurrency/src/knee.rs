@@ -84,6 +84,55 @@ fn band_of(level: usize) -> i32 {
     ((level.max(1) as f64).ln() / BAND_RATIO.ln()).floor() as i32
 }
 
+/// Samples the fit of latency against output tokens spans (an exponential window).
+const FIT_WINDOW: f64 = 256.0;
+/// Samples the fit needs before it normalises latency.
+const FIT_MIN: f64 = 32.0;
+
+/// Latency against output tokens, a least-squares line over the recent answers whose usage is
+/// known: an LLM call's latency is about a fixed part plus a time per output token.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fit {
+    n: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+impl Fit {
+    fn add(&mut self, x: f64, y: f64) {
+        let keep = 1.0 - 1.0 / FIT_WINDOW;
+        self.n = self.n * keep + 1.0;
+        self.x = self.x * keep + x;
+        self.y = self.y * keep + y;
+        self.xx = self.xx * keep + x * x;
+        self.xy = self.xy * keep + x * y;
+    }
+
+    /// How much longer the line says an answer of `x` output tokens takes than one of the
+    /// mean length. Only the line's shape counts (its fixed part over its time per token):
+    /// the server's load scales both alike, and the bands must keep the load's effect.
+    fn length_factor(&self, x: f64) -> Option<f64> {
+        if self.n < FIT_MIN {
+            return None;
+        }
+        let (mx, my) = (self.x / self.n, self.y / self.n);
+        let var = self.xx / self.n - mx * mx;
+        if var <= 1e-9 {
+            return Some(1.0);
+        }
+        let slope = (self.xy / self.n - mx * my) / var;
+        let fixed = my - slope * mx;
+        if slope <= 1e-12 || fixed < 0.0 {
+            // Latency does not follow the length (a streamed head), or the line is off.
+            return Some(1.0);
+        }
+        let tokens = fixed / slope;
+        Some((tokens + x.max(0.0)) / (tokens + mx))
+    }
+}
+
 /// Per-band latency statistics and the history of the limit.
 #[derive(Debug)]
 pub(crate) struct Knee {
@@ -97,6 +146,11 @@ pub(crate) struct Knee {
     /// The level the estimator last held the limit at, and how many times in a row it was
     /// found again within a band of it after the hold relaxed and the limit probed above.
     found: Option<(f64, u32)>,
+    /// Latency against output tokens, while answers report their usage.
+    fit: Fit,
+    /// Answers report their usage: the bands keep latency relative to what the fit predicts
+    /// for each answer's length, recorded when the answer ends, not raw latency at its head.
+    pub(crate) by_usage: bool,
 }
 
 impl Knee {
@@ -107,6 +161,34 @@ impl Knee {
             moved_at: None,
             last_check: None,
             found: None,
+            fit: Fit::default(),
+            by_usage: false,
+        }
+    }
+
+    /// A success sent at `sent_at`, its head after `latency`, whose answer had `tokens` output
+    /// tokens. Its latency scaled to an answer of the mean length (by the fit's line) goes to
+    /// the bands when `record` (the sender filled the limit): the length of the answers no
+    /// longer adds its noise to the comparison of two bands.
+    pub(crate) fn record_usage(
+        &mut self,
+        sent_at: Instant,
+        latency: Duration,
+        tokens: u64,
+        record: bool,
+        stale: Duration,
+        now: Instant,
+    ) {
+        if !self.by_usage {
+            // The bands held raw latency: they start over in the new unit.
+            self.by_usage = true;
+            self.bands.clear();
+        }
+        let (x, y) = (tokens as f64, latency.as_secs_f64());
+        let factor = self.fit.length_factor(x);
+        self.fit.add(x, y);
+        if let (true, Some(f)) = (record, factor) {
+            self.record(sent_at, Duration::from_secs_f64(y / f), stale, now);
         }
     }
 
@@ -344,6 +426,63 @@ mod tests {
         let t2 = moved + Duration::from_secs(20);
         k.limit_changed(20, t2);
         assert_eq!(k.better_below(20, Duration::from_secs(1), stale, t2), None);
+    }
+
+    /// Latencies of LLM answers at `level` of a cap of 40: (0.4 s + 10 ms per output token,
+    /// 50 to 350 tokens) × `1 + (level / 40)^4` × (1 ± 10 %), with their token counts.
+    fn answers(level: usize, n: usize, rng: &mut u64) -> Vec<(Duration, u64)> {
+        let mut next = || {
+            *rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let inflation = 1.0 + (level as f64 / 40.0).powi(4);
+        (0..n)
+            .map(|_| {
+                let tokens = 50 + (300.0 * next()) as u64;
+                let jitter = 1.0 + 0.1 * (2.0 * next() - 1.0);
+                let latency = (0.4 + 0.01 * tokens as f64) * inflation * jitter;
+                (Duration::from_secs_f64(latency), tokens)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_normalised_by_the_answers_length_finds_a_knee_the_raw_latency_hides() {
+        let stale = Duration::from_secs(600);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(60);
+        // 30 in flight serve about 5 % more per second than 36: within the noise of 60 raw
+        // latencies (the answers' lengths vary them by about 45 %), not of normalised ones.
+        let mut rng = 7u64;
+        let (at30, at36) = (answers(30, 100, &mut rng), answers(36, 60, &mut rng));
+
+        let mut raw = Knee::new();
+        raw.limit_changed(30, t0);
+        for (latency, _) in &at30 {
+            raw.record(t0, *latency, stale, t0);
+        }
+        raw.limit_changed(36, t1);
+        for (latency, _) in &at36 {
+            raw.record(t1, *latency, stale, t1);
+        }
+        assert_eq!(
+            raw.better_below(36, Duration::from_secs(1), stale, t1),
+            None
+        );
+
+        let mut by_usage = Knee::new();
+        by_usage.limit_changed(30, t0);
+        for (latency, tokens) in &at30 {
+            by_usage.record_usage(t0, *latency, *tokens, true, stale, t0);
+        }
+        by_usage.limit_changed(36, t1);
+        for (latency, tokens) in &at36 {
+            by_usage.record_usage(t1, *latency, *tokens, true, stale, t1);
+        }
+        let level = by_usage.better_below(36, Duration::from_secs(1), stale, t1);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -260,10 +260,29 @@ impl Limiter {
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds.
-    fn release(&self, streaming: bool, body: Option<Duration>, parked: u64, waited: u64) {
+    fn release(
+        &self,
+        streaming: bool,
+        body: Option<Duration>,
+        parked: u64,
+        waited: u64,
+        usage: Option<Box<UsageSample>>,
+    ) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if let Some(usage) = usage {
+                let (sent_at, latency, tokens) = *usage;
+                let filled = state.filled;
+                state.control.on_usage(
+                    &self.config.settings,
+                    sent_at,
+                    latency,
+                    tokens,
+                    filled,
+                    Instant::now(),
+                );
+            }
             if waited != 0 {
                 state.control.on_waited_below(waited);
             }
@@ -421,12 +440,23 @@ pub(crate) struct Permit {
     /// Set when the slot ends after one attempt sent later than the limiter's call: how long
     /// the request waited below the limiter, in nanoseconds.
     waited: u64,
+    /// Set when the slot ends after a success whose usage was recorded (by a layer that reads
+    /// it from the body). Boxed: a permit without it stays small.
+    usage: Option<Box<UsageSample>>,
 }
+
+/// An answer's attempt: its dispatch, its latency to the head, its output tokens.
+type UsageSample = (Instant, Duration, u64);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter
-            .release(self.streaming, self.body, self.parked, self.waited);
+        self.limiter.release(
+            self.streaming,
+            self.body,
+            self.parked,
+            self.waited,
+            self.usage.take(),
+        );
     }
 }
 
@@ -448,6 +478,10 @@ impl Hold for Permit {
             if read && matches!(outcome.class, Class::Success) {
                 let head = outcome.sent_at + outcome.latency;
                 self.body = Some(Instant::now().saturating_duration_since(head));
+                if let Some(usage) = ended.usage {
+                    let sample = (outcome.sent_at, outcome.latency, usage.output_tokens);
+                    self.usage = Some(Box::new(sample));
+                }
             }
             if let (1, Some(called)) = (ended.attempts, self.called_at) {
                 // Sent when the limiter called (the common case: nothing waits below), or later.
@@ -606,6 +640,7 @@ impl Acquire {
             parked: 0,
             called_at: None,
             waited: 0,
+            usage: None,
         }
     }
 
