@@ -127,7 +127,7 @@ where
             match &mut self.phase {
                 Phase::Acquiring => match ready!(self.acquire.poll_acquire(cx)) {
                     Ok((permit, at)) => {
-                        permit.hold_in(&self.slot);
+                        permit.hold_in(&self.slot, None);
                         self.phase = match at {
                             Some(at) => Phase::Pacing(Box::pin(tokio::time::sleep_until(at))),
                             None => Phase::Ready,

@@ -37,6 +37,9 @@ const MARGIN: f64 = 0.03;
 const MAX_BANDS: usize = 24;
 /// Changes of the limit remembered to find the level an attempt was sent under.
 const HISTORY: usize = 16;
+/// Most times in a row a hold's period doubles when the knee is found again where it was
+/// (the longest hold is `2^MAX_REPEATS` relaxation periods).
+const MAX_REPEATS: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Band {
@@ -49,11 +52,14 @@ struct Band {
     square: f64,
     count: u32,
     updated: Instant,
+    /// When the last sample's attempt was sent.
+    sent: Instant,
 }
 
 impl Band {
-    fn add(&mut self, level: f64, latency: f64, now: Instant) {
+    fn add(&mut self, level: f64, latency: f64, sent_at: Instant, now: Instant) {
         self.count = self.count.saturating_add(1);
+        self.sent = sent_at;
         let w = 1.0 / f64::from(self.count.min(WINDOW));
         self.level += (level - self.level) * w;
         self.mean += (latency - self.mean) * w;
@@ -78,6 +84,55 @@ fn band_of(level: usize) -> i32 {
     ((level.max(1) as f64).ln() / BAND_RATIO.ln()).floor() as i32
 }
 
+/// Samples the fit of latency against output tokens spans (an exponential window).
+const FIT_WINDOW: f64 = 256.0;
+/// Samples the fit needs before it normalises latency.
+const FIT_MIN: f64 = 32.0;
+
+/// Latency against output tokens, a least-squares line over the recent answers whose usage is
+/// known: an LLM call's latency is about a fixed part plus a time per output token.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fit {
+    n: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+impl Fit {
+    fn add(&mut self, x: f64, y: f64) {
+        let keep = 1.0 - 1.0 / FIT_WINDOW;
+        self.n = self.n * keep + 1.0;
+        self.x = self.x * keep + x;
+        self.y = self.y * keep + y;
+        self.xx = self.xx * keep + x * x;
+        self.xy = self.xy * keep + x * y;
+    }
+
+    /// How much longer the line says an answer of `x` output tokens takes than one of the
+    /// mean length. Only the line's shape counts (its fixed part over its time per token):
+    /// the server's load scales both alike, and the bands must keep the load's effect.
+    fn length_factor(&self, x: f64) -> Option<f64> {
+        if self.n < FIT_MIN {
+            return None;
+        }
+        let (mx, my) = (self.x / self.n, self.y / self.n);
+        let var = self.xx / self.n - mx * mx;
+        if var <= 1e-9 {
+            return Some(1.0);
+        }
+        let slope = (self.xy / self.n - mx * my) / var;
+        let fixed = my - slope * mx;
+        if slope <= 1e-12 || fixed < 0.0 {
+            // Latency does not follow the length (a streamed head), or the line is off.
+            return Some(1.0);
+        }
+        let tokens = fixed / slope;
+        Some((tokens + x.max(0.0)) / (tokens + mx))
+    }
+}
+
 /// Per-band latency statistics and the history of the limit.
 #[derive(Debug)]
 pub(crate) struct Knee {
@@ -88,6 +143,14 @@ pub(crate) struct Knee {
     /// before they count.
     pub(crate) moved_at: Option<Instant>,
     last_check: Option<Instant>,
+    /// The level the estimator last held the limit at, and how many times in a row it was
+    /// found again within a band of it after the hold relaxed and the limit probed above.
+    found: Option<(f64, u32)>,
+    /// Latency against output tokens, while answers report their usage.
+    fit: Fit,
+    /// Answers report their usage: the bands keep latency relative to what the fit predicts
+    /// for each answer's length, recorded when the answer ends, not raw latency at its head.
+    pub(crate) by_usage: bool,
 }
 
 impl Knee {
@@ -97,6 +160,72 @@ impl Knee {
             history: Vec::with_capacity(HISTORY),
             moved_at: None,
             last_check: None,
+            found: None,
+            fit: Fit::default(),
+            by_usage: false,
+        }
+    }
+
+    /// A success sent at `sent_at`, its head after `latency`, whose answer had `tokens` output
+    /// tokens. Its latency scaled to an answer of the mean length (by the fit's line) goes to
+    /// the bands when `record` (the sender filled the limit): the length of the answers no
+    /// longer adds its noise to the comparison of two bands.
+    pub(crate) fn record_usage(
+        &mut self,
+        sent_at: Instant,
+        latency: Duration,
+        tokens: u64,
+        record: bool,
+        stale: Duration,
+        now: Instant,
+    ) {
+        if !self.by_usage {
+            // The bands held raw latency: they start over in the new unit.
+            self.by_usage = true;
+            self.bands.clear();
+        }
+        let (x, y) = (tokens as f64, latency.as_secs_f64());
+        let factor = self.fit.length_factor(x);
+        self.fit.add(x, y);
+        if let (true, Some(f)) = (record, factor) {
+            self.record(sent_at, Duration::from_secs_f64(y / f), stale, now);
+        }
+    }
+
+    /// The estimator holds the limit at `level` from `now` on. Found again within a band of
+    /// the last hold (a probe above it ended back there), the knee is confirmed: the hold
+    /// lasts twice as long as the last one, up to `2^MAX_REPEATS` times the relaxation period.
+    pub(crate) fn hold(&mut self, level: f64, now: Instant) {
+        let band = band_of(level as usize);
+        let repeats = match self.found {
+            Some((last, repeats)) if (band_of(last as usize) - band).abs() <= 1 => {
+                (repeats + 1).min(MAX_REPEATS)
+            }
+            _ => 0,
+        };
+        self.found = Some((level, repeats));
+        self.moved_at = Some(now);
+    }
+
+    /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
+    /// the knee was found again where it was.
+    pub(crate) fn hold_periods(&self) -> u32 {
+        1 << self.found.map_or(0, |(_, repeats)| repeats)
+    }
+
+    /// The level of the last hold, while it is remembered.
+    pub(crate) fn found_level(&self) -> Option<f64> {
+        self.found.map(|(level, _)| level)
+    }
+
+    /// The server refused work below the knee's last level: its capacity moved, the knee with
+    /// it. The next hold starts over at one period.
+    pub(crate) fn forget_below(&mut self, limit: f64) {
+        if self
+            .found
+            .is_some_and(|(level, _)| band_of(limit as usize) < band_of(level as usize))
+        {
+            self.found = None;
         }
     }
 
@@ -136,13 +265,14 @@ impl Knee {
         let latency = latency.as_secs_f64();
         let moved_at = self.moved_at;
         if let Some(b) = self.bands.iter_mut().find(|b| b.index == index) {
-            // Measured before the last move, or too long ago: measure afresh.
-            let old = moved_at.is_some_and(|m| b.updated < m)
+            // Measured before the last move (sent before it: the answers of attempts sent
+            // before a move keep coming in for a round trip after it), or too long ago.
+            let old = moved_at.is_some_and(|m| b.sent < m)
                 || now.saturating_duration_since(b.updated) > stale;
             if old {
                 b.count = 0;
             }
-            b.add(level as f64, latency, now);
+            b.add(level as f64, latency, sent_at, now);
             return;
         }
         if self.bands.len() == MAX_BANDS {
@@ -163,8 +293,9 @@ impl Knee {
             square: 0.0,
             count: 0,
             updated: now,
+            sent: sent_at,
         };
-        band.add(level as f64, latency, now);
+        band.add(level as f64, latency, sent_at, now);
         self.bands.push(band);
     }
 
@@ -184,8 +315,14 @@ impl Knee {
             return None;
         }
         let current = band_of(limit);
-        let fresh =
-            |b: &Band| b.count >= MIN_SAMPLES && now.saturating_duration_since(b.updated) <= stale;
+        // Measured since the last move (a band last sent to before it is measured afresh when
+        // the limit comes back to it), recently, and enough.
+        let moved_at = self.moved_at;
+        let fresh = |b: &Band| {
+            b.count >= MIN_SAMPLES
+                && now.saturating_duration_since(b.updated) <= stale
+                && moved_at.is_none_or(|m| b.sent >= m)
+        };
         let here = self.bands.iter().find(|b| b.index == current && fresh(b))?;
         self.last_check = Some(now);
         let bar = here.throughput() * (1.0 + MARGIN);
@@ -223,6 +360,128 @@ mod tests {
             k.record(t1, Duration::from_secs_f64(lat), stale, t1);
         }
         let level = k.better_below(40, Duration::from_secs(1), stale, t1);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_to_attempts_sent_before_a_move_do_not_keep_a_band_from_being_measured_afresh()
+    {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        // 14 in flight at 2.2 s, then 19 at 3.8 s while the server was small.
+        k.limit_changed(14, t0);
+        for _ in 0..60 {
+            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
+        }
+        let t1 = t0 + Duration::from_secs(3);
+        k.limit_changed(19, t1);
+        // The estimator moves back to 14; the answers to the attempts sent at 19 before the
+        // move come in after it.
+        let moved = t1 + Duration::from_secs(2);
+        k.hold(14.0, moved);
+        k.limit_changed(14, moved);
+        let late = moved + Duration::from_secs(1);
+        for _ in 0..60 {
+            k.record(t1, Duration::from_secs_f64(3.8), stale, late);
+        }
+        for _ in 0..60 {
+            k.record(moved, Duration::from_secs_f64(2.2), stale, late);
+        }
+        // The server grew; 20 s later the limit probes 19 again, where latency is now 1.9 s.
+        let t3 = moved + Duration::from_secs(20);
+        k.limit_changed(19, t3);
+        k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
+        // The samples sent before the move do not count: 19 is measured afresh.
+        assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
+        for _ in 0..60 {
+            k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
+        }
+        assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_band_last_measured_before_a_move_is_not_compared_until_measured_again() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(14, t0);
+        for _ in 0..60 {
+            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
+        }
+        // 20 in flight at 3.8 s while the server was small; the estimator moves to 14.
+        let t1 = t0 + Duration::from_secs(3);
+        k.limit_changed(20, t1);
+        for _ in 0..60 {
+            k.record(t1, Duration::from_secs_f64(3.8), stale, t1);
+        }
+        let moved = t1 + Duration::from_secs(4);
+        k.hold(14.0, moved);
+        k.limit_changed(14, moved);
+        for _ in 0..60 {
+            k.record(moved, Duration::from_secs_f64(2.2), stale, moved);
+        }
+        // The limit is back at 20 before any attempt sent there has been answered: what 20
+        // was measured at before the move says nothing of the server now.
+        let t2 = moved + Duration::from_secs(20);
+        k.limit_changed(20, t2);
+        assert_eq!(k.better_below(20, Duration::from_secs(1), stale, t2), None);
+    }
+
+    /// Latencies of LLM answers at `level` of a cap of 40: (0.4 s + 10 ms per output token,
+    /// 50 to 350 tokens) × `1 + (level / 40)^4` × (1 ± 10 %), with their token counts.
+    fn answers(level: usize, n: usize, rng: &mut u64) -> Vec<(Duration, u64)> {
+        let mut next = || {
+            *rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let inflation = 1.0 + (level as f64 / 40.0).powi(4);
+        (0..n)
+            .map(|_| {
+                let tokens = 50 + (300.0 * next()) as u64;
+                let jitter = 1.0 + 0.1 * (2.0 * next() - 1.0);
+                let latency = (0.4 + 0.01 * tokens as f64) * inflation * jitter;
+                (Duration::from_secs_f64(latency), tokens)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_normalised_by_the_answers_length_finds_a_knee_the_raw_latency_hides() {
+        let stale = Duration::from_secs(600);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(60);
+        // 30 in flight serve about 5 % more per second than 36: within the noise of 60 raw
+        // latencies (the answers' lengths vary them by about 45 %), not of normalised ones.
+        let mut rng = 7u64;
+        let (at30, at36) = (answers(30, 100, &mut rng), answers(36, 60, &mut rng));
+
+        let mut raw = Knee::new();
+        raw.limit_changed(30, t0);
+        for (latency, _) in &at30 {
+            raw.record(t0, *latency, stale, t0);
+        }
+        raw.limit_changed(36, t1);
+        for (latency, _) in &at36 {
+            raw.record(t1, *latency, stale, t1);
+        }
+        assert_eq!(
+            raw.better_below(36, Duration::from_secs(1), stale, t1),
+            None
+        );
+
+        let mut by_usage = Knee::new();
+        by_usage.limit_changed(30, t0);
+        for (latency, tokens) in &at30 {
+            by_usage.record_usage(t0, *latency, *tokens, true, stale, t0);
+        }
+        by_usage.limit_changed(36, t1);
+        for (latency, tokens) in &at36 {
+            by_usage.record_usage(t1, *latency, *tokens, true, stale, t1);
+        }
+        let level = by_usage.better_below(36, Duration::from_secs(1), stale, t1);
         assert_eq!(level.map(|l| l.round()), Some(30.0));
     }
 

@@ -95,9 +95,22 @@
 //!   down with load (a self-hosted inference server, a queueing gateway) is then run at the
 //!   level of its best throughput instead of just under the point where it refuses work; on a
 //!   hosted API whose latency does not depend on this client's load nothing changes
-//!   ([`Aimd::knee`]).
+//!   ([`Aimd::knee`]). A knee found again where it was after a probe above it is held twice
+//!   as long (up to four relaxation periods), and a refusal during a probe sends the limit
+//!   back to the knee: every probe runs the server past it.
 //! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
 //!   filled the current limit since it last changed (a limit nobody tests is not raised).
+//!   Nor while the permits fill it waiting below the limiter rather than on the wire: when the
+//!   requests sent in one attempt have waited, between the limiter's call and their dispatch
+//!   (in a token budget below, say), more than a fifth of the time heard of since the limit
+//!   last changed, the limit stays where it is (`gentlify-sim`, full stack: the limit's peak
+//!   on tpm-mixed-sizes 256 → 64 with about 10 requests on the wire, on shared-quota 200 → 68;
+//!   goodput unchanged). Retried requests do not count: their permits idle through a backoff,
+//!   and the limit grows past them so that the server stays busy.
+//! - **Pacing narrows** a step per round trip once cooling is over, whether or not the limit
+//!   grows (it holds at a ceiling, at the knee, or for the reason above): a pacing interval
+//!   widened by a deceleration would otherwise keep dispatch under the limit for the whole
+//!   hold.
 //! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the
 //!   handle and hears each attempt's outcome, including attempts a retry later turns into a
 //!   success, with latency measured per attempt.

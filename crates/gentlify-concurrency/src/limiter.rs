@@ -86,6 +86,8 @@ pub(crate) struct Limiter {
     /// Permits held by requests whose final response head was a success (their body is being
     /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
     streaming: AtomicUsize,
+    /// The origin of the call instants kept in permit tokens ([`Limiter::called_token`]).
+    base: Instant,
 }
 
 struct State {
@@ -248,6 +250,7 @@ impl Limiter {
                 parked: Vec::new(),
             }),
             streaming: AtomicUsize::new(0),
+            base: Instant::now(),
         });
         limiter.feedback.register(&limiter);
         limiter
@@ -258,11 +261,34 @@ impl Limiter {
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
-    /// attempt succeeded kept it.
-    fn release_permit(&self, streaming: bool, body: Option<Duration>, parked: u64) {
+    /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
+    /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
+    /// the head and output tokens, when a layer recorded its usage.
+    fn release_permit(
+        &self,
+        streaming: bool,
+        body: Option<Duration>,
+        parked: u64,
+        waited: u64,
+        usage: Option<UsageSample>,
+    ) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
+            if let Some((sent_at, latency, tokens)) = usage {
+                let filled = state.filled;
+                state.control.on_usage(
+                    &self.config.settings,
+                    sent_at,
+                    latency,
+                    tokens,
+                    filled,
+                    Instant::now(),
+                );
+            }
+            if waited != 0 {
+                state.control.on_waited_below(waited);
+            }
             if parked != 0 {
                 state.unpark(parked);
             }
@@ -340,6 +366,7 @@ impl Controller for Limiter {
         {
             let mut state = self.lock();
             state.control.bodies = self.streaming.load(Ordering::Relaxed);
+            state.control.on_wire_time(outcome.latency);
             let storm = state.control.note_attempt(settings, failed);
             let change = match outcome.class {
                 Class::Overloaded { retry_after } => {
@@ -410,27 +437,65 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(limiter) = self.limiter.take() {
-            limiter.release_permit(false, None, 0);
+            limiter.release_permit(false, None, 0, 0, None);
         }
     }
 }
 
 impl Permit {
     /// Moves the permit into `slot`, under the limiter's key: the slot gives it back when the
-    /// request ends.
-    pub(crate) fn hold_in(mut self, slot: &Slot) {
+    /// request ends. `called_at`: when the limiter called the inner service with the request
+    /// (not the pacing wait before), when it did so at once.
+    pub(crate) fn hold_in(mut self, slot: &Slot, called_at: Option<Instant>) {
         if let Some(limiter) = self.limiter.take() {
-            slot.hold_shared(limiter.key, limiter, 0);
+            let token = called_at.map_or(0, |at| limiter.called_token(at));
+            slot.hold_shared(limiter.key, limiter, token);
         }
     }
 }
 
-/// Bit 0 of a permit's token in its slot: the request's final response head came back a success,
-/// its body is being read. The bits above hold the park id while a retry of the request waits in
-/// `Limiter`'s parked list (0 otherwise).
+/// An answer's attempt: its dispatch, its latency to the head, its output tokens.
+type UsageSample = (Instant, Duration, u64);
+
+/// A permit's token in its slot. Bit 0: the request's final response head came back a success,
+/// its body is being read. Bit 1 ([`PARKED`]) set: the bits above hold the park id while a retry
+/// of the request waits in `Limiter`'s parked list. Bit 1 clear: the bits above hold when the
+/// limiter called the inner service, in nanoseconds since [`Limiter::base`] plus one (0:
+/// unknown); a retry drops it (only requests sent in one attempt measure their wait below).
 const STREAMING: u64 = 1;
+const PARKED: u64 = 2;
+const SHIFT: u32 = 2;
+
+/// The park id a permit's token holds, 0 when none.
+fn park_id(token: u64) -> u64 {
+    if token & PARKED != 0 {
+        token >> SHIFT
+    } else {
+        0
+    }
+}
 
 impl Limiter {
+    /// A fresh permit token recording `called_at`.
+    fn called_token(&self, called_at: Instant) -> u64 {
+        let nanos = called_at.saturating_duration_since(self.base).as_nanos();
+        // 2^62 ns is 146 years: beyond that, the instant is unknown.
+        u64::try_from(nanos + 1)
+            .ok()
+            .filter(|n| *n < 1 << (64 - SHIFT))
+            .map_or(0, |n| n << SHIFT)
+    }
+
+    /// When the limiter called the inner service with the request holding the permit whose
+    /// token is `token`, when known.
+    fn called_at(&self, token: u64) -> Option<Instant> {
+        if token & PARKED != 0 || token >> SHIFT == 0 {
+            return None;
+        }
+        self.base
+            .checked_add(Duration::from_nanos((token >> SHIFT) - 1))
+    }
+
     /// The request holding the permit whose token is `token` got a successful response head: its
     /// body is being read from here until the permit comes back.
     pub(crate) fn body_started(&self, token: &mut u64) {
@@ -443,16 +508,27 @@ impl Limiter {
 
 impl SharedHold for Limiter {
     fn release(&self, token: u64, ended: &SlotEnded<'_>) {
-        let mut body = None;
+        let (mut body, mut waited, mut usage) = (None, 0, None);
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
                 // How long the body held the permit after the response head.
                 let head = outcome.sent_at + outcome.latency;
                 body = Some(Instant::now().saturating_duration_since(head));
+                if let Some(recorded) = ended.usage {
+                    usage = Some((outcome.sent_at, outcome.latency, recorded.output_tokens));
+                }
+            }
+            if let (1, Some(called)) = (ended.attempts, self.called_at(token)) {
+                // Sent when the limiter called (the common case: nothing waits below), or later.
+                if outcome.sent_at != called {
+                    let wait = outcome.sent_at.saturating_duration_since(called);
+                    waited = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                }
             }
         }
-        self.release_permit(token & STREAMING != 0, body, token >> 1);
+        let streaming = token & STREAMING != 0;
+        self.release_permit(streaming, body, park_id(token), waited, usage);
     }
 
     /// A retry inside this permit goes only when the other permits' requests that may be on the
@@ -462,7 +538,7 @@ impl SharedHold for Limiter {
     /// wait on each other: when every permit is parked, the first to be polled goes.
     fn poll_redispatch(&self, token: &mut u64, cx: &mut Context<'_>) -> Poll<()> {
         let streaming = *token & STREAMING;
-        let mut parked = *token >> 1;
+        let mut parked = park_id(*token);
         let mut state = self.lock();
         let mine = usize::from(parked == 0);
         let others = state
@@ -480,7 +556,7 @@ impl SharedHold for Limiter {
             parked = state.next_id;
             state.next_id += 1;
             state.parked.push((parked, Some(cx.waker().clone())));
-            *token = parked << 1 | streaming;
+            *token = parked << SHIFT | PARKED | streaming;
         } else if let Some((_, waker)) = state.parked.iter_mut().find(|(id, _)| *id == parked) {
             match waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -545,7 +621,9 @@ impl Acquire {
                         return Poll::Ready(Err(Rejection::Full(QueueFull::new(max))));
                     }
                 }
-                state.filled = true;
+                // Queued behind permits granted but not yet claimed, the limit may not be full:
+                // it is filled only when in-flight reaches it.
+                state.note_fill();
                 self.id = state.next_id;
                 state.next_id += 1;
                 state.queue.push_back(Entry {

@@ -182,20 +182,25 @@ where
         }
         let retry = end.is_none() && slot.holds(limiter.key);
         self.last_slot = Some(slot.clone());
-        if retry {
+        let permit = if retry {
             // The request already holds a permit of this limiter: give back the one taken for
             // it (if any) and send it under the one it holds.
             drop(permit);
-        } else if let Some(permit) = permit {
-            permit.hold_in(&slot);
+            None
+        } else if permit.is_some() {
+            permit
         } else {
             // Admitted without a permit, but not a retry: this instance was reused for another
             // request. It waits for its permit in the response future, in the FIFO queue.
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
-        }
+        };
         let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
+        if let Some(permit) = permit {
+            // The permit knows when its request left the limiter (not the pacing wait before).
+            permit.hold_in(&slot, Some(dispatched.sent_at()));
+        }
         let mark = (slot.clone(), Arc::clone(limiter));
         ResponseFuture::called(self.inner.call(request), dispatched, end, mark)
     }

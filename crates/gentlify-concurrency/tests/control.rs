@@ -412,6 +412,29 @@ async fn sender_limited_load_does_not_inflate_the_limit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn queueing_behind_permits_granted_but_not_yet_claimed_does_not_fill_the_limit() {
+    let mut rig = Rig::new(|b| b.initial(4).max(64));
+    rig.fill();
+    // Two more wait in the queue.
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let mut call = task::spawn(rig.service.clone().oneshot(request("waiting")));
+        assert_pending!(call.poll());
+        waiting.push(call);
+    }
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 8);
+    // The limit doubled: both waiters are granted a permit (6 of 8 in flight) and have not
+    // claimed it yet. A newcomer queues behind them, though the limit is not full.
+    let mut newcomer = task::spawn(rig.service.clone().oneshot(request("newcomer")));
+    assert_pending!(newcomer.poll());
+    assert!(rig.layer.snapshot().in_flight < rig.limit());
+    rig.round_trip_of_success().await;
+    assert_eq!(rig.limit(), 8, "in flight never reached the limit of 8");
+    drop((waiting, newcomer));
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_growth_while_the_breaker_is_half_open() {
     let mut rig = Rig::new(|b| b.initial(4).max(100));
     rig.feedback.set_circuit_state(CircuitState::HalfOpen);
