@@ -31,6 +31,9 @@ pub const MAX_LIMITS: usize = 8;
 /// reports the limit itself, its account governs instead, without a margin.
 pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 
+/// The id of the next budget built (see [`Ticket`]).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// A wait that stands for "never" without overflowing `Instant`.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
@@ -186,6 +189,8 @@ pub struct TokenBudget {
 }
 
 pub(crate) struct Shared {
+    /// Tells this budget's [`Ticket`]s from other budgets' (unique in the process).
+    id: u64,
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
@@ -449,6 +454,7 @@ impl TokenBudgetBuilder {
         };
         Ok(TokenBudget {
             shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
@@ -509,34 +515,71 @@ impl TokenBudget {
     /// credit closes, at the latest when the budget is next read or a reservation does not fit
     /// in the credit. [`reserve`](TokenBudget::reserve) counts from the instant it is made.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
-        match self.shared.take_fast(cost, None) {
-            Some(charges) => Some(Reservation {
+        // Each path builds its result in place: no enum of charges moved through the stack.
+        if let Some(charges) = self.shared.take_fast(cost, None) {
+            return Some(Reservation {
                 budget: self.clone(),
                 cost: *cost,
                 charges,
-            }),
-            None => self.try_reserve_locked(cost),
+            });
         }
+        self.try_reserve_locked(cost)
     }
 
     /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
     #[inline(never)]
     fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let now = state.tick(now);
-        state.settle(&self.shared, now);
-        if !state.queue.is_empty() {
-            return None;
-        }
-        let charges = state.try_charge(now, cost)?;
-        state.draw(&self.shared, now, cost);
-        drop(state);
         Some(Reservation {
             budget: self.clone(),
             cost: *cost,
-            charges,
+            charges: self.shared.try_charges_locked(cost)?,
         })
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve), returning a [`Ticket`]: a reservation that does
+    /// not hold the budget (no reference count taken and given back per request), for a caller
+    /// that keeps the budget anyway and reconciles through it
+    /// ([`reconcile_ticket`](TokenBudget::reconcile_ticket),
+    /// [`cancel_ticket`](TokenBudget::cancel_ticket)).
+    pub fn try_reserve_ticket(&self, cost: &TokenCost) -> Option<Ticket> {
+        if let Some(charges) = self.shared.take_fast(cost, None) {
+            return Some(Ticket {
+                budget: self.shared.id,
+                cost: *cost,
+                charges,
+            });
+        }
+        self.try_reserve_ticket_locked(cost)
+    }
+
+    /// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) under the lock.
+    #[inline(never)]
+    fn try_reserve_ticket_locked(&self, cost: &TokenCost) -> Option<Ticket> {
+        Some(Ticket {
+            budget: self.shared.id,
+            cost: *cost,
+            charges: self.shared.try_charges_locked(cost)?,
+        })
+    }
+
+    /// [`Reservation::reconcile`] of a [`Ticket`] of this budget. A ticket of another budget
+    /// is handed back untouched in the error.
+    pub fn reconcile_ticket(&self, ticket: Ticket, actual: Actual) -> Result<(), ForeignTicket> {
+        if ticket.budget != self.shared.id {
+            return Err(ForeignTicket(ticket));
+        }
+        self.shared.reconcile(&ticket.cost, &ticket.charges, actual);
+        Ok(())
+    }
+
+    /// [`Reservation::cancel`] of a [`Ticket`] of this budget. A ticket of another budget is
+    /// handed back untouched in the error.
+    pub fn cancel_ticket(&self, ticket: Ticket) -> Result<(), ForeignTicket> {
+        if ticket.budget != self.shared.id {
+            return Err(ForeignTicket(ticket));
+        }
+        self.shared.cancel(&ticket.cost, &ticket.charges);
+        Ok(())
     }
 
     /// Reserves `cost`, waiting (first come, first served) until every limit covers it.
@@ -634,6 +677,68 @@ impl TokenBudget {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
+    fn try_charges_locked(&self, cost: &TokenCost) -> Option<Charges> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let now = state.tick(now);
+        state.settle(self, now);
+        if !state.queue.is_empty() {
+            return None;
+        }
+        let charges = state.try_charge(now, cost)?;
+        state.draw(self, now, cost);
+        Some(charges)
+    }
+
+    /// Replaces the estimate `cost`, charged as `charges`, by the real consumption.
+    #[inline]
+    fn reconcile(&self, cost: &TokenCost, charges: &Charges, actual: Actual) {
+        if let Charges::Fast { generation } = *charges {
+            let from = amounts(cost);
+            let to = actual_amounts(actual, &from);
+            self.adjust_fast(generation, &from, &to);
+        } else {
+            self.reconcile_locked(cost, charges, actual);
+        }
+    }
+
+    /// [`reconcile`](Shared::reconcile) of a reservation made under the lock.
+    #[inline(never)]
+    fn reconcile_locked(&self, cost: &TokenCost, charges: &Charges, actual: Actual) {
+        let mut state = self.lock();
+        let mut now = lazy_tick(state.base);
+        let mut returned = false;
+        for (w, &seq) in state.windows.iter_mut().zip(charges.seqs()) {
+            let amount = w.amount_of(cost);
+            let to = w.amount_of_actual(actual, amount);
+            if to != amount {
+                let seq = w.full_seq(seq);
+                returned |= w.adjust(seq, amount, to, &mut now);
+            }
+        }
+        if returned {
+            state.wake_front();
+        }
+    }
+
+    /// Gives the whole reservation of `cost`, charged as `charges`, back.
+    fn cancel(&self, cost: &TokenCost, charges: &Charges) {
+        if let Charges::Fast { generation } = *charges {
+            let from = amounts(cost);
+            self.adjust_fast(generation, &from, &[0; 4]);
+            return;
+        }
+        let mut state = self.lock();
+        let mut now = lazy_tick(state.base);
+        for (w, &seq) in state.windows.iter_mut().zip(charges.seqs()) {
+            let amount = w.amount_of(cost);
+            let seq = w.full_seq(seq);
+            w.adjust(seq, amount, 0, &mut now);
+        }
+        state.wake_front();
     }
 
     /// The lock-free path: takes `cost` from every limit's chunk at once, or from none when the
@@ -808,32 +913,9 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
-        if let Charges::Fast { generation } = self.charges {
-            let from = amounts(&self.cost);
-            let to = actual_amounts(actual, &from);
-            self.budget.shared.adjust_fast(generation, &from, &to);
-        } else {
-            self.reconcile_locked(actual);
-        }
-    }
-
-    /// [`reconcile`](Reservation::reconcile) of a reservation made under the lock.
-    #[inline(never)]
-    fn reconcile_locked(&self, actual: Actual) {
-        let mut state = self.budget.lock();
-        let mut now = lazy_tick(state.base);
-        let mut returned = false;
-        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
-            let amount = w.amount_of(&self.cost);
-            let to = w.amount_of_actual(actual, amount);
-            if to != amount {
-                let seq = w.full_seq(seq);
-                returned |= w.adjust(seq, amount, to, &mut now);
-            }
-        }
-        if returned {
-            state.wake_front();
-        }
+        self.budget
+            .shared
+            .reconcile(&self.cost, &self.charges, actual);
     }
 }
 
@@ -855,19 +937,7 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
-        if let Charges::Fast { generation } = self.charges {
-            let from = amounts(&self.cost);
-            self.budget.shared.adjust_fast(generation, &from, &[0; 4]);
-            return;
-        }
-        let mut state = self.budget.lock();
-        let mut now = lazy_tick(state.base);
-        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
-            let amount = w.amount_of(&self.cost);
-            let seq = w.full_seq(seq);
-            w.adjust(seq, amount, 0, &mut now);
-        }
-        state.wake_front();
+        self.budget.shared.cancel(&self.cost, &self.charges);
     }
 
     /// Moves the charge to now: for a reservation granted before the request could be sent
@@ -901,6 +971,37 @@ impl Reservation {
         };
     }
 }
+
+/// A reservation that does not hold its budget: what
+/// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) returns, for a caller that keeps the
+/// budget and reconciles through it ([`TokenBudget::reconcile_ticket`],
+/// [`TokenBudget::cancel_ticket`]). It costs no reference count per request, where a
+/// [`Reservation`] takes one on the budget and gives it back. Dropped without reconciling, the
+/// estimate stands.
+#[must_use = "dropped without reconciling, the estimate stands"]
+pub struct Ticket {
+    budget: u64,
+    cost: TokenCost,
+    charges: Charges,
+}
+
+impl Ticket {
+    /// The cost reserved.
+    pub fn cost(&self) -> TokenCost {
+        self.cost
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket").field("cost", &self.cost).finish()
+    }
+}
+
+/// A [`Ticket`] given to a budget other than the one that issued it: handed back untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("a ticket of another budget")]
+pub struct ForeignTicket(pub Ticket);
 
 /// The future of [`TokenBudget::reserve`]: resolves to a [`Reservation`] once every limit covers
 /// the cost and every request that waited before it was served.

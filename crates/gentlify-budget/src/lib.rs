@@ -111,8 +111,8 @@ mod usage;
 mod window;
 
 pub use budget::{
-    Reservation, Reserve, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT, DEFAULT_SAFETY_RATIO,
-    MAX_LIMITS,
+    ForeignTicket, Reservation, Reserve, Ticket, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT,
+    DEFAULT_SAFETY_RATIO, MAX_LIMITS,
 };
 #[cfg(feature = "tiktoken")]
 pub use cost::{Encoding, TiktokenEstimate};
