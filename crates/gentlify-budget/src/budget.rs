@@ -201,7 +201,13 @@ pub(crate) struct Shared {
     last_use: AtomicU64,
     /// Tick 0 of the windows (the state's `base`), for timed takes outside the lock.
     base: Instant,
+    /// One more than the tick the newest server report was observed at (0 before any): a
+    /// response heard later than that has no report to rebase, and takes no lock.
+    reported: AtomicU64,
     state: Mutex<State>,
+    /// How many times the state was locked, for tests of the paths that must not lock.
+    #[cfg(test)]
+    locks: AtomicU64,
     registered: Mutex<Vec<Feedback>>,
 }
 
@@ -467,6 +473,9 @@ impl TokenBudgetBuilder {
                 ),
                 last_use: AtomicU64::new(0),
                 base,
+                reported: AtomicU64::new(0),
+                #[cfg(test)]
+                locks: AtomicU64::new(0),
                 state: Mutex::new(State {
                     base,
                     windows,
@@ -634,10 +643,23 @@ impl TokenBudget {
     /// Says that the attempt whose response was just received (now) was sent at `sent`: a
     /// server report that arrived with it describes the server as of then, before the charges
     /// this budget made while the attempt was in flight. The layer calls it for every response.
+    ///
+    /// Only a report observed at the instant its response is heard is rebased (see
+    /// [`Window::rebase`]): while no report is that recent, this reads the clock at most and
+    /// takes no lock.
     pub(crate) fn response_heard(&self, sent: Instant) {
+        let shared = &*self.shared;
+        let reported = shared.reported.load(Ordering::Acquire);
+        if reported == 0 {
+            return;
+        }
+        let now = nanos(Instant::now().saturating_duration_since(shared.base));
+        // Every report was observed before now: none is this response's.
+        if reported - 1 < now {
+            return;
+        }
         let mut state = self.lock();
-        let now = Instant::now();
-        let (sent, now) = (state.tick(sent), state.tick(now));
+        let sent = state.tick(sent);
         for w in &mut state.windows {
             w.rebase(sent, now);
         }
@@ -676,6 +698,8 @@ impl TokenBudget {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -839,6 +863,10 @@ impl Controller for Shared {
         // The report describes the server when it was observed (rebased on the attempt's send
         // time by the layer when the attempt's response future hears it).
         let observed = state.tick(report.observed_at.min(Instant::now()));
+        // Published under the lock, before the windows hear it: a response heard at this
+        // instant finds it (see `response_heard`).
+        self.reported
+            .fetch_max(observed.saturating_add(1), Ordering::AcqRel);
         // The server's account governs from now on: no more credit for the lock-free path.
         let now = state.tick(Instant::now());
         state.settle(self, now);
@@ -1206,6 +1234,36 @@ mod tests {
         assert!(more.iter().all(|r| r.charges.is_fast()));
         assert!(!budget.try_reserve(&cost).unwrap().charges.is_fast());
         assert!(budget.try_reserve(&cost).unwrap().charges.is_fast());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_heard_takes_the_lock_only_when_a_report_of_its_instant_waits() {
+        let budget = budget();
+        let locks = || budget.shared.locks.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(locks(), before, "no report at all: no lock");
+        let report = QuotaReport::new(
+            "openai",
+            vec![gentlify_core::Quota::new(Dimension::Tokens)
+                .with_limit(100_000)
+                .with_remaining(50_000)
+                .with_reset_after(Duration::from_secs(30))],
+        );
+        budget.report_quota(&report);
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(locks(), before + 1, "a report of this instant is rebased");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(
+            locks(),
+            before,
+            "every report is older than the response: no lock"
+        );
     }
 
     #[tokio::test(start_paused = true)]
