@@ -591,6 +591,19 @@ impl TokenBudget {
         Ok(())
     }
 
+    /// The lock-free path of [`reserve`](TokenBudget::reserve) alone: `cost` taken from the
+    /// credit, counting from `now` (the caller's clock reading, published before the take), or
+    /// `None` when the credit is closed or short (the caller then awaits `reserve`).
+    #[inline]
+    pub(crate) fn reserve_now(&self, cost: &TokenCost, now: Instant) -> Option<Reservation> {
+        let charges = self.shared.take_fast(cost, Some(now))?;
+        Some(Reservation {
+            budget: self.clone(),
+            cost: *cost,
+            charges,
+        })
+    }
+
     /// Reserves `cost`, waiting (first come, first served) until every limit covers it.
     /// Fails with [`RequestTooLarge`] or [`BudgetWaitTooLong`].
     pub fn reserve(&self, cost: TokenCost) -> Reserve {
@@ -1234,6 +1247,32 @@ mod tests {
         assert!(more.iter().all(|r| r.charges.is_fast()));
         assert!(!budget.try_reserve(&cost).unwrap().charges.is_fast());
         assert!(budget.try_reserve(&cost).unwrap().charges.is_fast());
+    }
+
+    // The real clock on purpose (no sleep, nothing timed): two readings of it differ, so a
+    // request whose reservation and dispatch read the clock apart would be restamped (under the
+    // lock) as if it had waited.
+    #[tokio::test]
+    async fn a_request_through_the_layer_on_open_credit_takes_no_lock() {
+        use tower::{Layer, ServiceExt};
+        let budget = budget();
+        let svc = crate::TokenBudgetLayer::new(budget.clone()).layer(tower::service_fn(
+            |_req: http::Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            },
+        ));
+        let request = || {
+            let mut request = http::Request::new(String::new());
+            request.extensions_mut().insert(TokenCost::new(100, 0));
+            request
+        };
+        // The first reservation is made under the lock and draws the credit.
+        svc.clone().oneshot(request()).await.unwrap();
+        let before = budget.shared.locks.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            svc.clone().oneshot(request()).await.unwrap();
+        }
+        assert_eq!(budget.shared.locks.load(Ordering::Relaxed), before);
     }
 
     #[tokio::test(start_paused = true)]

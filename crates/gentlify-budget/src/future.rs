@@ -121,17 +121,26 @@ where
                     if waiting.granted.is_empty() && waiting.reserve.is_none() {
                         ready!(waiting.pause.poll_wait(cx));
                     }
+                    // One clock read per poll: the instant of every reservation granted in this
+                    // poll, and of the dispatch when it follows in the same poll (no restamp).
+                    let now = tokio::time::Instant::now();
                     while waiting.granted.len() < waiting.budgets.len() {
                         let budget = &waiting.budgets[waiting.granted.len()];
+                        if waiting.reserve.is_none() {
+                            // The lock-free path first, timed with this poll's reading: no
+                            // `Reserve` (and its clone of the budget) unless it must wait.
+                            if let Some(reservation) = budget.reserve_now(&waiting.cost, now) {
+                                waiting.granted.push((reservation, now));
+                                continue;
+                            }
+                        }
                         let reserve = waiting
                             .reserve
                             .get_or_insert_with(|| budget.reserve(waiting.cost));
                         match ready!(reserve.poll_reserve(cx)) {
                             Ok(reservation) => {
                                 waiting.reserve = None;
-                                waiting
-                                    .granted
-                                    .push((reservation, tokio::time::Instant::now()));
+                                waiting.granted.push((reservation, now));
                             }
                             Err(error) => {
                                 waiting.reserve = None;
@@ -147,7 +156,6 @@ where
                     // response has paused the handle: it holds its reservations until the gate
                     // opens (they are restamped below to the instant it is really sent).
                     ready!(waiting.pause.poll_wait(cx));
-                    let now = tokio::time::Instant::now();
                     let reservations: Vec<Reservation> = waiting
                         .granted
                         .drain(..)
