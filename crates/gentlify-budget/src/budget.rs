@@ -163,7 +163,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///
 /// A request that does not fit waits, first come first served across every stack sharing the
 /// budget: a small request never overtakes a large one waiting before it. A request whose cost
-/// exceeds a limit's whole capacity fails at once with [`RequestTooLarge`]. One that would wait
+/// exceeds a limit's whole capacity (the whole limit, without the safety margin, once the
+/// server's account of that very limit governs) fails at once with [`RequestTooLarge`]. One that would wait
 /// longer than [`max_wait`](TokenBudgetBuilder::max_wait) fails with [`BudgetWaitTooLong`]: at
 /// once when the wait can be foreseen (the charges in the window, and the costs of the requests
 /// queued before it, assuming no returns), else when the maximum wait is over.
@@ -247,8 +248,8 @@ impl State {
 
     fn too_large(&self, cost: &TokenCost) -> Option<RequestTooLarge> {
         self.windows.iter().find_map(|w| {
-            let amount = w.amount_of(cost);
-            (amount > w.capacity).then(|| RequestTooLarge::new(w.dimension(), amount, w.capacity))
+            let (amount, bound) = (w.amount_of(cost), w.bound());
+            (amount > bound).then(|| RequestTooLarge::new(w.dimension(), amount, bound))
         })
     }
 
@@ -343,9 +344,10 @@ impl State {
                 Dimension::Requests => requests,
                 _ => w.amount_of(need),
             };
-            let whole_windows = amount.saturating_sub(1) / w.capacity;
+            let bound = w.bound();
+            let whole_windows = amount.saturating_sub(1) / bound;
             let at = w
-                .time_to_fit(now, amount.min(w.capacity))
+                .time_to_fit(now, amount.min(bound))
                 .and_then(|at| at.checked_add(w.length().checked_mul(whole_windows)?))
                 .unwrap_or(now.saturating_add(nanos(NEVER)))
                 .min(now.saturating_add(nanos(NEVER)));
