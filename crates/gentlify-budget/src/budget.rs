@@ -733,7 +733,7 @@ impl Shared {
     }
 
     /// Replaces the estimate `cost`, charged as `charges`, by the real consumption.
-    #[inline]
+    #[inline(always)]
     fn reconcile(&self, cost: &TokenCost, charges: &Charges, actual: Actual) {
         if let Charges::Fast { generation } = *charges {
             let from = amounts(cost);
