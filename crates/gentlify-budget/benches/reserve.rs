@@ -2,6 +2,9 @@
 //! run, with the primitives a reservation cannot avoid measured alongside (one clock read, two
 //! uncontended mutex lock/unlock pairs, one `Arc` clone/drop).
 //!
+//! `gentlify_ticket_reserve_reconcile` is the same through a [`Ticket`](gentlify_budget::Ticket)
+//! (`try_reserve_ticket` + `reconcile_ticket`), which takes no reference count on the budget.
+//!
 //! `gentlify_reserve_reconcile` is `try_reserve` + `reconcile`: after the first, locked,
 //! reservation they go through the lock-free path's credit and read no clock, where `governor`'s
 //! `check` reads its (quanta) clock. `gentlify_reserve_reconcile_plus_clock` adds one
@@ -34,6 +37,14 @@ fn uncontended(c: &mut Criterion) {
         b.iter(|| {
             let reservation = budget.try_reserve(black_box(&cost)).unwrap();
             reservation.reconcile(black_box(Actual::Tokens(120)));
+        })
+    });
+    group.bench_function("gentlify_ticket_reserve_reconcile", |b| {
+        b.iter(|| {
+            let ticket = budget.try_reserve_ticket(black_box(&cost)).unwrap();
+            budget
+                .reconcile_ticket(ticket, black_box(Actual::Tokens(120)))
+                .unwrap();
         })
     });
     group.bench_function("gentlify_reserve_reconcile_plus_clock", |b| {

@@ -31,6 +31,9 @@ pub const MAX_LIMITS: usize = 8;
 /// reports the limit itself, its account governs instead, without a margin.
 pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 
+/// The id of the next budget built (see [`Ticket`]).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// A wait that stands for "never" without overflowing `Instant`.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
@@ -160,7 +163,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 ///
 /// A request that does not fit waits, first come first served across every stack sharing the
 /// budget: a small request never overtakes a large one waiting before it. A request whose cost
-/// exceeds a limit's whole capacity fails at once with [`RequestTooLarge`]. One that would wait
+/// exceeds a limit's whole capacity (the whole limit, without the safety margin, once the
+/// server's account of that very limit governs) fails at once with [`RequestTooLarge`]. One that would wait
 /// longer than [`max_wait`](TokenBudgetBuilder::max_wait) fails with [`BudgetWaitTooLong`]: at
 /// once when the wait can be foreseen (the charges in the window, and the costs of the requests
 /// queued before it, assuming no returns), else when the maximum wait is over.
@@ -186,6 +190,8 @@ pub struct TokenBudget {
 }
 
 pub(crate) struct Shared {
+    /// Tells this budget's [`Ticket`]s from other budgets' (unique in the process).
+    id: u64,
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
@@ -196,7 +202,13 @@ pub(crate) struct Shared {
     last_use: AtomicU64,
     /// Tick 0 of the windows (the state's `base`), for timed takes outside the lock.
     base: Instant,
+    /// One more than the tick the newest server report was observed at (0 before any): a
+    /// response heard later than that has no report to rebase, and takes no lock.
+    reported: AtomicU64,
     state: Mutex<State>,
+    /// How many times the state was locked, for tests of the paths that must not lock.
+    #[cfg(test)]
+    locks: AtomicU64,
     registered: Mutex<Vec<Feedback>>,
 }
 
@@ -236,8 +248,8 @@ impl State {
 
     fn too_large(&self, cost: &TokenCost) -> Option<RequestTooLarge> {
         self.windows.iter().find_map(|w| {
-            let amount = w.amount_of(cost);
-            (amount > w.capacity).then(|| RequestTooLarge::new(w.dimension(), amount, w.capacity))
+            let (amount, bound) = (w.amount_of(cost), w.bound());
+            (amount > bound).then(|| RequestTooLarge::new(w.dimension(), amount, bound))
         })
     }
 
@@ -332,9 +344,10 @@ impl State {
                 Dimension::Requests => requests,
                 _ => w.amount_of(need),
             };
-            let whole_windows = amount.saturating_sub(1) / w.capacity;
+            let bound = w.bound();
+            let whole_windows = amount.saturating_sub(1) / bound;
             let at = w
-                .time_to_fit(now, amount.min(w.capacity))
+                .time_to_fit(now, amount.min(bound))
                 .and_then(|at| at.checked_add(w.length().checked_mul(whole_windows)?))
                 .unwrap_or(now.saturating_add(nanos(NEVER)))
                 .min(now.saturating_add(nanos(NEVER)));
@@ -449,6 +462,7 @@ impl TokenBudgetBuilder {
         };
         Ok(TokenBudget {
             shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
@@ -461,6 +475,9 @@ impl TokenBudgetBuilder {
                 ),
                 last_use: AtomicU64::new(0),
                 base,
+                reported: AtomicU64::new(0),
+                #[cfg(test)]
+                locks: AtomicU64::new(0),
                 state: Mutex::new(State {
                     base,
                     windows,
@@ -509,29 +526,79 @@ impl TokenBudget {
     /// credit closes, at the latest when the budget is next read or a reservation does not fit
     /// in the credit. [`reserve`](TokenBudget::reserve) counts from the instant it is made.
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
-        match self.shared.take_fast(cost, None) {
-            Some(charges) => Some(Reservation {
+        // Each path builds its result in place: no enum of charges moved through the stack.
+        if let Some(charges) = self.shared.take_fast(cost, None) {
+            return Some(Reservation {
                 budget: self.clone(),
                 cost: *cost,
                 charges,
-            }),
-            None => self.try_reserve_locked(cost),
+            });
         }
+        self.try_reserve_locked(cost)
     }
 
     /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
     #[inline(never)]
     fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let now = state.tick(now);
-        state.settle(&self.shared, now);
-        if !state.queue.is_empty() {
-            return None;
+        Some(Reservation {
+            budget: self.clone(),
+            cost: *cost,
+            charges: self.shared.try_charges_locked(cost)?,
+        })
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve), returning a [`Ticket`]: a reservation that does
+    /// not hold the budget (no reference count taken and given back per request), for a caller
+    /// that keeps the budget anyway and reconciles through it
+    /// ([`reconcile_ticket`](TokenBudget::reconcile_ticket),
+    /// [`cancel_ticket`](TokenBudget::cancel_ticket)).
+    pub fn try_reserve_ticket(&self, cost: &TokenCost) -> Option<Ticket> {
+        if let Some(charges) = self.shared.take_fast(cost, None) {
+            return Some(Ticket {
+                budget: self.shared.id,
+                cost: *cost,
+                charges,
+            });
         }
-        let charges = state.try_charge(now, cost)?;
-        state.draw(&self.shared, now, cost);
-        drop(state);
+        self.try_reserve_ticket_locked(cost)
+    }
+
+    /// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) under the lock.
+    #[inline(never)]
+    fn try_reserve_ticket_locked(&self, cost: &TokenCost) -> Option<Ticket> {
+        Some(Ticket {
+            budget: self.shared.id,
+            cost: *cost,
+            charges: self.shared.try_charges_locked(cost)?,
+        })
+    }
+
+    /// [`Reservation::reconcile`] of a [`Ticket`] of this budget. A ticket of another budget
+    /// is handed back untouched in the error.
+    pub fn reconcile_ticket(&self, ticket: Ticket, actual: Actual) -> Result<(), ForeignTicket> {
+        if ticket.budget != self.shared.id {
+            return Err(ForeignTicket(ticket));
+        }
+        self.shared.reconcile(&ticket.cost, &ticket.charges, actual);
+        Ok(())
+    }
+
+    /// [`Reservation::cancel`] of a [`Ticket`] of this budget. A ticket of another budget is
+    /// handed back untouched in the error.
+    pub fn cancel_ticket(&self, ticket: Ticket) -> Result<(), ForeignTicket> {
+        if ticket.budget != self.shared.id {
+            return Err(ForeignTicket(ticket));
+        }
+        self.shared.cancel(&ticket.cost, &ticket.charges);
+        Ok(())
+    }
+
+    /// The lock-free path of [`reserve`](TokenBudget::reserve) alone: `cost` taken from the
+    /// credit, counting from `now` (the caller's clock reading, published before the take), or
+    /// `None` when the credit is closed or short (the caller then awaits `reserve`).
+    #[inline]
+    pub(crate) fn reserve_now(&self, cost: &TokenCost, now: Instant) -> Option<Reservation> {
+        let charges = self.shared.take_fast(cost, Some(now))?;
         Some(Reservation {
             budget: self.clone(),
             cost: *cost,
@@ -591,10 +658,23 @@ impl TokenBudget {
     /// Says that the attempt whose response was just received (now) was sent at `sent`: a
     /// server report that arrived with it describes the server as of then, before the charges
     /// this budget made while the attempt was in flight. The layer calls it for every response.
+    ///
+    /// Only a report observed at the instant its response is heard is rebased (see
+    /// [`Window::rebase`]): while no report is that recent, this reads the clock at most and
+    /// takes no lock.
     pub(crate) fn response_heard(&self, sent: Instant) {
+        let shared = &*self.shared;
+        let reported = shared.reported.load(Ordering::Acquire);
+        if reported == 0 {
+            return;
+        }
+        let now = nanos(Instant::now().saturating_duration_since(shared.base));
+        // Every report was observed before now: none is this response's.
+        if reported - 1 < now {
+            return;
+        }
         let mut state = self.lock();
-        let now = Instant::now();
-        let (sent, now) = (state.tick(sent), state.tick(now));
+        let sent = state.tick(sent);
         for w in &mut state.windows {
             w.rebase(sent, now);
         }
@@ -633,7 +713,71 @@ impl TokenBudget {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
+    fn try_charges_locked(&self, cost: &TokenCost) -> Option<Charges> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let now = state.tick(now);
+        state.settle(self, now);
+        if !state.queue.is_empty() {
+            return None;
+        }
+        let charges = state.try_charge(now, cost)?;
+        state.draw(self, now, cost);
+        Some(charges)
+    }
+
+    /// Replaces the estimate `cost`, charged as `charges`, by the real consumption.
+    #[inline(always)]
+    fn reconcile(&self, cost: &TokenCost, charges: &Charges, actual: Actual) {
+        if let Charges::Fast { generation } = *charges {
+            let from = amounts(cost);
+            let to = actual_amounts(actual, &from);
+            self.adjust_fast(generation, &from, &to);
+        } else {
+            self.reconcile_locked(cost, charges, actual);
+        }
+    }
+
+    /// [`reconcile`](Shared::reconcile) of a reservation made under the lock.
+    #[inline(never)]
+    fn reconcile_locked(&self, cost: &TokenCost, charges: &Charges, actual: Actual) {
+        let mut state = self.lock();
+        let mut now = lazy_tick(state.base);
+        let mut returned = false;
+        for (w, &seq) in state.windows.iter_mut().zip(charges.seqs()) {
+            let amount = w.amount_of(cost);
+            let to = w.amount_of_actual(actual, amount);
+            if to != amount {
+                let seq = w.full_seq(seq);
+                returned |= w.adjust(seq, amount, to, &mut now);
+            }
+        }
+        if returned {
+            state.wake_front();
+        }
+    }
+
+    /// Gives the whole reservation of `cost`, charged as `charges`, back.
+    fn cancel(&self, cost: &TokenCost, charges: &Charges) {
+        if let Charges::Fast { generation } = *charges {
+            let from = amounts(cost);
+            self.adjust_fast(generation, &from, &[0; 4]);
+            return;
+        }
+        let mut state = self.lock();
+        let mut now = lazy_tick(state.base);
+        for (w, &seq) in state.windows.iter_mut().zip(charges.seqs()) {
+            let amount = w.amount_of(cost);
+            let seq = w.full_seq(seq);
+            w.adjust(seq, amount, 0, &mut now);
+        }
+        state.wake_front();
     }
 
     /// The lock-free path: takes `cost` from every limit's chunk at once, or from none when the
@@ -734,6 +878,10 @@ impl Controller for Shared {
         // The report describes the server when it was observed (rebased on the attempt's send
         // time by the layer when the attempt's response future hears it).
         let observed = state.tick(report.observed_at.min(Instant::now()));
+        // Published under the lock, before the windows hear it: a response heard at this
+        // instant finds it (see `response_heard`).
+        self.reported
+            .fetch_max(observed.saturating_add(1), Ordering::AcqRel);
         // The server's account governs from now on: no more credit for the lock-free path.
         let now = state.tick(Instant::now());
         state.settle(self, now);
@@ -808,32 +956,9 @@ impl Reservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
-        if let Charges::Fast { generation } = self.charges {
-            let from = amounts(&self.cost);
-            let to = actual_amounts(actual, &from);
-            self.budget.shared.adjust_fast(generation, &from, &to);
-        } else {
-            self.reconcile_locked(actual);
-        }
-    }
-
-    /// [`reconcile`](Reservation::reconcile) of a reservation made under the lock.
-    #[inline(never)]
-    fn reconcile_locked(&self, actual: Actual) {
-        let mut state = self.budget.lock();
-        let mut now = lazy_tick(state.base);
-        let mut returned = false;
-        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
-            let amount = w.amount_of(&self.cost);
-            let to = w.amount_of_actual(actual, amount);
-            if to != amount {
-                let seq = w.full_seq(seq);
-                returned |= w.adjust(seq, amount, to, &mut now);
-            }
-        }
-        if returned {
-            state.wake_front();
-        }
+        self.budget
+            .shared
+            .reconcile(&self.cost, &self.charges, actual);
     }
 }
 
@@ -855,19 +980,7 @@ impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
-        if let Charges::Fast { generation } = self.charges {
-            let from = amounts(&self.cost);
-            self.budget.shared.adjust_fast(generation, &from, &[0; 4]);
-            return;
-        }
-        let mut state = self.budget.lock();
-        let mut now = lazy_tick(state.base);
-        for (w, &seq) in state.windows.iter_mut().zip(self.charges.seqs()) {
-            let amount = w.amount_of(&self.cost);
-            let seq = w.full_seq(seq);
-            w.adjust(seq, amount, 0, &mut now);
-        }
-        state.wake_front();
+        self.budget.shared.cancel(&self.cost, &self.charges);
     }
 
     /// Moves the charge to now: for a reservation granted before the request could be sent
@@ -901,6 +1014,37 @@ impl Reservation {
         };
     }
 }
+
+/// A reservation that does not hold its budget: what
+/// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) returns, for a caller that keeps the
+/// budget and reconciles through it ([`TokenBudget::reconcile_ticket`],
+/// [`TokenBudget::cancel_ticket`]). It costs no reference count per request, where a
+/// [`Reservation`] takes one on the budget and gives it back. Dropped without reconciling, the
+/// estimate stands.
+#[must_use = "dropped without reconciling, the estimate stands"]
+pub struct Ticket {
+    budget: u64,
+    cost: TokenCost,
+    charges: Charges,
+}
+
+impl Ticket {
+    /// The cost reserved.
+    pub fn cost(&self) -> TokenCost {
+        self.cost
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket").field("cost", &self.cost).finish()
+    }
+}
+
+/// A [`Ticket`] given to a budget other than the one that issued it: handed back untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("a ticket of another budget")]
+pub struct ForeignTicket(pub Ticket);
 
 /// The future of [`TokenBudget::reserve`]: resolves to a [`Reservation`] once every limit covers
 /// the cost and every request that waited before it was served.
@@ -1105,6 +1249,62 @@ mod tests {
         assert!(more.iter().all(|r| r.charges.is_fast()));
         assert!(!budget.try_reserve(&cost).unwrap().charges.is_fast());
         assert!(budget.try_reserve(&cost).unwrap().charges.is_fast());
+    }
+
+    // The real clock on purpose (no sleep, nothing timed): two readings of it differ, so a
+    // request whose reservation and dispatch read the clock apart would be restamped (under the
+    // lock) as if it had waited.
+    #[tokio::test]
+    async fn a_request_through_the_layer_on_open_credit_takes_no_lock() {
+        use tower::{Layer, ServiceExt};
+        let budget = budget();
+        let svc = crate::TokenBudgetLayer::new(budget.clone()).layer(tower::service_fn(
+            |_req: http::Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            },
+        ));
+        let request = || {
+            let mut request = http::Request::new(String::new());
+            request.extensions_mut().insert(TokenCost::new(100, 0));
+            request
+        };
+        // The first reservation is made under the lock and draws the credit.
+        svc.clone().oneshot(request()).await.unwrap();
+        let before = budget.shared.locks.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            svc.clone().oneshot(request()).await.unwrap();
+        }
+        assert_eq!(budget.shared.locks.load(Ordering::Relaxed), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_heard_takes_the_lock_only_when_a_report_of_its_instant_waits() {
+        let budget = budget();
+        let locks = || budget.shared.locks.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(locks(), before, "no report at all: no lock");
+        let report = QuotaReport::new(
+            "openai",
+            vec![gentlify_core::Quota::new(Dimension::Tokens)
+                .with_limit(100_000)
+                .with_remaining(50_000)
+                .with_reset_after(Duration::from_secs(30))],
+        );
+        budget.report_quota(&report);
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(locks(), before + 1, "a report of this instant is rebased");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(
+            locks(),
+            before,
+            "every report is older than the response: no lock"
+        );
     }
 
     #[tokio::test(start_paused = true)]

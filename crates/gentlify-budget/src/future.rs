@@ -52,7 +52,11 @@ struct Waiting<S, B> {
     feedback: Feedback,
     pause: PauseWait,
     reserve: Option<Reserve>,
-    granted: Vec<(Reservation, tokio::time::Instant)>,
+    /// The reservations granted so far, in the order of the budgets; the book's own vector.
+    granted: Vec<Reservation>,
+    /// When the newest of them were granted, and how many were granted before then: the
+    /// instants only grow, so the ones older than the dispatch are a prefix.
+    newest: Option<(tokio::time::Instant, usize)>,
     book: ChargeBook,
     key: HoldKey,
 }
@@ -60,9 +64,21 @@ struct Waiting<S, B> {
 impl<S, B> Drop for Waiting<S, B> {
     fn drop(&mut self) {
         // Reservations of a request that was never sent go back whole.
-        for (reservation, _) in self.granted.drain(..) {
+        for reservation in self.granted.drain(..) {
             reservation.cancel();
         }
+    }
+}
+
+impl<S, B> Waiting<S, B> {
+    fn grant(&mut self, reservation: Reservation, now: tokio::time::Instant) {
+        if self.newest.is_none_or(|(at, _)| at < now) {
+            self.newest = Some((now, self.granted.len()));
+        }
+        if self.granted.capacity() == 0 {
+            self.granted.reserve_exact(self.budgets.len());
+        }
+        self.granted.push(reservation);
     }
 }
 
@@ -90,6 +106,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
                 feedback,
                 reserve: None,
                 granted: Vec::new(),
+                newest: None,
                 book,
                 key,
             }),
@@ -121,17 +138,26 @@ where
                     if waiting.granted.is_empty() && waiting.reserve.is_none() {
                         ready!(waiting.pause.poll_wait(cx));
                     }
+                    // One clock read per poll: the instant of every reservation granted in this
+                    // poll, and of the dispatch when it follows in the same poll (no restamp).
+                    let now = tokio::time::Instant::now();
                     while waiting.granted.len() < waiting.budgets.len() {
                         let budget = &waiting.budgets[waiting.granted.len()];
+                        if waiting.reserve.is_none() {
+                            // The lock-free path first, timed with this poll's reading: no
+                            // `Reserve` (and its clone of the budget) unless it must wait.
+                            if let Some(reservation) = budget.reserve_now(&waiting.cost, now) {
+                                waiting.grant(reservation, now);
+                                continue;
+                            }
+                        }
                         let reserve = waiting
                             .reserve
                             .get_or_insert_with(|| budget.reserve(waiting.cost));
                         match ready!(reserve.poll_reserve(cx)) {
                             Ok(reservation) => {
                                 waiting.reserve = None;
-                                waiting
-                                    .granted
-                                    .push((reservation, tokio::time::Instant::now()));
+                                waiting.grant(reservation, now);
                             }
                             Err(error) => {
                                 waiting.reserve = None;
@@ -147,17 +173,15 @@ where
                     // response has paused the handle: it holds its reservations until the gate
                     // opens (they are restamped below to the instant it is really sent).
                     ready!(waiting.pause.poll_wait(cx));
-                    let now = tokio::time::Instant::now();
-                    let reservations: Vec<Reservation> = waiting
-                        .granted
-                        .drain(..)
-                        .map(|(mut reservation, at)| {
-                            if at < now {
-                                reservation.restamp();
-                            }
-                            reservation
-                        })
-                        .collect();
+                    // Those granted in an earlier poll move to the dispatch instant.
+                    let older = match waiting.newest {
+                        Some((at, before)) if at >= now => before,
+                        _ => waiting.granted.len(),
+                    };
+                    for reservation in &mut waiting.granted[..older] {
+                        reservation.restamp();
+                    }
+                    let reservations = std::mem::take(&mut waiting.granted);
                     let attempt = this.slot.attempt();
                     if waiting.book.record(waiting.key, attempt, reservations) {
                         this.slot.hold(waiting.key, waiting.book.hold(waiting.key));

@@ -286,6 +286,16 @@ impl Window {
         self.model.as_ref().filter(|m| m.exact)
     }
 
+    /// The largest request this limit can ever admit: the whole limit while the server's
+    /// account of this very limit governs (a bucket of the limit, without the safety margin),
+    /// else the capacity.
+    pub(crate) fn bound(&self) -> u64 {
+        match self.exact_model() {
+            Some(_) => self.limit.amount().max(self.capacity),
+            None => self.capacity,
+        }
+    }
+
     /// Capacity left now: the server's account when it reported this very limit, else the
     /// budget's own window, lowered by whatever the server said.
     pub(crate) fn remaining(&mut self, now: Tick) -> u64 {

@@ -860,3 +860,35 @@ async fn a_report_of_the_minute_quota_leaves_the_day_quota_alone() {
         "the day's quota was not reported"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_the_server_reports_the_very_limit_a_request_is_too_large_only_above_the_limit() {
+    // The default 90 % safety ratio: blind, 9 500 tokens are more than the capacity (9 000).
+    let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
+    let feedback = hearing(&budget);
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(|_req| async { json("{}") }));
+    let error = svc.clone().oneshot(request(9_500, 0)).await.unwrap_err();
+    let too_large = error.downcast_ref::<RequestTooLarge>().expect("typed");
+    assert_eq!((too_large.cost(), too_large.capacity()), (9_500, 9_000));
+    // The server's bucket of the same 10 000 per minute, full: its account governs, and the
+    // bound is the whole limit.
+    feedback.report_quota(&QuotaReport::new(
+        "openai",
+        vec![Quota::new(Dimension::Tokens)
+            .with_limit(10_000)
+            .with_remaining(10_000)
+            .with_reset_after(Duration::ZERO)],
+    ));
+    let start = Instant::now();
+    svc.clone().oneshot(request(9_500, 0)).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "it fits the full bucket at once"
+    );
+    let error = svc.clone().oneshot(request(10_500, 0)).await.unwrap_err();
+    let too_large = error.downcast_ref::<RequestTooLarge>().expect("typed");
+    assert_eq!((too_large.cost(), too_large.capacity()), (10_500, 10_000));
+}

@@ -260,3 +260,61 @@ fn concurrent_reservations_add_up_exactly() {
         Some(100_000_000 - used)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn tickets_reserve_reconcile_and_cancel_like_reservations() {
+    let budget = budget();
+    // The first is made under the lock (it draws the chunk), the rest through the credit.
+    let locked = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    let returned = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    let overrun = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    let cancelled = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    assert_eq!(cancelled.cost(), cost(1_000));
+    budget
+        .reconcile_ticket(locked, Actual::Tokens(300))
+        .unwrap();
+    budget
+        .reconcile_ticket(returned, Actual::Tokens(400))
+        .unwrap();
+    budget
+        .reconcile_ticket(overrun, Actual::Tokens(1_500))
+        .unwrap();
+    budget.cancel_ticket(cancelled).unwrap();
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(100_000 - 300 - 400 - 1_500)
+    );
+    assert_eq!(budget.remaining(Dimension::Requests), Some(1_000 - 3));
+    // After the credit closed (the read above): under the lock, on the window's entry.
+    let late = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    let late_fast = budget.try_reserve_ticket(&cost(1_000)).unwrap();
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(100_000 - 2_200 - 2_000)
+    );
+    budget.reconcile_ticket(late, Actual::Tokens(100)).unwrap();
+    budget
+        .reconcile_ticket(late_fast, Actual::Tokens(2_000))
+        .unwrap();
+    assert_eq!(
+        budget.remaining(Dimension::Tokens),
+        Some(100_000 - 2_200 - 100 - 2_000)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ticket_of_another_budget_is_handed_back_untouched() {
+    let (one, other) = (budget(), budget());
+    let _draw = one.try_reserve_ticket(&cost(1_000)).unwrap();
+    let ticket = one.try_reserve_ticket(&cost(1_000)).unwrap();
+    let _draw = other.try_reserve_ticket(&cost(1_000)).unwrap();
+    // Same draw generation in both budgets: only the budget's id tells them apart.
+    let ticket = other
+        .reconcile_ticket(ticket, Actual::Tokens(0))
+        .unwrap_err()
+        .0;
+    let ticket = other.cancel_ticket(ticket).unwrap_err().0;
+    assert_eq!(other.remaining(Dimension::Tokens), Some(100_000 - 1_000));
+    one.reconcile_ticket(ticket, Actual::Tokens(0)).unwrap();
+    assert_eq!(one.remaining(Dimension::Tokens), Some(100_000 - 1_000));
+}
