@@ -37,6 +37,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// A wait that stands for "never" without overflowing `Instant`.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
+/// How long before the budget hears a response (in ticks, nanoseconds) the header layer below
+/// may have read its head and still be taken for this response's reporter: the two clock reads
+/// are a moment apart within one poll (equal in virtual time). A newest report older than this
+/// belongs to another response and is not re-dated.
+const HEARD_WITHIN: Tick = 1_000_000;
+
 /// How long a request waits for the budget by default before it fails with
 /// [`BudgetWaitTooLong`]: one minute, the window of RPM and TPM limits, so that a request that
 /// waits longer than a whole refill is refused rather than left hanging.
@@ -156,8 +162,10 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// A report describes the server when it counted the reporting attempt, not when its response
 /// arrived: the layer tells the budget when that attempt was sent, and the charges made since
 /// (those made at the same instant included: a batch sent together reaches the server one after
-/// the other) are replayed on the report. A report older than the account it would replace (a
-/// slow response overtaken by a faster one) is dropped.
+/// the other) are replayed on the report. The report is taken for the response's own when it is
+/// the newest and was read (by the header layer below, in the same poll) at most 1 ms before the
+/// budget hears the response. A report older than the account it would replace (a slow response
+/// overtaken by a faster one) is dropped.
 ///
 /// # Waiting
 ///
@@ -668,15 +676,17 @@ impl TokenBudget {
         if reported == 0 {
             return;
         }
+        let observed = reported - 1;
         let now = nanos(Instant::now().saturating_duration_since(shared.base));
-        // Every report was observed before now: none is this response's.
-        if reported - 1 < now {
+        // The header layer below read this response's head within the same poll, a moment ago:
+        // a newest report older than that is not this response's.
+        if now.saturating_sub(observed) > HEARD_WITHIN {
             return;
         }
         let mut state = self.lock();
         let sent = state.tick(sent);
         for w in &mut state.windows {
-            w.rebase(sent, now);
+            w.rebase(sent, observed);
         }
     }
 
@@ -1278,7 +1288,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_response_heard_takes_the_lock_only_when_a_report_of_its_instant_waits() {
+    async fn a_response_heard_takes_the_lock_only_when_a_report_of_its_head_waits() {
         let budget = budget();
         let locks = || budget.shared.locks.load(Ordering::Relaxed);
         let sent = Instant::now();
@@ -1297,13 +1307,13 @@ mod tests {
         let before = locks();
         budget.response_heard(sent);
         assert_eq!(locks(), before + 1, "a report of this instant is rebased");
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_millis(2)).await;
         let before = locks();
         budget.response_heard(sent);
         assert_eq!(
             locks(),
             before,
-            "every report is older than the response: no lock"
+            "every report is older than the response's head (by more than HEARD_WITHIN): no lock"
         );
     }
 

@@ -635,14 +635,15 @@ impl Window {
         });
     }
 
-    /// The attempt whose response just carried a report (observed at `now`) was sent at `sent`:
-    /// the server counted its figures then, before this budget's charges made since. Replays
-    /// those charges on the report, and keeps the previous account instead when it was newer.
-    pub(crate) fn rebase(&mut self, sent: Tick, now: Tick) {
+    /// The attempt whose response just carried a report (observed at `observed`) was sent at
+    /// `sent`: the server counted its figures then, before this budget's charges made since.
+    /// Replays those charges on the report, and keeps the previous account instead when it was
+    /// newer.
+    pub(crate) fn rebase(&mut self, sent: Tick, observed: Tick) {
         let Some(mut model) = self.model else {
             return;
         };
-        if model.rebased || model.observed != now || sent >= now {
+        if model.rebased || model.observed != observed || sent >= observed {
             return;
         }
         if let Some(previous) = self.previous.take() {

@@ -765,6 +765,44 @@ async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_report_read_a_moment_before_the_budget_hears_its_response_is_still_re_dated() {
+    // As above, on a clock that moves between the header layer's reading of the head and the
+    // budget's hearing of the response (a real clock always does): 50 µs apart.
+    let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
+    let feedback = Feedback::new();
+    let publisher = feedback.clone();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |req: http::Request<String>| {
+            let publisher = publisher.clone();
+            async move {
+                if req.body() == "slow" {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    publisher.report_quota(&QuotaReport::new(
+                        "openai",
+                        vec![Quota::new(Dimension::Requests)
+                            .with_limit(60)
+                            .with_remaining(10)
+                            .with_reset_after(Duration::from_secs(50))],
+                    ));
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+                json("{}")
+            }
+        }));
+    let mut slow = request(0, 0);
+    *slow.body_mut() = "slow".to_string();
+    let slow = tokio::spawn(svc.clone().oneshot(slow));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
+    }
+    drop(slow.await.unwrap().unwrap());
+    assert_eq!(budget.remaining(Dimension::Requests), Some(5));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_queued_behind_others_is_refused_at_once_when_the_request_limit_is_too_far() {
     let budget = TokenBudget::builder()
         .limit(Limit::requests_per_minute(2))
