@@ -466,7 +466,7 @@ async fn main() -> Result<(), BoxError> {
         let n = jobs.len();
         println!();
         println!(
-            "summary: succeeded {}/{n} → {}/{n}, lost {} → {}, server attempts per success {:.1} → {:.2}, p99 {:.2} → {:.2} s; with gentlify {:.1} successes/s against the {:.1} requests/s the tier's RPM allows",
+            "summary: succeeded {}/{n} → {}/{n}, lost {} → {}, server attempts per success {:.1} → {:.2}, p99 {:.2} → {:.2} s; with gentlify {:.1} successes/s (the tier's RPM sustains {:.1}/s over a minute; a shorter run may go above it on the minute's unused quota)",
             b.ok,
             m.ok,
             b.lost,
