@@ -42,7 +42,7 @@ pin_project! {
         #[pin]
         state: State<S::Future, <S::Response as IntoHttpResponse>::Body>,
         service: S,
-        template: Option<Req>,
+        template: Option<Box<Req>>,
         end: Option<SlotEnd>,
         // The current attempt, and through it the request's slot.
         dispatched: Dispatched,
@@ -89,12 +89,19 @@ where
     pub(crate) fn start(
         mut service: S,
         request: Req,
-        template: Option<Req>,
+        template: Option<Box<Req>>,
         slot: Slot,
         end: Option<SlotEnd>,
         config: Arc<Config>,
     ) -> Self {
         let dispatched = slot.dispatch(&config.feedback);
+        if dispatched.attempt() == 0 {
+            if let Some(budget) = &config.budget {
+                // A first attempt, counted when it is sent: at the dispatch's instant, which an
+                // outer layer of the stack may have read already.
+                budget.deposit_at(dispatched.sent_at());
+            }
+        }
         let future = service.call(request);
         let timed = config.attempt_timeout.is_some() || config.max_total_time.is_some();
         let started = timed.then(Instant::now);
@@ -282,7 +289,9 @@ where
                         Some(template) if !last => template.try_clone_request(),
                         _ => None,
                     };
-                    let Some(mut request) = request.or_else(|| this.template.take()) else {
+                    let Some(mut request) =
+                        request.or_else(|| this.template.take().map(|template| *template))
+                    else {
                         unreachable!("a retry is only decided with a request to replay");
                     };
                     // The template may have been copied without the slot (see `Retry::call`).
