@@ -94,7 +94,7 @@ where
         end: Option<SlotEnd>,
         config: Arc<Config>,
     ) -> Self {
-        let dispatched = slot.dispatch(&config.feedback);
+        let dispatched = slot.into_dispatched(&config.feedback);
         if dispatched.attempt() == 0 {
             if let Some(budget) = &config.budget {
                 // A first attempt, counted when it is sent: at the dispatch's instant, which an
