@@ -102,7 +102,6 @@ where
                 budget.deposit_at(dispatched.sent_at());
             }
         }
-        let future = service.call(request);
         let timed = config.attempt_timeout.is_some() || config.max_total_time.is_some();
         let started = timed.then(Instant::now);
         let timer = config
@@ -110,7 +109,10 @@ where
             .zip(started)
             .map(|(timeout, started)| Box::pin(tokio::time::sleep_until(started + timeout)));
         ResponseFuture {
-            state: State::Called { future },
+            // Called in place: the inner future is written where it lives, not moved there.
+            state: State::Called {
+                future: service.call(request),
+            },
             service,
             template,
             end,
