@@ -510,6 +510,10 @@ fn open_factor(reopenings: u32, max: f64) -> f64 {
 }
 
 impl Controller for Breaker {
+    fn wants_quotas(&self) -> bool {
+        false
+    }
+
     fn on_outcome(&self, outcome: &Outcome) {
         let s = self.state.load(Ordering::Acquire);
         if s != CLOSED && s != HALF_OPEN {

@@ -339,6 +339,11 @@ impl Limiter {
 }
 
 impl Controller for Limiter {
+    fn wants_quotas(&self) -> bool {
+        // The limit follows outcomes only; quotas are the budget's.
+        false
+    }
+
     fn on_outcome(&self, outcome: &Outcome) {
         let failed = match outcome.class {
             Class::Success | Class::Overloaded { .. } => false,

@@ -196,13 +196,16 @@ where
             let ready = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         };
-        let (dispatched, _sending) = slot.dispatch_sending(&limiter.feedback);
+        let (dispatched, sending) = slot.dispatch_sending(&limiter.feedback);
         if let Some(permit) = permit {
             // The permit knows when its request left the limiter (not the pacing wait before).
             permit.hold_in(&slot, Some(dispatched.sent_at()));
         }
-        let mark = (slot.clone(), Arc::clone(limiter));
-        ResponseFuture::called(self.inner.call(request), dispatched, end, mark)
+        let future = self.inner.call(request);
+        drop(sending);
+        // The slot itself goes into the mark (no clone to take and give back per request).
+        let mark = (slot, Arc::clone(limiter));
+        ResponseFuture::called(future, dispatched, end, mark)
     }
 }
 

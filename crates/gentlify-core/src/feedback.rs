@@ -55,6 +55,21 @@ pub trait Controller: Send + Sync + 'static {
         let _ = report;
     }
 
+    /// Whether [`on_outcome`](Controller::on_outcome) does anything. A controller that returns
+    /// `false` is not called for attempts, which spares the handle taking and giving back a
+    /// reference to it for every attempt. Read once, when the controller is registered; `true`
+    /// by default.
+    fn wants_outcomes(&self) -> bool {
+        true
+    }
+
+    /// Whether [`on_quota`](Controller::on_quota) does anything; as
+    /// [`wants_outcomes`](Controller::wants_outcomes), for quota reports (one per response
+    /// whose headers carry a quota). `true` by default.
+    fn wants_quotas(&self) -> bool {
+        true
+    }
+
     /// The part of [`Feedback::snapshot`] this controller chooses to expose.
     fn snapshot(&self) -> Option<SnapshotPart> {
         None
@@ -152,11 +167,18 @@ struct Inner {
     id: u64,
     name: Option<Box<str>>,
     classifier: Arc<dyn Classify>,
-    controllers: RwLock<Vec<Weak<dyn Controller>>>,
+    controllers: RwLock<Vec<Registered>>,
     pause: PauseGate,
     circuit: AtomicU8,
     shared: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     counters: Counters,
+}
+
+/// A registered controller, with what it wants to hear.
+struct Registered {
+    controller: Weak<dyn Controller>,
+    outcomes: bool,
+    quotas: bool,
 }
 
 #[derive(Default)]
@@ -220,25 +242,29 @@ impl Feedback {
     /// registered while some `Arc` to it lives.
     pub fn register<C: Controller>(&self, controller: &Arc<C>) {
         let weak: Weak<C> = Arc::downgrade(controller);
-        let weak: Weak<dyn Controller> = weak;
+        let registered = Registered {
+            controller: weak,
+            outcomes: controller.wants_outcomes(),
+            quotas: controller.wants_quotas(),
+        };
         let mut controllers = self
             .inner
             .controllers
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        controllers.retain(|c| c.strong_count() > 0);
-        controllers.push(weak);
+        controllers.retain(|c| c.controller.strong_count() > 0);
+        controllers.push(registered);
     }
 
     /// The number of controllers registered and still alive.
     pub fn controllers(&self) -> usize {
         self.read_controllers()
             .iter()
-            .filter(|c| c.strong_count() > 0)
+            .filter(|c| c.controller.strong_count() > 0)
             .count()
     }
 
-    fn read_controllers(&self) -> std::sync::RwLockReadGuard<'_, Vec<Weak<dyn Controller>>> {
+    fn read_controllers(&self) -> std::sync::RwLockReadGuard<'_, Vec<Registered>> {
         self.inner
             .controllers
             .read()
@@ -259,8 +285,8 @@ impl Feedback {
             status = outcome.status.map(|s| s.as_u16()),
             "gentlify attempt outcome"
         );
-        for controller in self.read_controllers().iter() {
-            if let Some(controller) = controller.upgrade() {
+        for registered in self.read_controllers().iter().filter(|c| c.outcomes) {
+            if let Some(controller) = registered.controller.upgrade() {
                 controller.on_outcome(outcome);
             }
         }
@@ -268,8 +294,8 @@ impl Feedback {
 
     /// Publishes what a server said about its limits to every registered controller.
     pub fn report_quota(&self, report: &QuotaReport) {
-        for controller in self.read_controllers().iter() {
-            if let Some(controller) = controller.upgrade() {
+        for registered in self.read_controllers().iter().filter(|c| c.quotas) {
+            if let Some(controller) = registered.controller.upgrade() {
                 controller.on_quota(report);
             }
         }
@@ -346,7 +372,7 @@ impl Feedback {
         let parts = self
             .read_controllers()
             .iter()
-            .filter_map(|c| c.upgrade())
+            .filter_map(|c| c.controller.upgrade())
             .filter_map(|c| c.snapshot())
             .collect();
         Snapshot {

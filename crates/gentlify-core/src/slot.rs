@@ -631,6 +631,44 @@ impl Slot {
     /// reading the clock again: no time can pass between the two, the inner `call` being
     /// synchronous.
     pub fn dispatch(&self, feedback: &Feedback) -> Dispatched {
+        let (other, attempt, sent_at) = self.dispatch_parts(feedback);
+        Dispatched {
+            slot: self.clone(),
+            other,
+            attempt,
+            sent_at,
+        }
+    }
+
+    /// [`dispatch`](Slot::dispatch), for a layer done with its handle on the slot: the record
+    /// takes this one rather than a clone (a reference count less to take and give back per
+    /// request).
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Slot};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let (slot, _end) = Slot::new(&feedback);
+    /// let dispatched = slot.clone().into_dispatched(&feedback);
+    /// assert!(dispatched.slot().same_as(&slot));
+    /// assert_eq!(dispatched.attempt(), 0);
+    /// # }
+    /// ```
+    pub fn into_dispatched(self, feedback: &Feedback) -> Dispatched {
+        let (other, attempt, sent_at) = self.dispatch_parts(feedback);
+        Dispatched {
+            slot: self,
+            other,
+            attempt,
+            sent_at,
+        }
+    }
+
+    /// The dispatch of [`dispatch`](Slot::dispatch): the record's handle (when not the owner),
+    /// attempt and instant (`None` when nested in the owner's [`dispatch_sending`](Slot::dispatch_sending)).
+    #[inline]
+    fn dispatch_parts(&self, feedback: &Feedback) -> (Option<Feedback>, u32, Option<Instant>) {
         let sending = self.inner.owner_sending.load(Ordering::Acquire);
         let attempt = self.attempt();
         if sending != 0 && sending == attempt.wrapping_add(1) {
@@ -638,12 +676,7 @@ impl Slot {
                 // The outer dispatch marked this attempt sent on this handle (and published what
                 // it had to): nothing to do under the lock. Its instant is read from the marks
                 // when this record publishes, which takes the lock anyway.
-                return Dispatched {
-                    slot: self.clone(),
-                    other: None,
-                    attempt,
-                    sent_at: None,
-                };
+                return (None, attempt, None);
             }
             return self.dispatch_sent_at(feedback, None);
         }
@@ -697,13 +730,23 @@ impl Slot {
     /// # }
     /// ```
     pub fn dispatch_at(&self, feedback: &Feedback, sent_at: Instant) -> Dispatched {
-        self.dispatch_sent_at(feedback, Some(sent_at))
+        let (other, attempt, sent_at) = self.dispatch_sent_at(feedback, Some(sent_at));
+        Dispatched {
+            slot: self.clone(),
+            other,
+            attempt,
+            sent_at,
+        }
     }
 
     /// Dispatches at `sent_at`; `None` takes the instant of the owner handle's dispatch of the
     /// same attempt (an outer layer's [`dispatch_sending`](Slot::dispatch_sending) still live), or
     /// reads the clock when there is none.
-    fn dispatch_sent_at(&self, feedback: &Feedback, sent_at: Option<Instant>) -> Dispatched {
+    fn dispatch_sent_at(
+        &self,
+        feedback: &Feedback,
+        sent_at: Option<Instant>,
+    ) -> (Option<Feedback>, u32, Option<Instant>) {
         let attempt = self.attempt();
         let other = self.other(feedback);
         let (sent_at, flush) = {
@@ -738,12 +781,7 @@ impl Slot {
         if let Some(outcome) = flush {
             self.publish_once(other, outcome.attempt, |_| outcome);
         }
-        Dispatched {
-            slot: self.clone(),
-            other: other.cloned(),
-            attempt,
-            sent_at: Some(sent_at),
-        }
+        (other.cloned(), attempt, Some(sent_at))
     }
 
     /// `None` for the handle that made the slot (whose marks live apart, without a lookup),

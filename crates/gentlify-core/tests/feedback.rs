@@ -161,3 +161,54 @@ fn circuit_state_and_shared_state_are_seen_by_every_clone() {
     let other = Feedback::new().shared(|| std::sync::atomic::AtomicU32::new(3));
     assert!(!Arc::ptr_eq(&a, &other));
 }
+
+/// Counts what it hears, and says which of the two it wants.
+struct Picky {
+    outcomes: bool,
+    quotas: bool,
+    heard: std::sync::Mutex<(usize, usize)>,
+}
+
+impl Controller for Picky {
+    fn on_outcome(&self, _: &Outcome) {
+        self.heard.lock().unwrap().0 += 1;
+    }
+
+    fn on_quota(&self, _: &QuotaReport) {
+        self.heard.lock().unwrap().1 += 1;
+    }
+
+    fn wants_outcomes(&self) -> bool {
+        self.outcomes
+    }
+
+    fn wants_quotas(&self) -> bool {
+        self.quotas
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_hears_only_what_it_wants_and_still_counts_as_registered() {
+    let feedback = Feedback::new();
+    let picky = |outcomes, quotas| {
+        Arc::new(Picky {
+            outcomes,
+            quotas,
+            heard: std::sync::Mutex::new((0, 0)),
+        })
+    };
+    let (all, outcomes_only, quotas_only) =
+        (picky(true, true), picky(true, false), picky(false, true));
+    feedback.register(&all);
+    feedback.register(&outcomes_only);
+    feedback.register(&quotas_only);
+    assert_eq!(feedback.controllers(), 3);
+    feedback.publish(&Outcome::new(Class::Success, 0, Instant::now()));
+    feedback.report_quota(&QuotaReport::new(
+        "test",
+        vec![Quota::new(Dimension::Requests).with_remaining(1)],
+    ));
+    assert_eq!(*all.heard.lock().unwrap(), (1, 1));
+    assert_eq!(*outcomes_only.heard.lock().unwrap(), (1, 0));
+    assert_eq!(*quotas_only.heard.lock().unwrap(), (0, 1));
+}

@@ -13,7 +13,8 @@ use crate::observe::Observer;
 /// and reads the headers of its response.
 pub struct HeaderFeedback<S> {
     inner: S,
-    feedback: Feedback,
+    // The handle is the observer's (`observer.feedback`): one reference count to clone and drop
+    // when the retry layer above clones this service for a request, not two.
     observer: Arc<Observer>,
     // A waiter only when the layer holds dispatch: the retry layer above clones this service for
     // every request, and a waiter is one more handle to clone and drop (two atomic operations).
@@ -27,10 +28,10 @@ impl<S> HeaderFeedback<S> {
         observer: Arc<Observer>,
         hold_dispatch: bool,
     ) -> Self {
-        let wait = hold_dispatch.then(|| PauseWait::new(feedback.clone()));
+        debug_assert!(observer.feedback.same_as(&feedback));
+        let wait = hold_dispatch.then(|| PauseWait::new(feedback));
         HeaderFeedback {
             inner,
-            feedback,
             observer,
             wait,
         }
@@ -54,12 +55,14 @@ impl<S> HeaderFeedback<S> {
 
 impl<S: Clone> Clone for HeaderFeedback<S> {
     fn clone(&self) -> Self {
-        HeaderFeedback::new(
-            self.inner.clone(),
-            self.feedback.clone(),
-            Arc::clone(&self.observer),
-            self.wait.is_some(),
-        )
+        HeaderFeedback {
+            inner: self.inner.clone(),
+            observer: Arc::clone(&self.observer),
+            wait: self
+                .wait
+                .as_ref()
+                .map(|_| PauseWait::new(self.observer.feedback.clone())),
+        }
     }
 }
 
@@ -67,7 +70,7 @@ impl<S: fmt::Debug> fmt::Debug for HeaderFeedback<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeaderFeedback")
             .field("inner", &self.inner)
-            .field("feedback", &self.feedback)
+            .field("feedback", &self.observer.feedback)
             .field("parsers", &self.observer.parsers)
             .finish()
     }
@@ -91,8 +94,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), &self.feedback);
-        let dispatched = slot.dispatch(&self.feedback);
+        let feedback = &self.observer.feedback;
+        let (slot, end) = Slot::get_or_insert(request.extensions_mut(), feedback);
+        let dispatched = slot.into_dispatched(feedback);
         let future = self.inner.call(request);
         ResponseFuture::new(future, dispatched, end, Arc::clone(&self.observer))
     }

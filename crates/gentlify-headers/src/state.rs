@@ -72,6 +72,11 @@ impl LastQuotas {
 }
 
 impl Controller for LastQuotas {
+    fn wants_outcomes(&self) -> bool {
+        // The board keeps the last quotas heard; outcomes say nothing to it.
+        false
+    }
+
     fn on_quota(&self, report: &QuotaReport) {
         let mut board = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         board.reports += 1;

@@ -42,7 +42,7 @@ pin_project! {
         #[pin]
         state: State<S::Future, <S::Response as IntoHttpResponse>::Body>,
         service: S,
-        template: Option<Req>,
+        template: Option<Box<Req>>,
         end: Option<SlotEnd>,
         // The current attempt, and through it the request's slot.
         dispatched: Dispatched,
@@ -89,13 +89,19 @@ where
     pub(crate) fn start(
         mut service: S,
         request: Req,
-        template: Option<Req>,
+        template: Option<Box<Req>>,
         slot: Slot,
         end: Option<SlotEnd>,
         config: Arc<Config>,
     ) -> Self {
-        let dispatched = slot.dispatch(&config.feedback);
-        let future = service.call(request);
+        let dispatched = slot.into_dispatched(&config.feedback);
+        if dispatched.attempt() == 0 {
+            if let Some(budget) = &config.budget {
+                // A first attempt, counted when it is sent: at the dispatch's instant, which an
+                // outer layer of the stack may have read already.
+                budget.deposit_at(dispatched.sent_at());
+            }
+        }
         let timed = config.attempt_timeout.is_some() || config.max_total_time.is_some();
         let started = timed.then(Instant::now);
         let timer = config
@@ -103,7 +109,10 @@ where
             .zip(started)
             .map(|(timeout, started)| Box::pin(tokio::time::sleep_until(started + timeout)));
         ResponseFuture {
-            state: State::Called { future },
+            // Called in place: the inner future is written where it lives, not moved there.
+            state: State::Called {
+                future: service.call(request),
+            },
             service,
             template,
             end,
@@ -282,7 +291,9 @@ where
                         Some(template) if !last => template.try_clone_request(),
                         _ => None,
                     };
-                    let Some(mut request) = request.or_else(|| this.template.take()) else {
+                    let Some(mut request) =
+                        request.or_else(|| this.template.take().map(|template| *template))
+                    else {
                         unreachable!("a retry is only decided with a request to replay");
                     };
                     // The template may have been copied without the slot (see `Retry::call`).

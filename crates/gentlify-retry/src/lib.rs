@@ -116,7 +116,7 @@
 //! | [`max_attempts`](RetryLayerBuilder::max_attempts) | 3 | the OpenAI and Anthropic SDKs' 2 retries |
 //! | [`backoff`](RetryLayerBuilder::backoff) | 500 ms × 2ⁿ, capped at 8 s, full jitter | the same SDKs' curve; full jitter from Brooker, "Exponential Backoff And Jitter" (AWS, 2015) |
 //! | [`max_server_delay`](RetryLayerBuilder::max_server_delay) | 120 s | a minute-window quota resets within it |
-//! | [`budget`](RetryLayerBuilder::budget) | the handle's: 20 % + 10/s over 10 s | Finagle's `RetryBudget`, through tower's [`TpsBudget`](tower::retry::budget::TpsBudget) |
+//! | [`budget`](RetryLayerBuilder::budget) | the handle's: 20 % + 10/s over 10 s | Finagle's `RetryBudget`, as tower's `TpsBudget` has it |
 //! | [`body_prefix_bytes`](RetryLayerBuilder::body_prefix_bytes) | 8 KiB | provider error bodies name their type in the first few hundred bytes |
 //! | [`attempt_timeout`](RetryLayerBuilder::attempt_timeout), [`max_total_time`](RetryLayerBuilder::max_total_time), [`wait_for_probe`](RetryLayerBuilder::wait_for_probe) | off | |
 //!

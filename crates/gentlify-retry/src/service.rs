@@ -107,11 +107,6 @@ where
                 .headers_mut()
                 .insert(name.clone(), HeaderValue::from(slot.attempt()));
         }
-        if slot.attempt() == 0 {
-            if let Some(budget) = &config.budget {
-                budget.deposit();
-            }
-        }
         let template = if config.max_attempts > 1 {
             // Each retry puts the slot back into its copy (see `ResponseFuture`), so the
             // template need not hold it: a new slot goes in after the copy is made, and when a
@@ -124,7 +119,7 @@ where
                 }
                 _ => None,
             };
-            let template = request.try_clone_request();
+            let template = request.try_clone_request().map(Box::new);
             if let (Some(set_aside), Some(extensions)) = (set_aside, request.extensions_mut()) {
                 *extensions = set_aside;
             }

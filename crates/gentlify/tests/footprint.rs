@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::mem::size_of;
+use std::mem::{size_of, size_of_val};
 
 use gentlify::Throttle;
 use tower::Service;
@@ -45,5 +45,52 @@ fn the_budget_part_adds_at_most_a_pointer_to_the_future_and_body_of_the_stack_un
     assert!(
         budget_response <= under_response + 16,
         "the budget part's response is {budget_response} bytes, the stack under it {under_response}"
+    );
+}
+
+/// The whole stack's future is what its caller moves (into its own future, a task, a join set):
+/// the layers' futures are boxed behind it, so it is a pointer and the observer, and `Unpin`.
+#[test]
+fn the_stack_future_is_a_box_its_caller_moves_cheaply() {
+    fn unpin<S: Service<Request>>(_: &S)
+    where
+        S::Future: Unpin,
+    {
+    }
+    let layer = Throttle::new().build().unwrap();
+    let stack = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|_: Request| async { common::ok() }),
+    );
+    let (future, _) = sizes(&stack);
+    assert!(future <= 16, "the stack's future is {future} bytes");
+    unpin(&stack);
+}
+
+/// The retry layer keeps a copy of the request to send again (a few hundred bytes with its
+/// headers and URI); boxed, it adds a pointer to the retry's future rather than the request's
+/// size, which every layer above would move again.
+#[test]
+fn the_retry_part_keeps_its_request_copy_behind_a_pointer() {
+    let layer = Throttle::new().build().unwrap();
+    let stack = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|_: Request| async { common::ok() }),
+    );
+    let gentlify::Toggled::On(breaker) = stack.get_ref() else {
+        panic!("the breaker is on by default");
+    };
+    let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
+        panic!("the limiter is on by default");
+    };
+    let retry = concurrency.get_ref();
+    let (retry_future, _) = sizes(retry);
+    let (under_future, _) = sizes(retry.get_ref());
+    let service = size_of_val(retry.get_ref());
+    assert!(
+        retry_future < under_future + service + size_of::<Request>(),
+        "the retry's future is {retry_future} bytes: the stack under it {under_future}, the \
+         service it keeps {service}, a request {}",
+        size_of::<Request>()
     );
 }
