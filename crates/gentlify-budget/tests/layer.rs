@@ -724,10 +724,10 @@ async fn a_server_deficit_is_not_counted_as_used_and_does_not_accumulate_over_re
     assert_eq!(budget.remaining(Dimension::Requests), Some(610));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
-    // 60 RPM. The slow request's response reports 10 left (full in 50 s) as the server counted
-    // them when it arrived, before the 5 fast requests sent while it was in flight.
+/// 60 RPM. A slow request's response reports 10 left (full in 50 s) as the server counted them
+/// when it arrived, before the 5 fast requests sent while it was in flight; the report is read
+/// `read_before` before the budget hears the response. Returns what the budget then believes.
+async fn remaining_after_a_slow_report(read_before: Duration) -> Option<u64> {
     let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
     let feedback = Feedback::new();
     let publisher = feedback.clone();
@@ -746,6 +746,9 @@ async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
                             .with_remaining(10)
                             .with_reset_after(Duration::from_secs(50))],
                     ));
+                    if !read_before.is_zero() {
+                        tokio::time::sleep(read_before).await;
+                    }
                 }
                 json("{}")
             }
@@ -759,47 +762,24 @@ async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
         drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
     }
     drop(slow.await.unwrap().unwrap());
+    budget.remaining(Dimension::Requests)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_counts_the_attempts_sent_while_its_own_was_in_flight() {
     // 10 at the slow request's send, 5 sent at 0.5 s, one a second of refill, the slow request
     // itself counted again on the safe side: 5, not 10.
-    assert_eq!(budget.remaining(Dimension::Requests), Some(5));
+    assert_eq!(remaining_after_a_slow_report(Duration::ZERO).await, Some(5));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_report_read_a_moment_before_the_budget_hears_its_response_is_still_re_dated() {
     // As above, on a clock that moves between the header layer's reading of the head and the
     // budget's hearing of the response (a real clock always does): 50 µs apart.
-    let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
-    let feedback = Feedback::new();
-    let publisher = feedback.clone();
-    let svc = TokenBudgetLayer::new(budget.clone())
-        .feedback(feedback.clone())
-        .layer(service_fn(move |req: http::Request<String>| {
-            let publisher = publisher.clone();
-            async move {
-                if req.body() == "slow" {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    publisher.report_quota(&QuotaReport::new(
-                        "openai",
-                        vec![Quota::new(Dimension::Requests)
-                            .with_limit(60)
-                            .with_remaining(10)
-                            .with_reset_after(Duration::from_secs(50))],
-                    ));
-                    tokio::time::sleep(Duration::from_micros(50)).await;
-                }
-                json("{}")
-            }
-        }));
-    let mut slow = request(0, 0);
-    *slow.body_mut() = "slow".to_string();
-    let slow = tokio::spawn(svc.clone().oneshot(slow));
-    tokio::task::yield_now().await;
-    tokio::time::advance(Duration::from_millis(500)).await;
-    for _ in 0..5 {
-        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
-    }
-    drop(slow.await.unwrap().unwrap());
-    assert_eq!(budget.remaining(Dimension::Requests), Some(5));
+    assert_eq!(
+        remaining_after_a_slow_report(Duration::from_micros(50)).await,
+        Some(5)
+    );
 }
 
 #[tokio::test(start_paused = true)]
