@@ -14,24 +14,37 @@ fn sizes<S: Service<Request>>(_: &S) -> (usize, usize) {
     (size_of::<S::Future>(), size_of::<S::Response>())
 }
 
+/// `Throttle::new()`'s stack over a service answering 200.
+macro_rules! default_stack {
+    () => {
+        tower::Layer::layer(
+            &Throttle::new().build().unwrap(),
+            tower::service_fn(|_: Request| async { common::ok() }),
+        )
+    };
+}
+
+/// The retry part of a default stack: under the breaker and the limiter, both on by default.
+macro_rules! retry_part {
+    ($stack:expr) => {{
+        let gentlify::Toggled::On(breaker) = $stack.get_ref() else {
+            panic!("the breaker is on by default");
+        };
+        let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
+            panic!("the limiter is on by default");
+        };
+        concurrency.get_ref()
+    }};
+}
+
 /// The token budget's future holds the request while it waits for its windows and its body reads
 /// the usage: several hundred bytes, which the retry, the limiter and the breaker above it would
 /// move at every step, whether the budget is on or switched off (an enum is as large as its larger
 /// side). Boxed, the budget adds at most a pointer and a tag to the stack under it.
 #[test]
 fn the_budget_part_adds_at_most_a_pointer_to_the_future_and_body_of_the_stack_under_it() {
-    let layer = Throttle::new().build().unwrap();
-    let stack = tower::Layer::layer(
-        &layer,
-        tower::service_fn(|_: Request| async { common::ok() }),
-    );
-    let gentlify::Toggled::On(breaker) = stack.get_ref() else {
-        panic!("the breaker is on by default");
-    };
-    let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
-        panic!("the limiter is on by default");
-    };
-    let budget_part = concurrency.get_ref().get_ref();
+    let stack = default_stack!();
+    let budget_part = retry_part!(stack).get_ref();
     let gentlify::Toggled::Off(under_budget) = budget_part else {
         panic!("the budget is off until a limit is set");
     };
@@ -57,11 +70,7 @@ fn the_stack_future_is_a_box_its_caller_moves_cheaply() {
         S::Future: Unpin,
     {
     }
-    let layer = Throttle::new().build().unwrap();
-    let stack = tower::Layer::layer(
-        &layer,
-        tower::service_fn(|_: Request| async { common::ok() }),
-    );
+    let stack = default_stack!();
     let (future, _) = sizes(&stack);
     assert!(future <= 16, "the stack's future is {future} bytes");
     unpin(&stack);
@@ -72,18 +81,8 @@ fn the_stack_future_is_a_box_its_caller_moves_cheaply() {
 /// size, which every layer above would move again.
 #[test]
 fn the_retry_part_keeps_its_request_copy_behind_a_pointer() {
-    let layer = Throttle::new().build().unwrap();
-    let stack = tower::Layer::layer(
-        &layer,
-        tower::service_fn(|_: Request| async { common::ok() }),
-    );
-    let gentlify::Toggled::On(breaker) = stack.get_ref() else {
-        panic!("the breaker is on by default");
-    };
-    let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
-        panic!("the limiter is on by default");
-    };
-    let retry = concurrency.get_ref();
+    let stack = default_stack!();
+    let retry = retry_part!(stack);
     let (retry_future, _) = sizes(retry);
     let (under_future, _) = sizes(retry.get_ref());
     let service = size_of_val(retry.get_ref());
