@@ -28,18 +28,23 @@ const REQUESTS: usize = 60;
 /// Callers at once: four times the hidden cap, a 429 storm from the first instant.
 const CALLERS: usize = 12;
 
-const SCENARIO: &str = r#"
-name = "loopback-storm-outage"
-seed = 11
-requests = 60
+/// The simulated API both runs call: 12 callers against a hidden cap of 3 (429s over it, OpenAI
+/// headers), 30 ms to the first token, and an outage answering `status` to everything from
+/// `from_s` to `to_s` on the server's clock.
+fn scenario(name: &str, seed: u64, (from_s, to_s, status): (f64, f64, u16)) -> String {
+    format!(
+        r#"
+name = "{name}"
+seed = {seed}
+requests = {REQUESTS}
 
 [workload]
 kind = "closed"
-workers = 12
+workers = {CALLERS}
 
 [sizes]
-prompt_tokens = { dist = "uniform", min = 10, max = 200 }
-output_tokens = { dist = "uniform", min = 10, max = 40 }
+prompt_tokens = {{ dist = "uniform", min = 10, max = 200 }}
+output_tokens = {{ dist = "uniform", min = 10, max = 40 }}
 
 [limits]
 concurrency = 3
@@ -53,43 +58,24 @@ jitter = 0.0
 
 [[faults]]
 kind = "outage"
-from_s = 0.3
-to_s = 0.9
-status = 503
-"#;
+from_s = {from_s:?}
+to_s = {to_s:?}
+status = {status}
+"#
+    )
+}
+
+/// A 429 storm from the first instant, then an outage of 503s (overload) from 0.3 s to 0.9 s.
+fn storm_and_outage() -> String {
+    scenario("loopback-storm-outage", 11, (0.3, 0.9, 503))
+}
 
 /// The same server, down with 500s (failures, not overload) for its first 0.6 s: every request
 /// sent then fails, enough of them in a row to open the breaker. The run lasts at least 0.6 s
 /// of service after the outage (60 requests, 3 at once, 30 ms each), so the recovery is seen.
-const OUTAGE_500: &str = r#"
-name = "loopback-outage-500"
-seed = 12
-requests = 60
-
-[workload]
-kind = "closed"
-workers = 12
-
-[sizes]
-prompt_tokens = { dist = "uniform", min = 10, max = 200 }
-output_tokens = { dist = "uniform", min = 10, max = 40 }
-
-[limits]
-concurrency = 3
-over_concurrency_status = 429
-headers = "openai"
-
-[latency]
-ttft_ms = 30
-per_token_ms = 0.5
-jitter = 0.0
-
-[[faults]]
-kind = "outage"
-from_s = 0.0
-to_s = 0.6
-status = 500
-"#;
+fn outage_500() -> String {
+    scenario("loopback-outage-500", 12, (0.0, 0.6, 500))
+}
 
 /// Serves a fresh simulated API on `127.0.0.1:0`; the handle reads what the server saw.
 async fn serve(scenario: &str) -> (SocketAddr, SimUpstream, tokio::task::JoinHandle<()>) {
@@ -304,7 +290,7 @@ fn hyper_util_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_client_loses_nothing_through_a_429_storm_an_outage_and_recovery() {
-    let (addr, api, server) = serve(SCENARIO).await;
+    let (addr, api, server) = serve(&storm_and_outage()).await;
     let url = format!("http://{addr}/v1/chat/completions");
     storm_outage_recovery(reqwest_client(), throttle().0, api, url).await;
     server.abort();
@@ -312,7 +298,7 @@ async fn reqwest_client_loses_nothing_through_a_429_storm_an_outage_and_recovery
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_util_client_loses_nothing_through_a_429_storm_an_outage_and_recovery() {
-    let (addr, api, server) = serve(SCENARIO).await;
+    let (addr, api, server) = serve(&storm_and_outage()).await;
     let url = format!("http://{addr}/v1/chat/completions");
     storm_outage_recovery(hyper_util_client(), throttle().0, api, url).await;
     server.abort();
@@ -459,7 +445,7 @@ async fn outage_opens_and_closes_the_breaker<S, B>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_client_breaker_opens_fails_fast_probes_and_closes_over_an_outage_of_500s() {
-    let (addr, api, server) = serve(OUTAGE_500).await;
+    let (addr, api, server) = serve(&outage_500()).await;
     let url = format!("http://{addr}/v1/chat/completions");
     outage_opens_and_closes_the_breaker(reqwest_client(), throttle(), api, url).await;
     server.abort();
@@ -467,7 +453,7 @@ async fn reqwest_client_breaker_opens_fails_fast_probes_and_closes_over_an_outag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_util_client_breaker_opens_fails_fast_probes_and_closes_over_an_outage_of_500s() {
-    let (addr, api, server) = serve(OUTAGE_500).await;
+    let (addr, api, server) = serve(&outage_500()).await;
     let url = format!("http://{addr}/v1/chat/completions");
     outage_opens_and_closes_the_breaker(hyper_util_client(), throttle(), api, url).await;
     server.abort();
