@@ -136,6 +136,21 @@ fn layer() -> gentlify_retry::RetryLayerBuilder {
     RetryLayer::builder().backoff(Backoff::constant(Duration::from_millis(100)))
 }
 
+/// Sends one request through `layer()` to an upstream answering with `script` in order, then
+/// 200s: the response, and the upstream's log.
+async fn send_scripted(
+    script: Vec<http::Response<ResBody>>,
+) -> (
+    http::Response<impl http_body::Body<Data = Bytes, Error = impl std::fmt::Debug>>,
+    Log,
+) {
+    let (upstream, log) = scripted(script);
+    let client = ServiceBuilder::new()
+        .layer(layer().build().unwrap())
+        .service(upstream);
+    (client.oneshot(request()).await.unwrap(), log)
+}
+
 async fn read(
     response: http::Response<impl http_body::Body<Error = impl std::fmt::Debug>>,
 ) -> Bytes {
@@ -145,11 +160,7 @@ async fn read(
 // ---- server-directed delays ----
 
 async fn delay_before_second_attempt(first: http::Response<ResBody>) -> (Duration, usize) {
-    let (upstream, log) = scripted(vec![first]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) = send_scripted(vec![first]).await;
     assert_eq!(response.status(), 200);
     let times = log.times();
     (times[1] - times[0], log.calls())
@@ -218,42 +229,26 @@ async fn grpc_retry_pushback_is_honoured_to_the_millisecond() {
 
 #[tokio::test(start_paused = true)]
 async fn negative_grpc_pushback_is_not_retried() {
-    let (upstream, log) = scripted(vec![grpc("8", Some("-1"))]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) = send_scripted(vec![grpc("8", Some("-1"))]).await;
     assert_eq!(response.headers()["grpc-status"], "8");
     assert_eq!(log.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn x_should_retry_false_is_not_retried() {
-    let (upstream, log) = scripted(vec![with_header(500, "x-should-retry", "false")]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) = send_scripted(vec![with_header(500, "x-should-retry", "false")]).await;
     assert_eq!((response.status().as_u16(), log.calls()), (500, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn x_should_retry_true_retries_an_error_status() {
-    let (upstream, log) = scripted(vec![with_header(409, "x-should-retry", "true")]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) = send_scripted(vec![with_header(409, "x-should-retry", "true")]).await;
     assert_eq!((response.status().as_u16(), log.calls()), (200, 2));
 }
 
 #[tokio::test(start_paused = true)]
 async fn x_should_retry_true_does_not_retry_a_success() {
-    let (upstream, log) = scripted(vec![with_header(200, "x-should-retry", "true")]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) = send_scripted(vec![with_header(200, "x-should-retry", "true")]).await;
     assert_eq!((response.status().as_u16(), log.calls()), (200, 1));
 }
 
@@ -863,11 +858,8 @@ async fn jitter_spreads_a_thousand_clients_at_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn attempts_count_up_in_one_slot() {
-    let (upstream, log) = scripted(vec![response(500), with_header(429, "retry-after-ms", "5")]);
-    let client = ServiceBuilder::new()
-        .layer(layer().build().unwrap())
-        .service(upstream);
-    let response = client.oneshot(request()).await.unwrap();
+    let (response, log) =
+        send_scripted(vec![response(500), with_header(429, "retry-after-ms", "5")]).await;
     assert_eq!(response.status(), 200);
     let seen = log.seen();
     assert_eq!(
