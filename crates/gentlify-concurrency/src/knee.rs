@@ -341,6 +341,13 @@ impl Knee {
 mod tests {
     use super::*;
 
+    /// 60 answers to attempts sent at `sent`, each `latency` seconds, heard at `at`.
+    fn record_60(k: &mut Knee, sent: Instant, latency: f64, stale: Duration, at: Instant) {
+        for _ in 0..60 {
+            k.record(sent, Duration::from_secs_f64(latency), stale, at);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lower_band_with_better_throughput_wins() {
         let mut k = Knee::new();
@@ -371,9 +378,7 @@ mod tests {
         let stale = Duration::from_secs(60);
         // 14 in flight at 2.2 s, then 19 at 3.8 s while the server was small.
         k.limit_changed(14, t0);
-        for _ in 0..60 {
-            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
-        }
+        record_60(&mut k, t0, 2.2, stale, t0);
         let t1 = t0 + Duration::from_secs(3);
         k.limit_changed(19, t1);
         // The estimator moves back to 14; the answers to the attempts sent at 19 before the
@@ -382,21 +387,15 @@ mod tests {
         k.hold(14.0, moved);
         k.limit_changed(14, moved);
         let late = moved + Duration::from_secs(1);
-        for _ in 0..60 {
-            k.record(t1, Duration::from_secs_f64(3.8), stale, late);
-        }
-        for _ in 0..60 {
-            k.record(moved, Duration::from_secs_f64(2.2), stale, late);
-        }
+        record_60(&mut k, t1, 3.8, stale, late);
+        record_60(&mut k, moved, 2.2, stale, late);
         // The server grew; 20 s later the limit probes 19 again, where latency is now 1.9 s.
         let t3 = moved + Duration::from_secs(20);
         k.limit_changed(19, t3);
         k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
         // The samples sent before the move do not count: 19 is measured afresh.
         assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
-        for _ in 0..60 {
-            k.record(t3, Duration::from_secs_f64(1.9), stale, t3);
-        }
+        record_60(&mut k, t3, 1.9, stale, t3);
         assert_eq!(k.better_below(19, Duration::from_secs(1), stale, t3), None);
     }
 
@@ -406,21 +405,15 @@ mod tests {
         let t0 = Instant::now();
         let stale = Duration::from_secs(60);
         k.limit_changed(14, t0);
-        for _ in 0..60 {
-            k.record(t0, Duration::from_secs_f64(2.2), stale, t0);
-        }
+        record_60(&mut k, t0, 2.2, stale, t0);
         // 20 in flight at 3.8 s while the server was small; the estimator moves to 14.
         let t1 = t0 + Duration::from_secs(3);
         k.limit_changed(20, t1);
-        for _ in 0..60 {
-            k.record(t1, Duration::from_secs_f64(3.8), stale, t1);
-        }
+        record_60(&mut k, t1, 3.8, stale, t1);
         let moved = t1 + Duration::from_secs(4);
         k.hold(14.0, moved);
         k.limit_changed(14, moved);
-        for _ in 0..60 {
-            k.record(moved, Duration::from_secs_f64(2.2), stale, moved);
-        }
+        record_60(&mut k, moved, 2.2, stale, moved);
         // The limit is back at 20 before any attempt sent there has been answered: what 20
         // was measured at before the move says nothing of the server now.
         let t2 = moved + Duration::from_secs(20);
