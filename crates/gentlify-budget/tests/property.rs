@@ -86,20 +86,32 @@ fn jobs_every(
     prop::collection::vec(job, count)
 }
 
-fn run(jobs: Vec<Job>, safety_ratio: f64, limits: Limits) -> Vec<Sent> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let budget = TokenBudget::builder()
-            .limit(Limit::tokens_per_minute(limits.tpm))
+        .unwrap()
+}
+
+impl Limits {
+    /// A budget builder with these limits: tokens per minute and requests per `REQUEST_WINDOW`.
+    fn builder(self) -> gentlify_budget::TokenBudgetBuilder {
+        TokenBudget::builder()
+            .limit(Limit::tokens_per_minute(self.tpm))
             .limit(Limit::new(
                 gentlify_core::Dimension::Requests,
-                limits.requests,
+                self.requests,
                 REQUEST_WINDOW,
             ))
+    }
+}
+
+fn run(jobs: Vec<Job>, safety_ratio: f64, limits: Limits) -> Vec<Sent> {
+    let runtime = paused_runtime();
+    runtime.block_on(async move {
+        let budget = limits
+            .builder()
             .safety_ratio(safety_ratio)
             .max_wait(Duration::from_secs(86_400))
             .build()
@@ -252,19 +264,10 @@ proptest! {
 /// `reserve` with no wait allowed), dropping those that do not fit, and reconciles it with its
 /// real usage after its latency.
 fn run_direct(jobs: Vec<Job>, direct: &[bool], exact: bool) -> Vec<Sent> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let runtime = paused_runtime();
     runtime.block_on(async move {
-        let budget = TokenBudget::builder()
-            .limit(Limit::tokens_per_minute(CHUNKED.tpm))
-            .limit(Limit::new(
-                gentlify_core::Dimension::Requests,
-                CHUNKED.requests,
-                REQUEST_WINDOW,
-            ))
+        let budget = CHUNKED
+            .builder()
             .safety_ratio(1.0)
             .max_wait(Duration::ZERO)
             .build()
