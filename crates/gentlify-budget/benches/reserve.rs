@@ -2,12 +2,11 @@
 //! run, with the primitives a reservation cannot avoid measured alongside (one clock read, two
 //! uncontended mutex lock/unlock pairs, one `Arc` clone/drop).
 //!
-//! `gentlify_ticket_reserve_reconcile` is the same through a [`Ticket`](gentlify_budget::Ticket)
-//! (`try_reserve_ticket` + `reconcile_ticket`), which takes no reference count on the budget.
-//!
 //! `gentlify_reserve_reconcile` is `try_reserve` + `reconcile`: after the first, locked,
 //! reservation they go through the lock-free path's credit and read no clock, where `governor`'s
-//! `check` reads its (quanta) clock. `gentlify_reserve_reconcile_plus_clock` adds one
+//! `check` reads its (quanta) clock. The reservation borrows the budget (no reference count).
+//! `gentlify_owned_reserve_reconcile` is the same through `try_reserve_owned`, whose reservation
+//! holds the budget's `Arc` (a clone and a drop more). `gentlify_reserve_reconcile_plus_clock` adds one
 //! `std::time::Instant::now()` (what tokio's clock reads outside tests) for a like-for-like
 //! figure; `gentlify_reserve_awaited_reconcile` polls `reserve` once (the layer's path: a tokio
 //! clock read, published before the take; the bench's tokio has `test-util`, whose clock is
@@ -39,12 +38,10 @@ fn uncontended(c: &mut Criterion) {
             reservation.reconcile(black_box(Actual::Tokens(120)));
         })
     });
-    group.bench_function("gentlify_ticket_reserve_reconcile", |b| {
+    group.bench_function("gentlify_owned_reserve_reconcile", |b| {
         b.iter(|| {
-            let ticket = budget.try_reserve_ticket(black_box(&cost)).unwrap();
-            budget
-                .reconcile_ticket(ticket, black_box(Actual::Tokens(120)))
-                .unwrap();
+            let reservation = budget.try_reserve_owned(black_box(&cost)).unwrap();
+            reservation.reconcile(black_box(Actual::Tokens(120)));
         })
     });
     group.bench_function("gentlify_reserve_reconcile_plus_clock", |b| {

@@ -31,9 +31,6 @@ pub const MAX_LIMITS: usize = 8;
 /// reports the limit itself, its account governs instead, without a margin.
 pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 
-/// The id of the next budget built (see [`Ticket`]).
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
 /// A wait that stands for "never" without overflowing `Instant`.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
@@ -198,8 +195,6 @@ pub struct TokenBudget {
 }
 
 pub(crate) struct Shared {
-    /// Tells this budget's [`Ticket`]s from other budgets' (unique in the process).
-    id: u64,
     name: Option<Box<str>>,
     max_wait: Duration,
     safety_ratio: f64,
@@ -470,7 +465,6 @@ impl TokenBudgetBuilder {
         };
         Ok(TokenBudget {
             shared: Arc::new(Shared {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 name: self.name,
                 max_wait: self.max_wait,
                 safety_ratio: self.safety_ratio,
@@ -529,15 +523,30 @@ impl TokenBudget {
 
     /// Reserves `cost` now if every limit covers it and nobody waits before it; `None` otherwise.
     ///
+    /// The [`Reservation`] borrows the budget, as tokio's `Semaphore::try_acquire` does its
+    /// permit: no reference count is taken and given back per request.
+    /// [`try_reserve_owned`](TokenBudget::try_reserve_owned) returns one that holds the budget,
+    /// to keep past the borrow (in a future or another task).
+    ///
     /// Takes the cost from the lock-free path's credit when it covers it, without a lock or a
     /// clock read (see "The lock-free path" above): such a reservation counts from when the
     /// credit closes, at the latest when the budget is next read or a reservation does not fit
     /// in the credit. [`reserve`](TokenBudget::reserve) counts from the instant it is made.
-    pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation> {
+    ///
+    /// ```
+    /// use gentlify_budget::{Actual, Limit, TokenBudget, TokenCost};
+    ///
+    /// let budget = TokenBudget::new([Limit::tokens_per_minute(10_000)]).unwrap();
+    /// let reservation = budget.try_reserve(&TokenCost::new(1_000, 500)).unwrap();
+    /// // ... send the request; it used 1 200 tokens in all:
+    /// reservation.reconcile(Actual::Tokens(1_200));
+    /// assert!(budget.try_reserve(&TokenCost::new(20_000, 0)).is_none());
+    /// ```
+    pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation<'_>> {
         // Each path builds its result in place: no enum of charges moved through the stack.
         if let Some(charges) = self.shared.take_fast(cost, None) {
             return Some(Reservation {
-                budget: self.clone(),
+                budget: self,
                 cost: *cost,
                 charges,
             });
@@ -547,67 +556,27 @@ impl TokenBudget {
 
     /// [`try_reserve`](TokenBudget::try_reserve) under the lock.
     #[inline(never)]
-    fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation> {
+    fn try_reserve_locked(&self, cost: &TokenCost) -> Option<Reservation<'_>> {
         Some(Reservation {
-            budget: self.clone(),
+            budget: self,
             cost: *cost,
             charges: self.shared.try_charges_locked(cost)?,
         })
     }
 
-    /// [`try_reserve`](TokenBudget::try_reserve), returning a [`Ticket`]: a reservation that does
-    /// not hold the budget (no reference count taken and given back per request), for a caller
-    /// that keeps the budget anyway and reconciles through it
-    /// ([`reconcile_ticket`](TokenBudget::reconcile_ticket),
-    /// [`cancel_ticket`](TokenBudget::cancel_ticket)).
-    pub fn try_reserve_ticket(&self, cost: &TokenCost) -> Option<Ticket> {
-        if let Some(charges) = self.shared.take_fast(cost, None) {
-            return Some(Ticket {
-                budget: self.shared.id,
-                cost: *cost,
-                charges,
-            });
-        }
-        self.try_reserve_ticket_locked(cost)
-    }
-
-    /// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) under the lock.
-    #[inline(never)]
-    fn try_reserve_ticket_locked(&self, cost: &TokenCost) -> Option<Ticket> {
-        Some(Ticket {
-            budget: self.shared.id,
-            cost: *cost,
-            charges: self.shared.try_charges_locked(cost)?,
-        })
-    }
-
-    /// [`Reservation::reconcile`] of a [`Ticket`] of this budget. A ticket of another budget
-    /// is handed back untouched in the error.
-    pub fn reconcile_ticket(&self, ticket: Ticket, actual: Actual) -> Result<(), ForeignTicket> {
-        if ticket.budget != self.shared.id {
-            return Err(ForeignTicket(ticket));
-        }
-        self.shared.reconcile(&ticket.cost, &ticket.charges, actual);
-        Ok(())
-    }
-
-    /// [`Reservation::cancel`] of a [`Ticket`] of this budget. A ticket of another budget is
-    /// handed back untouched in the error.
-    pub fn cancel_ticket(&self, ticket: Ticket) -> Result<(), ForeignTicket> {
-        if ticket.budget != self.shared.id {
-            return Err(ForeignTicket(ticket));
-        }
-        self.shared.cancel(&ticket.cost, &ticket.charges);
-        Ok(())
+    /// [`try_reserve`](TokenBudget::try_reserve), returning a reservation that holds a clone of
+    /// the budget (an `Arc`), as tokio's `Semaphore::try_acquire_owned` does.
+    pub fn try_reserve_owned(&self, cost: &TokenCost) -> Option<OwnedReservation> {
+        self.try_reserve(cost).map(Reservation::into_owned)
     }
 
     /// The lock-free path of [`reserve`](TokenBudget::reserve) alone: `cost` taken from the
     /// credit, counting from `now` (the caller's clock reading, published before the take), or
     /// `None` when the credit is closed or short (the caller then awaits `reserve`).
     #[inline]
-    pub(crate) fn reserve_now(&self, cost: &TokenCost, now: Instant) -> Option<Reservation> {
+    pub(crate) fn reserve_now(&self, cost: &TokenCost, now: Instant) -> Option<OwnedReservation> {
         let charges = self.shared.take_fast(cost, Some(now))?;
-        Some(Reservation {
+        Some(OwnedReservation {
             budget: self.clone(),
             cost: *cost,
             charges,
@@ -944,16 +913,71 @@ impl fmt::Debug for TokenBudget {
     }
 }
 
-/// A cost reserved in a [`TokenBudget`]. [`reconcile`](Reservation::reconcile) it with what the
-/// request really used: unused tokens go back to the budget, overruns are charged. Dropped
-/// without reconciling, the estimate stands.
-pub struct Reservation {
+/// A cost reserved in a [`TokenBudget`], borrowing the budget (what
+/// [`try_reserve`](TokenBudget::try_reserve) returns). [`reconcile`](Reservation::reconcile)
+/// it with what the request really used: unused tokens go back to the budget, overruns are
+/// charged. Dropped without reconciling, the estimate stands.
+pub struct Reservation<'a> {
+    budget: &'a TokenBudget,
+    cost: TokenCost,
+    charges: Charges,
+}
+
+impl<'a> Reservation<'a> {
+    /// The cost reserved.
+    pub fn cost(&self) -> TokenCost {
+        self.cost
+    }
+
+    /// The budget it was reserved in.
+    pub fn budget(&self) -> &'a TokenBudget {
+        self.budget
+    }
+
+    /// Replaces the estimate by the real consumption.
+    pub fn reconcile(self, actual: Actual) {
+        self.budget
+            .shared
+            .reconcile(&self.cost, &self.charges, actual);
+    }
+
+    /// Gives the whole reservation back, the request included: for a request that was never
+    /// sent.
+    pub fn cancel(self) {
+        self.budget.shared.cancel(&self.cost, &self.charges);
+    }
+
+    /// The same reservation, holding a clone of its budget.
+    pub fn into_owned(self) -> OwnedReservation {
+        OwnedReservation {
+            budget: self.budget.clone(),
+            cost: self.cost,
+            charges: self.charges,
+        }
+    }
+}
+
+impl fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("cost", &self.cost)
+            .finish()
+    }
+}
+
+/// A cost reserved in a [`TokenBudget`], holding a clone of the budget: what
+/// [`reserve`](TokenBudget::reserve) and [`try_reserve_owned`](TokenBudget::try_reserve_owned)
+/// return, for a reservation kept in a future or sent to another task.
+/// [`reconcile`](OwnedReservation::reconcile) it with what the request really used: unused
+/// tokens go back to the budget, overruns are charged. Dropped without reconciling, the estimate
+/// stands.
+pub struct OwnedReservation {
     budget: TokenBudget,
     cost: TokenCost,
     charges: Charges,
 }
 
-impl Reservation {
+impl OwnedReservation {
     /// The cost reserved.
     pub fn cost(&self) -> TokenCost {
         self.cost
@@ -970,23 +994,7 @@ impl Reservation {
             .shared
             .reconcile(&self.cost, &self.charges, actual);
     }
-}
 
-/// Reads the clock on first use only.
-fn lazy_tick(base: Instant) -> impl FnMut() -> Tick {
-    let mut now = None;
-    move || *now.get_or_insert_with(|| nanos(Instant::now().saturating_duration_since(base)))
-}
-
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("cost", &self.cost)
-            .finish()
-    }
-}
-
-impl Reservation {
     /// Gives the whole reservation back, the request included: for a request that was never
     /// sent.
     pub fn cancel(self) {
@@ -1025,38 +1033,21 @@ impl Reservation {
     }
 }
 
-/// A reservation that does not hold its budget: what
-/// [`try_reserve_ticket`](TokenBudget::try_reserve_ticket) returns, for a caller that keeps the
-/// budget and reconciles through it ([`TokenBudget::reconcile_ticket`],
-/// [`TokenBudget::cancel_ticket`]). It costs no reference count per request, where a
-/// [`Reservation`] takes one on the budget and gives it back. Dropped without reconciling, the
-/// estimate stands.
-#[must_use = "dropped without reconciling, the estimate stands"]
-pub struct Ticket {
-    budget: u64,
-    cost: TokenCost,
-    charges: Charges,
-}
-
-impl Ticket {
-    /// The cost reserved.
-    pub fn cost(&self) -> TokenCost {
-        self.cost
-    }
-}
-
-impl fmt::Debug for Ticket {
+impl fmt::Debug for OwnedReservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ticket").field("cost", &self.cost).finish()
+        f.debug_struct("OwnedReservation")
+            .field("cost", &self.cost)
+            .finish()
     }
 }
 
-/// A [`Ticket`] given to a budget other than the one that issued it: handed back untouched.
-#[derive(Debug, thiserror::Error)]
-#[error("a ticket of another budget")]
-pub struct ForeignTicket(pub Ticket);
+/// Reads the clock on first use only.
+fn lazy_tick(base: Instant) -> impl FnMut() -> Tick {
+    let mut now = None;
+    move || *now.get_or_insert_with(|| nanos(Instant::now().saturating_duration_since(base)))
+}
 
-/// The future of [`TokenBudget::reserve`]: resolves to a [`Reservation`] once every limit covers
+/// The future of [`TokenBudget::reserve`]: resolves to an [`OwnedReservation`] once every limit covers
 /// the cost and every request that waited before it was served.
 pub struct Reserve {
     budget: TokenBudget,
@@ -1069,14 +1060,17 @@ pub struct Reserve {
 
 impl Reserve {
     /// Polls for the reservation (for futures that hold a `Reserve` by value).
-    pub fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reservation, BoxError>> {
+    pub fn poll_reserve(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<OwnedReservation, BoxError>> {
         let max_wait = self.budget.shared.max_wait;
         if self.started.is_none() {
             // Open credit means nobody waits: the lock-free path keeps first come, first served.
             let now = Instant::now();
             self.started = Some(now);
             if let Some(charges) = self.budget.shared.take_fast(&self.cost, Some(now)) {
-                return Poll::Ready(Ok(Reservation {
+                return Poll::Ready(Ok(OwnedReservation {
                     budget: self.budget.clone(),
                     cost: self.cost,
                     charges,
@@ -1108,7 +1102,7 @@ impl Reserve {
                             state.wake_front();
                         }
                         state.draw(shared, tick, &self.cost);
-                        return Poll::Ready(Ok(Reservation {
+                        return Poll::Ready(Ok(OwnedReservation {
                             budget: self.budget.clone(),
                             cost: self.cost,
                             charges,
@@ -1204,7 +1198,7 @@ fn leave(waiter: &mut Option<u64>, state: &mut State) {
 }
 
 impl Future for Reserve {
-    type Output = Result<Reservation, BoxError>;
+    type Output = Result<OwnedReservation, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.get_mut().poll_reserve(cx)

@@ -13,7 +13,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::budget::{Reservation, Reserve, TokenBudget};
+use crate::budget::{OwnedReservation, Reserve, TokenBudget};
 use crate::cost::TokenCost;
 use crate::service::ChargeBook;
 use crate::usage::UsageBody;
@@ -53,7 +53,7 @@ struct Waiting<S, B> {
     pause: PauseWait,
     reserve: Option<Reserve>,
     /// The reservations granted so far, in the order of the budgets; the book's own vector.
-    granted: Vec<Reservation>,
+    granted: Vec<OwnedReservation>,
     /// When the newest of them were granted, and how many were granted before then: the
     /// instants only grow, so the ones older than the dispatch are a prefix.
     newest: Option<(tokio::time::Instant, usize)>,
@@ -71,7 +71,7 @@ impl<S, B> Drop for Waiting<S, B> {
 }
 
 impl<S, B> Waiting<S, B> {
-    fn grant(&mut self, reservation: Reservation, now: tokio::time::Instant) {
+    fn grant(&mut self, reservation: OwnedReservation, now: tokio::time::Instant) {
         if self.newest.is_none_or(|(at, _)| at < now) {
             self.newest = Some((now, self.granted.len()));
         }

@@ -85,13 +85,12 @@
 //! - The built-in [`JsonEstimate`] counts characters / 4. With the `tiktoken` feature,
 //!   `TiktokenEstimate` counts OpenAI prompts exactly (o200k / cl100k); there is no tokenizer for
 //!   Anthropic's models (they publish none), whose prompts keep the character estimate.
-//! - An uncontended [`TokenBudget::try_reserve_ticket`] + [`TokenBudget::reconcile_ticket`]
-//!   through the lock-free path costs two compare-and-swaps, where `governor`'s `check` costs
-//!   one and a TSC clock read: on the project's 2-core VM it measured about 1.7 times
-//!   `governor`'s time (1.65 to 1.91 over five alternated runs, `benches/reserve.rs`). A [`Reservation`] holds its budget, an `Arc`: its
-//!   clone and drop are two more atomic operations, and `try_reserve` + `reconcile` measured
-//!   about 2.5 times (2.49 to 2.83). Reservations awaited through [`TokenBudget::reserve`] (the layer's
-//!   path) read tokio's clock as well.
+//! - An uncontended [`TokenBudget::try_reserve`] + [`Reservation::reconcile`] through the
+//!   lock-free path costs two compare-and-swaps, where `governor`'s `check` costs one and a TSC
+//!   clock read (`benches/reserve.rs`; figures in the project's notes). An
+//!   [`OwnedReservation`] holds its budget, an `Arc`, whose clone and drop are two more atomic
+//!   operations. Reservations awaited through [`TokenBudget::reserve`] (the layer's path) read
+//!   tokio's clock as well.
 //! - Request bodies the estimator can read are those implementing [`RequestBytes`] (`String`,
 //!   `Vec<u8>`, `Bytes`, `&'static str`); for others, give a closure or put a [`TokenCost`] in the
 //!   request's extensions.
@@ -112,7 +111,7 @@ mod usage;
 mod window;
 
 pub use budget::{
-    ForeignTicket, Reservation, Reserve, Ticket, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT,
+    OwnedReservation, Reservation, Reserve, TokenBudget, TokenBudgetBuilder, DEFAULT_MAX_WAIT,
     DEFAULT_SAFETY_RATIO, MAX_LIMITS,
 };
 #[cfg(feature = "tiktoken")]

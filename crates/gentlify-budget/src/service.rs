@@ -8,7 +8,7 @@ use gentlify_core::{BoxError, Feedback, Hold, HoldKey, Slot, SlotBody, SlotEnded
 use http_body::Body;
 use tower_service::Service;
 
-use crate::budget::{Reservation, TokenBudget};
+use crate::budget::{OwnedReservation, TokenBudget};
 use crate::cost::{Estimate, TokenCost};
 use crate::future::ResponseFuture;
 use crate::usage::UsageBody;
@@ -120,7 +120,7 @@ type LayerCharges = (HoldKey, Vec<AttemptCharge>);
 
 pub(crate) struct AttemptCharge {
     attempt: u32,
-    reservations: Vec<Reservation>,
+    reservations: Vec<OwnedReservation>,
 }
 
 impl ChargeBook {
@@ -130,7 +130,7 @@ impl ChargeBook {
         &self,
         key: HoldKey,
         attempt: u32,
-        reservations: Vec<Reservation>,
+        reservations: Vec<OwnedReservation>,
     ) -> bool {
         let mut book = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let charge = AttemptCharge {

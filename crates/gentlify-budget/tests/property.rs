@@ -278,7 +278,7 @@ fn run_direct(jobs: Vec<Job>, direct: &[bool], exact: bool) -> Vec<Sent> {
             tokio::time::sleep(Duration::from_millis(job.gap_ms)).await;
             let cost = TokenCost::new(job.estimate, 0);
             let reservation = if direct[i % direct.len()] {
-                budget.try_reserve(&cost)
+                budget.try_reserve_owned(&cost)
             } else {
                 budget.reserve(cost).await.ok()
             };
