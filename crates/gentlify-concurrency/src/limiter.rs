@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -83,6 +84,18 @@ pub(crate) struct Limiter {
     pub(crate) feedback: Feedback,
     config: Config,
     state: Mutex<State>,
+    /// What taking and giving back a permit needs, outside the lock (tokio's semaphore keeps its
+    /// permits in an atomic the same way): in-flight in the low 32 bits ([`IN_FLIGHT`]), the
+    /// limit a permit may be taken under without the lock above them ([`OPEN`]; 0 while anything
+    /// needs the lock: waiters, parked retries, a deceleration draining, pacing), and `filled`
+    /// ([`FILLED`]). The lock closes it for as long as it is held ([`Limiter::lock`]), so that
+    /// in-flight changes only under the lock then, and writes it back when it is released.
+    gate: AtomicU64,
+    /// A body's holding time a release without the lock left for the next holder of the lock to
+    /// feed to the controller ([`Control::on_body_end`](crate::control::Control)), in
+    /// nanoseconds plus one; 0 when none. Applied first thing under the lock, so that the
+    /// controller sees the samples in the order the permits came back.
+    pending_body: AtomicU64,
     /// Permits held by requests whose final response head was a success (their body is being
     /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
     streaming: AtomicUsize,
@@ -116,7 +129,64 @@ struct Entry {
     waker: Option<Waker>,
 }
 
+/// [`Limiter::gate`]: permits in flight.
+const IN_FLIGHT: u64 = (1 << 32) - 1;
+/// [`Limiter::gate`]: the limit a permit may be taken under without the lock, 0 when closed.
+const OPEN: u64 = ((1 << 31) - 1) << 32;
+const OPEN_SHIFT: u32 = 32;
+/// [`Limiter::gate`]: [`State::filled`].
+const FILLED: u64 = 1 << 63;
+
+/// The limiter's state under its lock: the gate stays closed until it is dropped, and then opens
+/// again if nothing needs the lock.
+struct Locked<'a> {
+    limiter: &'a Limiter,
+    state: MutexGuard<'a, State>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Still under the lock (the guard is dropped after this): nobody else writes the gate
+        // while it is closed.
+        self.limiter
+            .gate
+            .store(self.state.gate(), Ordering::Release);
+    }
+}
+
 impl State {
+    /// The gate ([`Limiter::gate`]) for this state: open, at the limit, when taking and giving
+    /// back a permit need nothing but the count (no one waits or is parked, no deceleration
+    /// waits for in-flight to come down, no pacing interval to reserve).
+    fn gate(&self) -> u64 {
+        let open = self.queue.is_empty()
+            && self.parked.is_empty()
+            && !self.control.draining()
+            && self.control.pacing_interval.is_zero();
+        let limit = match u64::try_from(self.limit) {
+            Ok(limit) if open && limit <= OPEN >> OPEN_SHIFT => limit,
+            _ => 0,
+        };
+        // In-flight is bounded by the largest limit ever set, far below 2^32 permits.
+        (self.in_flight as u64 & IN_FLIGHT)
+            | limit << OPEN_SHIFT
+            | if self.filled { FILLED } else { 0 }
+    }
+
     fn waiting(&self) -> usize {
         self.queue.len() - self.granted
     }
@@ -249,15 +319,95 @@ impl Limiter {
                 control,
                 parked: Vec::new(),
             }),
+            gate: AtomicU64::new(0),
+            pending_body: AtomicU64::new(0),
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
         });
+        drop(limiter.lock());
         limiter.feedback.register(&limiter);
         limiter
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the lock and closes the gate: from here until the guard drops, in-flight changes
+    /// only under the lock. Feeds the body left by a release without the lock to the
+    /// controller first.
+    fn lock(&self) -> Locked<'_> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let word = self.gate.fetch_and(!OPEN, Ordering::AcqRel);
+        state.in_flight = (word & IN_FLIGHT) as usize;
+        state.filled = word & FILLED != 0;
+        if self.pending_body.load(Ordering::Relaxed) != 0 {
+            let pending = self.pending_body.swap(0, Ordering::Acquire);
+            if pending != 0 {
+                state.control.on_body_end(Duration::from_nanos(pending - 1));
+            }
+        }
+        Locked {
+            limiter: self,
+            state,
+        }
+    }
+
+    /// Takes a permit without the lock, when the gate is open and in-flight is under its limit.
+    fn try_acquire_fast(&self) -> bool {
+        let mut word = self.gate.load(Ordering::Acquire);
+        loop {
+            let limit = (word & OPEN) >> OPEN_SHIFT;
+            let in_flight = word & IN_FLIGHT;
+            if in_flight >= limit {
+                // Closed (0), or full: the queue decides, under the lock.
+                return false;
+            }
+            let mut next = word + 1;
+            if in_flight + 1 >= limit {
+                next |= FILLED;
+            }
+            match self
+                .gate
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    /// Gives a permit back without the lock, when the gate is open: nobody waits for it, and
+    /// nothing but the count changes (the lock would only lower in-flight). The body's holding
+    /// time is left for the next holder of the lock; `body` is `None` once it is. False when
+    /// the lock must do it.
+    fn try_release_fast(&self, body: &mut Option<Duration>) -> bool {
+        let mut word = self.gate.load(Ordering::Acquire);
+        if word & OPEN == 0 {
+            return false;
+        }
+        if let Some(sample) = *body {
+            let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+            let pending = nanos.min(u64::MAX - 1) + 1;
+            if self
+                .pending_body
+                .compare_exchange(0, pending, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
+                return false;
+            }
+            *body = None;
+        }
+        loop {
+            if word & OPEN == 0 || word & IN_FLIGHT == 0 {
+                return false;
+            }
+            match self.gate.compare_exchange_weak(
+                word,
+                word - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
@@ -267,11 +417,17 @@ impl Limiter {
     fn release_permit(
         &self,
         streaming: bool,
-        body: Option<Duration>,
+        mut body: Option<Duration>,
         parked: u64,
         waited: u64,
         usage: Option<UsageSample>,
     ) {
+        if streaming {
+            self.streaming.fetch_sub(1, Ordering::Relaxed);
+        }
+        if parked == 0 && waited == 0 && usage.is_none() && self.try_release_fast(&mut body) {
+            return;
+        }
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
@@ -294,9 +450,6 @@ impl Limiter {
             }
             if let Some(body) = body {
                 state.control.on_body_end(body);
-            }
-            if streaming {
-                self.streaming.fetch_sub(1, Ordering::Relaxed);
             }
             state.in_flight -= 1;
             state.check_drained();
@@ -610,6 +763,9 @@ impl Acquire {
 
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Admit, Rejection>> {
         let limiter = &*self.limiter;
+        if self.id == 0 && limiter.try_acquire_fast() {
+            return Poll::Ready(Ok((self.permit(), None)));
+        }
         let config = &limiter.config;
         {
             let mut state = limiter.lock();
