@@ -518,8 +518,6 @@ impl Controller for Limiter {
                 }
             }
         }
-        let half_open = matches!(outcome.class, Class::Success)
-            && self.feedback.circuit_state() == CircuitState::HalfOpen;
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
@@ -544,7 +542,9 @@ impl Controller for Limiter {
                         .on_failure_storm(settings, outcome.sent_at, in_flight, now)
                 }
                 Class::Success => {
-                    let may_grow = state.filled && !half_open;
+                    // No growth while the breaker probes (read only when it could grow).
+                    let may_grow =
+                        state.filled && self.feedback.circuit_state() != CircuitState::HalfOpen;
                     state.control.on_success(
                         settings,
                         outcome.sent_at,
@@ -606,6 +606,8 @@ impl Permit {
     /// (not the pacing wait before), when it did so at once.
     pub(crate) fn hold_in(mut self, slot: &Slot, called_at: Option<Instant>) {
         if let Some(limiter) = self.limiter.take() {
+            // Nothing left to drop.
+            std::mem::forget(self);
             let token = called_at.map_or(0, |at| limiter.called_token(at));
             slot.hold_shared(limiter.key, limiter, token);
         }
@@ -670,9 +672,10 @@ impl SharedHold for Limiter {
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
-                // How long the body held the permit after the response head.
-                let head = outcome.sent_at + outcome.latency;
-                body = Some(Instant::now().saturating_duration_since(head));
+                // How long the body held the permit after the response head (from the
+                // dispatch, less the latency: no instant to build for the head).
+                let since_sent = Instant::now().saturating_duration_since(outcome.sent_at);
+                body = Some(since_sent.saturating_sub(outcome.latency));
                 if let Some(recorded) = ended.usage {
                     usage = Some((outcome.sent_at, outcome.latency, recorded.output_tokens));
                 }
@@ -830,6 +833,12 @@ impl Acquire {
 
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
+    }
+
+    /// A permit taken at once without the lock, when not queued and one is free with nobody
+    /// waiting and no pacing (so no dispatch instant to reserve).
+    pub(crate) fn try_acquire_fast(&self) -> Option<Permit> {
+        (self.id == 0 && self.limiter.try_acquire_fast()).then(|| self.permit())
     }
 
     fn permit(&self) -> Permit {
