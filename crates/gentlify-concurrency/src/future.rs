@@ -66,6 +66,7 @@ enum Phase {
 }
 
 impl<F, S, Req> ResponseFuture<F, S, Req> {
+    #[inline]
     pub(crate) fn called(
         future: F,
         dispatched: Dispatched,
@@ -177,15 +178,15 @@ where
                     end,
                     limiter,
                 } => {
+                    let polled = ready!(future.poll(cx));
+                    let success = matches!(&polled, Ok(response) if response.status().is_success());
                     // Settled first: the outcome is heard before the permit counts as reading
                     // its body.
-                    let result = settle(ready!(future.poll(cx)), dispatched, end.take());
-                    if let (Ok(response), Some(limiter)) = (&result, limiter.take()) {
-                        if response.status().is_success() {
-                            // The body is read from here until the permit comes back.
-                            let slot = dispatched.slot();
-                            slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
-                        }
+                    let result = settle(polled, dispatched, end.take());
+                    if let (true, Some(limiter)) = (success, limiter.take()) {
+                        // The body is read from here until the permit comes back.
+                        let slot = dispatched.slot();
+                        slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
                     }
                     return Poll::Ready(result);
                 }

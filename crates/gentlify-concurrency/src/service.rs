@@ -217,12 +217,12 @@ where
             // The permit knows when its request left the limiter (not the pacing wait before).
             permit.hold_in(&slot, Some(dispatched.sent_at()));
         }
-        let future = self.inner.call(request);
-        drop(sending);
         let limiter = Arc::clone(limiter);
+        let future = ResponseFuture::called(self.inner.call(request), dispatched, end, limiter);
+        drop(sending);
         // The slot itself is kept (no clone to take and give back per request).
         self.last_slot = Some(slot);
-        ResponseFuture::called(future, dispatched, end, limiter)
+        future
     }
 }
 
