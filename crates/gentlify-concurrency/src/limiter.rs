@@ -337,11 +337,12 @@ impl Limiter {
         let word = self.gate.fetch_and(!OPEN, Ordering::AcqRel);
         state.in_flight = (word & IN_FLIGHT) as usize;
         state.filled = word & FILLED != 0;
-        if self.pending_body.load(Ordering::Relaxed) != 0 {
-            let pending = self.pending_body.swap(0, Ordering::Acquire);
-            if pending != 0 {
-                state.control.on_body_end(Duration::from_nanos(pending - 1));
-            }
+        let pending = self.pending_body.load(Ordering::Acquire);
+        if pending != 0 {
+            // A load and a store, not a swap: releases only fill an empty slot (from 0), and
+            // only the holder of the lock empties it.
+            self.pending_body.store(0, Ordering::Relaxed);
+            state.control.on_body_end(Duration::from_nanos(pending - 1));
         }
         Locked {
             limiter: self,
@@ -377,6 +378,7 @@ impl Limiter {
     /// nothing but the count changes (the lock would only lower in-flight). The body's holding
     /// time is left for the next holder of the lock; `body` is `None` once it is. False when
     /// the lock must do it.
+    #[inline]
     fn try_release_fast(&self, body: &mut Option<Duration>) -> bool {
         let mut word = self.gate.load(Ordering::Acquire);
         if word & OPEN == 0 {
@@ -414,6 +416,7 @@ impl Limiter {
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
     /// the head and output tokens, when a layer recorded its usage.
+    #[inline]
     fn release_permit(
         &self,
         streaming: bool,
@@ -428,6 +431,18 @@ impl Limiter {
         if parked == 0 && waited == 0 && usage.is_none() && self.try_release_fast(&mut body) {
             return;
         }
+        self.release_locked(body, parked, waited, usage);
+    }
+
+    /// [`release_permit`](Limiter::release_permit) under the lock: someone waits, or the
+    /// controller has more to hear than a body's time.
+    fn release_locked(
+        &self,
+        body: Option<Duration>,
+        parked: u64,
+        waited: u64,
+        usage: Option<UsageSample>,
+    ) {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();

@@ -139,7 +139,10 @@ where
             {
                 // The common path: a new request, no pause, a permit free without the lock.
                 if let Some(permit) = self.acquire.try_acquire_fast() {
-                    self.admission = Admission::Admitted(Some(permit));
+                    let idle =
+                        std::mem::replace(&mut self.admission, Admission::Admitted(Some(permit)));
+                    // `Idle` (matched above) owns nothing: no drop glue to run for it.
+                    std::mem::forget(idle);
                     return self.inner.poll_ready(cx).map_err(Into::into);
                 }
             }
