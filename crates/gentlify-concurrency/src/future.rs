@@ -35,8 +35,9 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
-        // What `Tracked` holds, and the limiter whose permit the request's slot (the
-        // dispatch's) holds: its permit reads the body from a success's head on.
+        // `Tracked`'s parts, apart so that the slot comes from the dispatch (no clone of it to
+        // keep), and the limiter whose permit that slot holds: the permit counts as reading
+        // its body once a success's head is in (`None` once marked).
         Called {
             #[pin]
             future: F,

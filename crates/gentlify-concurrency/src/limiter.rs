@@ -695,11 +695,14 @@ impl SharedHold for Limiter {
                     usage = Some((outcome.sent_at, outcome.latency, recorded.output_tokens));
                 }
             }
-            if let (1, Some(called)) = (ended.attempts, self.called_at(token)) {
+            if ended.attempts == 1 {
                 // Sent when the limiter called (the common case: nothing waits below), or later.
-                if outcome.sent_at != called {
-                    let wait = outcome.sent_at.saturating_duration_since(called);
-                    waited = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                match self.called_at(token) {
+                    Some(called) if outcome.sent_at != called => {
+                        let wait = outcome.sent_at.saturating_duration_since(called);
+                        waited = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                    }
+                    _ => {}
                 }
             }
         }
