@@ -415,7 +415,7 @@ impl Limiter {
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
-    /// the head and output tokens, when a layer recorded its usage.
+    /// the head, output tokens and body end, when a layer recorded its usage.
     #[inline]
     fn release_permit(
         &self,
@@ -446,7 +446,7 @@ impl Limiter {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            if let Some((sent_at, latency, tokens)) = usage {
+            if let Some((sent_at, latency, tokens, now)) = usage {
                 let filled = state.filled;
                 state.control.on_usage(
                     &self.config.settings,
@@ -454,7 +454,7 @@ impl Limiter {
                     latency,
                     tokens,
                     filled,
-                    Instant::now(),
+                    now,
                 );
             }
             if waited != 0 {
@@ -629,8 +629,9 @@ impl Permit {
     }
 }
 
-/// An answer's attempt: its dispatch, its latency to the head, its output tokens.
-type UsageSample = (Instant, Duration, u64);
+/// An answer's attempt: its dispatch, its latency to the head, its output tokens, and when its
+/// body ended.
+type UsageSample = (Instant, Duration, u64, Instant);
 
 /// A permit's token in its slot. Bit 0: the request's final response head came back a success,
 /// its body is being read. Bit 1 ([`PARKED`]) set: the bits above hold the park id while a retry
@@ -689,10 +690,13 @@ impl SharedHold for Limiter {
             if read && matches!(outcome.class, Class::Success) {
                 // How long the body held the permit after the response head (from the
                 // dispatch, less the latency: no instant to build for the head).
-                let since_sent = Instant::now().saturating_duration_since(outcome.sent_at);
+                let now = Instant::now();
+                let since_sent = now.saturating_duration_since(outcome.sent_at);
                 body = Some(since_sent.saturating_sub(outcome.latency));
                 if let Some(recorded) = ended.usage {
-                    usage = Some((outcome.sent_at, outcome.latency, recorded.output_tokens));
+                    // The same instant for the knee's sample: one clock read per release.
+                    let tokens = recorded.output_tokens;
+                    usage = Some((outcome.sent_at, outcome.latency, tokens, now));
                 }
             }
             if ended.attempts == 1 {
