@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd, Tracked};
+use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -35,11 +35,15 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
+        // `Tracked`'s parts, apart so that the slot comes from the dispatch (no clone of it to
+        // keep), and the limiter whose permit that slot holds: the permit counts as reading
+        // its body once a success's head is in (`None` once marked).
         Called {
             #[pin]
-            tracked: Tracked<F>,
-            // The request's slot, holding a permit of this limiter under its key.
-            mark: Option<(Slot, Arc<Limiter>)>,
+            future: F,
+            dispatched: Dispatched,
+            end: Option<SlotEnd>,
+            limiter: Option<Arc<Limiter>>,
         },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
@@ -63,16 +67,19 @@ enum Phase {
 }
 
 impl<F, S, Req> ResponseFuture<F, S, Req> {
+    #[inline]
     pub(crate) fn called(
         future: F,
         dispatched: Dispatched,
         end: Option<SlotEnd>,
-        mark: (Slot, Arc<Limiter>),
+        limiter: Arc<Limiter>,
     ) -> Self {
         ResponseFuture {
             state: State::Called {
-                tracked: Tracked::new(future, dispatched, end),
-                mark: Some(mark),
+                future,
+                dispatched,
+                end,
+                limiter: Some(limiter),
             },
         }
     }
@@ -106,7 +113,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
     }
 }
 
-type Sent<F> = (F, Dispatched, Option<SlotEnd>, (Slot, Arc<Limiter>));
+type Sent<F> = (F, Dispatched, Option<SlotEnd>, Arc<Limiter>);
 
 impl<S, Req> Waiting<S, Req>
 where
@@ -148,12 +155,7 @@ where
                     };
                     let dispatched = self.slot.dispatch(&limiter.feedback);
                     let future = self.service.call(request);
-                    return Poll::Ready(Ok((
-                        future,
-                        dispatched,
-                        self.end.take(),
-                        (self.slot.clone(), limiter),
-                    )));
+                    return Poll::Ready(Ok((future, dispatched, self.end.take(), limiter)));
                 }
             }
         }
@@ -170,14 +172,22 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let (future, dispatched, end, mark) = match self.as_mut().project().state.project() {
-                StateProj::Called { tracked, mark } => {
-                    let result = ready!(tracked.poll(cx));
-                    if let (Ok(response), Some((slot, limiter))) = (&result, mark.take()) {
-                        if response.status().is_success() {
-                            // The body is read from here until the permit comes back.
-                            slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
-                        }
+            let (future, dispatched, end, limiter) = match self.as_mut().project().state.project() {
+                StateProj::Called {
+                    future,
+                    dispatched,
+                    end,
+                    limiter,
+                } => {
+                    let polled = ready!(future.poll(cx));
+                    let success = matches!(&polled, Ok(response) if response.status().is_success());
+                    // Settled first: the outcome is heard before the permit counts as reading
+                    // its body.
+                    let result = settle(polled, dispatched, end.take());
+                    if let (true, Some(limiter)) = (success, limiter.take()) {
+                        // The body is read from here until the permit comes back.
+                        let slot = dispatched.slot();
+                        slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
                     }
                     return Poll::Ready(result);
                 }
@@ -189,8 +199,10 @@ where
                 StateProj::Waiting { waiting } => ready!(waiting.poll_send(cx))?,
             };
             self.as_mut().project().state.set(State::Called {
-                tracked: Tracked::new(future, dispatched, end),
-                mark: Some(mark),
+                future,
+                dispatched,
+                end,
+                limiter: Some(limiter),
             });
         }
     }

@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -83,6 +84,18 @@ pub(crate) struct Limiter {
     pub(crate) feedback: Feedback,
     config: Config,
     state: Mutex<State>,
+    /// What taking and giving back a permit needs, outside the lock (tokio's semaphore keeps its
+    /// permits in an atomic the same way): in-flight in the low 32 bits ([`IN_FLIGHT`]), the
+    /// limit a permit may be taken under without the lock above them ([`OPEN`]; 0 while anything
+    /// needs the lock: waiters, parked retries, a deceleration draining, pacing), and `filled`
+    /// ([`FILLED`]). The lock closes it for as long as it is held ([`Limiter::lock`]), so that
+    /// in-flight changes only under the lock then, and writes it back when it is released.
+    gate: AtomicU64,
+    /// A body's holding time a release without the lock left for the next holder of the lock to
+    /// feed to the controller ([`Control::on_body_end`](crate::control::Control)), in
+    /// nanoseconds plus one; 0 when none. Applied first thing under the lock, so that the
+    /// controller sees the samples in the order the permits came back.
+    pending_body: AtomicU64,
     /// Permits held by requests whose final response head was a success (their body is being
     /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
     streaming: AtomicUsize,
@@ -116,7 +129,64 @@ struct Entry {
     waker: Option<Waker>,
 }
 
+/// [`Limiter::gate`]: permits in flight.
+const IN_FLIGHT: u64 = (1 << 32) - 1;
+/// [`Limiter::gate`]: the limit a permit may be taken under without the lock, 0 when closed.
+const OPEN: u64 = ((1 << 31) - 1) << 32;
+const OPEN_SHIFT: u32 = 32;
+/// [`Limiter::gate`]: [`State::filled`].
+const FILLED: u64 = 1 << 63;
+
+/// The limiter's state under its lock: the gate stays closed until it is dropped, and then opens
+/// again if nothing needs the lock.
+struct Locked<'a> {
+    limiter: &'a Limiter,
+    state: MutexGuard<'a, State>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Still under the lock (the guard is dropped after this): nobody else writes the gate
+        // while it is closed.
+        self.limiter
+            .gate
+            .store(self.state.gate(), Ordering::Release);
+    }
+}
+
 impl State {
+    /// The gate ([`Limiter::gate`]) for this state: open, at the limit, when taking and giving
+    /// back a permit need nothing but the count (no one waits or is parked, no deceleration
+    /// waits for in-flight to come down, no pacing interval to reserve).
+    fn gate(&self) -> u64 {
+        let open = self.queue.is_empty()
+            && self.parked.is_empty()
+            && !self.control.draining()
+            && self.control.pacing_interval.is_zero();
+        let limit = match u64::try_from(self.limit) {
+            Ok(limit) if open && limit <= OPEN >> OPEN_SHIFT => limit,
+            _ => 0,
+        };
+        // In-flight is bounded by the largest limit ever set, far below 2^32 permits.
+        (self.in_flight as u64 & IN_FLIGHT)
+            | limit << OPEN_SHIFT
+            | if self.filled { FILLED } else { 0 }
+    }
+
     fn waiting(&self) -> usize {
         self.queue.len() - self.granted
     }
@@ -249,24 +319,125 @@ impl Limiter {
                 control,
                 parked: Vec::new(),
             }),
+            gate: AtomicU64::new(0),
+            pending_body: AtomicU64::new(0),
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
         });
+        drop(limiter.lock());
         limiter.feedback.register(&limiter);
         limiter
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the lock and closes the gate: from here until the guard drops, in-flight changes
+    /// only under the lock. Feeds the body left by a release without the lock to the
+    /// controller first.
+    fn lock(&self) -> Locked<'_> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let word = self.gate.fetch_and(!OPEN, Ordering::AcqRel);
+        state.in_flight = (word & IN_FLIGHT) as usize;
+        state.filled = word & FILLED != 0;
+        let pending = self.pending_body.load(Ordering::Acquire);
+        if pending != 0 {
+            // A load and a store, not a swap: releases only fill an empty slot (from 0), and
+            // only the holder of the lock empties it.
+            self.pending_body.store(0, Ordering::Relaxed);
+            state.control.on_body_end(Duration::from_nanos(pending - 1));
+        }
+        Locked {
+            limiter: self,
+            state,
+        }
+    }
+
+    /// Takes a permit without the lock, when the gate is open and in-flight is under its limit.
+    fn try_acquire_fast(&self) -> bool {
+        let mut word = self.gate.load(Ordering::Acquire);
+        loop {
+            let limit = (word & OPEN) >> OPEN_SHIFT;
+            let in_flight = word & IN_FLIGHT;
+            if in_flight >= limit {
+                // Closed (0), or full: the queue decides, under the lock.
+                return false;
+            }
+            let mut next = word + 1;
+            if in_flight + 1 >= limit {
+                next |= FILLED;
+            }
+            match self
+                .gate
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    /// Gives a permit back without the lock, when the gate is open: nobody waits for it, and
+    /// nothing but the count changes (the lock would only lower in-flight). The body's holding
+    /// time is left for the next holder of the lock; `body` is `None` once it is. False when
+    /// the lock must do it.
+    #[inline]
+    fn try_release_fast(&self, body: &mut Option<Duration>) -> bool {
+        let mut word = self.gate.load(Ordering::Acquire);
+        if word & OPEN == 0 {
+            return false;
+        }
+        if let Some(sample) = *body {
+            let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+            let pending = nanos.min(u64::MAX - 1) + 1;
+            if self
+                .pending_body
+                .compare_exchange(0, pending, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
+                return false;
+            }
+            *body = None;
+        }
+        loop {
+            if word & OPEN == 0 || word & IN_FLIGHT == 0 {
+                return false;
+            }
+            match self.gate.compare_exchange_weak(
+                word,
+                word - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
-    /// the head and output tokens, when a layer recorded its usage.
+    /// the head, output tokens and body end, when a layer recorded its usage.
+    #[inline]
     fn release_permit(
         &self,
         streaming: bool,
+        mut body: Option<Duration>,
+        parked: u64,
+        waited: u64,
+        usage: Option<UsageSample>,
+    ) {
+        if streaming {
+            self.streaming.fetch_sub(1, Ordering::Relaxed);
+        }
+        if parked == 0 && waited == 0 && usage.is_none() && self.try_release_fast(&mut body) {
+            return;
+        }
+        self.release_locked(body, parked, waited, usage);
+    }
+
+    /// [`release_permit`](Limiter::release_permit) under the lock: someone waits, or the
+    /// controller has more to hear than a body's time.
+    fn release_locked(
+        &self,
         body: Option<Duration>,
         parked: u64,
         waited: u64,
@@ -275,7 +446,7 @@ impl Limiter {
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
-            if let Some((sent_at, latency, tokens)) = usage {
+            if let Some((sent_at, latency, tokens, now)) = usage {
                 let filled = state.filled;
                 state.control.on_usage(
                     &self.config.settings,
@@ -283,7 +454,7 @@ impl Limiter {
                     latency,
                     tokens,
                     filled,
-                    Instant::now(),
+                    now,
                 );
             }
             if waited != 0 {
@@ -294,9 +465,6 @@ impl Limiter {
             }
             if let Some(body) = body {
                 state.control.on_body_end(body);
-            }
-            if streaming {
-                self.streaming.fetch_sub(1, Ordering::Relaxed);
             }
             state.in_flight -= 1;
             state.check_drained();
@@ -365,8 +533,6 @@ impl Controller for Limiter {
                 }
             }
         }
-        let half_open = matches!(outcome.class, Class::Success)
-            && self.feedback.circuit_state() == CircuitState::HalfOpen;
         let mut wake = Wake::default();
         {
             let mut state = self.lock();
@@ -391,7 +557,9 @@ impl Controller for Limiter {
                         .on_failure_storm(settings, outcome.sent_at, in_flight, now)
                 }
                 Class::Success => {
-                    let may_grow = state.filled && !half_open;
+                    // No growth while the breaker probes (read only when it could grow).
+                    let may_grow =
+                        state.filled && self.feedback.circuit_state() != CircuitState::HalfOpen;
                     state.control.on_success(
                         settings,
                         outcome.sent_at,
@@ -453,14 +621,17 @@ impl Permit {
     /// (not the pacing wait before), when it did so at once.
     pub(crate) fn hold_in(mut self, slot: &Slot, called_at: Option<Instant>) {
         if let Some(limiter) = self.limiter.take() {
+            // Nothing left to drop.
+            std::mem::forget(self);
             let token = called_at.map_or(0, |at| limiter.called_token(at));
             slot.hold_shared(limiter.key, limiter, token);
         }
     }
 }
 
-/// An answer's attempt: its dispatch, its latency to the head, its output tokens.
-type UsageSample = (Instant, Duration, u64);
+/// An answer's attempt: its dispatch, its latency to the head, its output tokens, and when its
+/// body ended.
+type UsageSample = (Instant, Duration, u64, Instant);
 
 /// A permit's token in its slot. Bit 0: the request's final response head came back a success,
 /// its body is being read. Bit 1 ([`PARKED`]) set: the bits above hold the park id while a retry
@@ -517,18 +688,25 @@ impl SharedHold for Limiter {
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
-                // How long the body held the permit after the response head.
-                let head = outcome.sent_at + outcome.latency;
-                body = Some(Instant::now().saturating_duration_since(head));
+                // How long the body held the permit after the response head (from the
+                // dispatch, less the latency: no instant to build for the head).
+                let now = Instant::now();
+                let since_sent = now.saturating_duration_since(outcome.sent_at);
+                body = Some(since_sent.saturating_sub(outcome.latency));
                 if let Some(recorded) = ended.usage {
-                    usage = Some((outcome.sent_at, outcome.latency, recorded.output_tokens));
+                    // The same instant for the knee's sample: one clock read per release.
+                    let tokens = recorded.output_tokens;
+                    usage = Some((outcome.sent_at, outcome.latency, tokens, now));
                 }
             }
-            if let (1, Some(called)) = (ended.attempts, self.called_at(token)) {
+            if ended.attempts == 1 {
                 // Sent when the limiter called (the common case: nothing waits below), or later.
-                if outcome.sent_at != called {
-                    let wait = outcome.sent_at.saturating_duration_since(called);
-                    waited = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                match self.called_at(token) {
+                    Some(called) if outcome.sent_at != called => {
+                        let wait = outcome.sent_at.saturating_duration_since(called);
+                        waited = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -610,6 +788,9 @@ impl Acquire {
 
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Admit, Rejection>> {
         let limiter = &*self.limiter;
+        if self.id == 0 && limiter.try_acquire_fast() {
+            return Poll::Ready(Ok((self.permit(), None)));
+        }
         let config = &limiter.config;
         {
             let mut state = limiter.lock();
@@ -674,6 +855,12 @@ impl Acquire {
 
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
+    }
+
+    /// A permit taken at once without the lock, when not queued and one is free with nobody
+    /// waiting and no pacing (so no dispatch instant to reserve).
+    pub(crate) fn try_acquire_fast(&self) -> Option<Permit> {
+        (self.id == 0 && self.limiter.try_acquire_fast()).then(|| self.permit())
     }
 
     fn permit(&self) -> Permit {

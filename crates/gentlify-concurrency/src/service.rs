@@ -128,6 +128,25 @@ where
     type Future = ResponseFuture<S::Future, S, http::Request<ReqBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let (Admission::Idle, None) = (&self.admission, &self.pause) {
+            if self
+                .limiter()
+                .feedback
+                .pause_gate()
+                .paused_until()
+                .is_none()
+                && !self.last_request_holds()
+            {
+                // The common path: a new request, no pause, a permit free without the lock.
+                if let Some(permit) = self.acquire.try_acquire_fast() {
+                    let idle =
+                        std::mem::replace(&mut self.admission, Admission::Admitted(Some(permit)));
+                    // `Idle` (matched above) owns nothing: no drop glue to run for it.
+                    std::mem::forget(idle);
+                    return self.inner.poll_ready(cx).map_err(Into::into);
+                }
+            }
+        }
         // The pause gate holds everyone, admitted or not: the server said wait.
         ready!(poll_pause(
             &self.acquire.limiter().feedback,
@@ -181,7 +200,6 @@ where
             (slot, end) = (fresh, Some(fresh_end));
         }
         let retry = end.is_none() && slot.holds(limiter.key);
-        self.last_slot = Some(slot.clone());
         let permit = if retry {
             // The request already holds a permit of this limiter: give back the one taken for
             // it (if any) and send it under the one it holds.
@@ -194,6 +212,7 @@ where
             // request. It waits for its permit in the response future, in the FIFO queue.
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
+            self.last_slot = Some(slot.clone());
             return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
         };
         let (dispatched, sending) = slot.dispatch_sending(&limiter.feedback);
@@ -201,11 +220,12 @@ where
             // The permit knows when its request left the limiter (not the pacing wait before).
             permit.hold_in(&slot, Some(dispatched.sent_at()));
         }
-        let future = self.inner.call(request);
+        let limiter = Arc::clone(limiter);
+        let future = ResponseFuture::called(self.inner.call(request), dispatched, end, limiter);
         drop(sending);
-        // The slot itself goes into the mark (no clone to take and give back per request).
-        let mark = (slot, Arc::clone(limiter));
-        ResponseFuture::called(future, dispatched, end, mark)
+        // The slot itself is kept (no clone to take and give back per request).
+        self.last_slot = Some(slot);
+        future
     }
 }
 
