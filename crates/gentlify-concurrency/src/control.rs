@@ -6,6 +6,15 @@ use tokio::time::Instant;
 
 use crate::knee::Knee;
 
+// TEMP TRACE
+static T0: std::sync::OnceLock<std::sync::Mutex<Option<Instant>>> = std::sync::OnceLock::new();
+fn tt(now: Instant) -> f64 {
+    let m = T0.get_or_init(|| std::sync::Mutex::new(None));
+    let mut g = m.lock().unwrap();
+    let t0 = *g.get_or_insert(now);
+    now.saturating_duration_since(t0).as_secs_f64()
+}
+
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
 ///
@@ -381,6 +390,10 @@ const FAILURES_IN_A_ROW: u32 = 3;
 /// last changed, for it to grow.
 const WAITED_BELOW: f64 = 0.2;
 
+/// The most head round trips (body included) past the cooling period that growth waits for
+/// the knee estimator to measure the level an overload's cut went to.
+const MEASURE_ROUND_TRIPS: u32 = 3;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -451,6 +464,9 @@ pub(crate) struct Control {
     /// head) and the successes' bodies after it, in nanoseconds.
     wire_nanos: u64,
     cooling_until: Option<Instant>,
+    /// Until when growth after an overload's cut waits for the knee estimator to have measured
+    /// the level the cut went to (see [`Control::on_congestion`]).
+    measure_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
@@ -495,6 +511,7 @@ impl Control {
             waited_below_nanos: 0,
             wire_nanos: 0,
             cooling_until: None,
+            measure_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
             long: Ema::new(long),
@@ -687,7 +704,17 @@ impl Control {
         if self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
         }
-        self.decelerate(settings, retry_after, in_flight, now)
+        let change = self.decelerate(settings, retry_after, in_flight, now);
+        if self.knee.is_some() {
+            // The level under the cut is the one the knee estimator compares the levels above
+            // with when the limit climbs back: growth waits until it has been measured (a few
+            // dozen answers, about two round trips at the levels of an LLM API), for at most a
+            // few round trips past the cooling period (a low level takes long to measure).
+            self.measure_until = self.cooling_until.and_then(|c| {
+                c.checked_add(self.drain_bound().saturating_mul(MEASURE_ROUND_TRIPS))
+            });
+        }
+        change
     }
 
     /// A failure of an attempt sent at `sent_at` during a failure storm (an outage, a server
@@ -705,6 +732,7 @@ impl Control {
             return Change::None;
         }
         self.draining = false;
+        self.measure_until = None;
         // A failing server says nothing of its capacity: the ceiling stays where overloads put
         // it, or at the limit the storm found, so that the limit climbs back quickly (half the
         // distance per round trip) once the failures stop.
@@ -753,6 +781,12 @@ impl Control {
             if let Some(level) = knee.found_level() {
                 let ceiling = self.ceiling.unwrap_or(old).min(level).max(self.limit);
                 self.ceiling = Some(ceiling);
+                // Refused more than a band above the knee: the probe found nothing better
+                // between the knee and the server's cap, which confirms the knee as much as
+                // finding it again does. The hold starts over from here, twice as long.
+                if knee.above(old, level) {
+                    knee.hold(level, now);
+                }
             }
         }
         self.changed(now);
@@ -767,12 +801,7 @@ impl Control {
         self.cooling_until = now.checked_add(cool);
         self.pacing_interval = settings.pacing.widen(self.pacing_interval);
         self.decelerations += 1;
-        tracing::debug!(
-            from = old,
-            to = self.limit,
-            ceiling = self.ceiling,
-            "gentlify concurrency decelerates"
-        );
+        if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} DECEL {:.2} -> {:.2} ceil {:?} inflight {} knee {:?}", tt(now), old, self.limit, self.ceiling, in_flight, self.knee.as_ref().and_then(Knee::found_level)); }
         Change::Shrank
     }
 
@@ -810,10 +839,7 @@ impl Control {
                 knee.hold(self.limit, now);
             }
             self.changed(now);
-            tracing::debug!(
-                to = self.limit,
-                "gentlify concurrency holds at the latency knee"
-            );
+            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} KNEE  -> {:.2} periods {}", tt(now), self.limit, self.knee.as_ref().map_or(0, |k| k.hold_periods())); }
             return Change::Shrank;
         }
         if let Algorithm::Gradient(_) = settings.algorithm {
@@ -845,6 +871,7 @@ impl Control {
             (decel, _) => decel.and_then(|d| d.checked_add(settings.ceiling_relax_after)),
         };
         if self.ceiling.is_some() && relax_at.is_some_and(|r| now >= r) {
+            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} RELAX ceil {:?}", tt(now), self.ceiling); }
             self.ceiling = None;
         }
         let cap = self.ceiling.unwrap_or(settings.max).min(settings.max);
@@ -871,6 +898,9 @@ impl Control {
             if cooling || !may_grow {
                 return Change::None;
             }
+            if self.measuring_cut(settings, now) {
+                return Change::None;
+            }
             if !self.on_wire() {
                 // Permits wait below the limiter, not on the wire: the limit does not grow,
                 // but the pacing a deceleration widened narrows all the same (its waiters
@@ -886,12 +916,7 @@ impl Control {
                 self.slow_start = false;
             }
             self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
-            tracing::debug!(
-                from = old,
-                to = self.limit,
-                ceiling = self.ceiling,
-                "gentlify concurrency reaccelerates"
-            );
+            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} GROW  {:.2} -> {:.2} ceil {:?}", tt(now), old, self.limit, self.ceiling); }
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.
@@ -908,6 +933,25 @@ impl Control {
             }
             Change::None
         }
+    }
+
+    /// Whether growth still waits for the knee estimator to measure the level an overload's cut
+    /// went to; stops waiting once it has, or at the deadline.
+    fn measuring_cut(&mut self, settings: &Settings, now: Instant) -> bool {
+        let Some(until) = self.measure_until else {
+            return false;
+        };
+        let level = effective(self.limit);
+        let stale = Self::knee_stale(settings);
+        let measured = self
+            .knee
+            .as_ref()
+            .is_none_or(|k| k.measured(level, stale, now));
+        if measured || now >= until {
+            self.measure_until = None;
+            return false;
+        }
+        true
     }
 
     /// Narrows the pacing a deceleration widened by a step, when the limit does not grow; the

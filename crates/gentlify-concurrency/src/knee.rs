@@ -213,6 +213,23 @@ impl Knee {
         1 << self.found.map_or(0, |(_, repeats)| repeats)
     }
 
+    /// Whether the band of `level` has been measured enough to take part in a comparison:
+    /// [`MIN_SAMPLES`] answers to attempts sent since the last move, the last within `stale`.
+    pub(crate) fn measured(&self, level: usize, stale: Duration, now: Instant) -> bool {
+        let index = band_of(level);
+        self.bands.iter().any(|b| {
+            b.index == index
+                && b.count >= MIN_SAMPLES
+                && now.saturating_duration_since(b.updated) <= stale
+                && self.moved_at.is_none_or(|m| b.sent >= m)
+        })
+    }
+
+    /// Whether `limit` lies more than a band above the knee's `level`.
+    pub(crate) fn above(&self, limit: f64, level: f64) -> bool {
+        band_of(limit as usize) > band_of(level as usize) + 1
+    }
+
     /// The level of the last hold, while it is remembered.
     pub(crate) fn found_level(&self) -> Option<f64> {
         self.found.map(|(level, _)| level)
