@@ -467,10 +467,6 @@ pub(crate) struct Control {
     /// Until when growth after an overload's cut waits for the knee estimator to have measured
     /// the level the cut went to (see [`Control::on_congestion`]).
     measure_until: Option<Instant>,
-    /// The level the last overload refused (the limit before its cut).
-    refused_at: Option<f64>,
-    /// Growths in a row since the ceiling last relaxed: a probe above it.
-    probe_growths: u32,
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
@@ -516,8 +512,6 @@ impl Control {
             wire_nanos: 0,
             cooling_until: None,
             measure_until: None,
-            refused_at: None,
-            probe_growths: 0,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
             long: Ema::new(long),
@@ -710,11 +704,7 @@ impl Control {
         if self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
         }
-        // After a slow-start doubling, the capacity lies anywhere between the level that was
-        // fine and the doubled one: the refusal says little of where.
-        let refused = (!self.doubled).then_some(self.limit);
         let change = self.decelerate(settings, retry_after, in_flight, now);
-        self.refused_at = refused;
         if self.knee.is_some() {
             // The level under the cut is the one the knee estimator compares the levels above
             // with when the limit climbs back: growth waits until it has been measured (a few
@@ -883,14 +873,13 @@ impl Control {
         if self.ceiling.is_some() && relax_at.is_some_and(|r| now >= r) {
             if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} RELAX ceil {:?}", tt(now), self.ceiling); }
             self.ceiling = None;
-            self.probe_growths = 0;
         }
         let cap = self.ceiling.unwrap_or(settings.max).min(settings.max);
         let proposed = match settings.algorithm {
             Algorithm::Aimd(a) => match self.ceiling {
                 Some(ceiling) => self.limit + a.step.max((ceiling - self.limit) / 2.0),
                 None if self.slow_start => self.limit * 2.0,
-                None => self.probe(a.step),
+                None => self.limit + a.step,
             },
             Algorithm::Gradient(g) => {
                 if self.short.value <= 0.0 || self.long.value <= 0.0 {
@@ -920,9 +909,6 @@ impl Control {
                 return Change::None;
             }
             self.doubled = doubling && matches!(settings.algorithm, Algorithm::Aimd(_));
-            if self.ceiling.is_none() {
-                self.probe_growths = self.probe_growths.saturating_add(1);
-            }
             let old = self.limit;
             self.limit = proposed;
             self.changed(now);
@@ -947,22 +933,6 @@ impl Control {
             }
             Change::None
         }
-    }
-
-    /// The next level of a probe above a relaxed ceiling: the step doubles with each growth in
-    /// a row, up to a step under the level the last overload refused (the capacity is known to
-    /// lie about there, and the levels on the way are past the knee of a server that has one:
-    /// crossing them fast costs less), then one step per round trip past it.
-    fn probe(&self, step: f64) -> f64 {
-        let Some(refused) = self.refused_at else {
-            return self.limit + step;
-        };
-        let below = refused - step;
-        if self.limit >= below - 1e-9 {
-            return self.limit + step;
-        }
-        let fast = step * f64::from(1u32 << self.probe_growths.min(16));
-        (self.limit + fast).min(below)
     }
 
     /// Whether growth still waits for the knee estimator to measure the level an overload's cut
