@@ -6,15 +6,6 @@ use tokio::time::Instant;
 
 use crate::knee::Knee;
 
-// TEMP TRACE
-static T0: std::sync::OnceLock<std::sync::Mutex<Option<Instant>>> = std::sync::OnceLock::new();
-fn tt(now: Instant) -> f64 {
-    let m = T0.get_or_init(|| std::sync::Mutex::new(None));
-    let mut g = m.lock().unwrap();
-    let t0 = *g.get_or_insert(now);
-    now.saturating_duration_since(t0).as_secs_f64()
-}
-
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
 ///
@@ -801,7 +792,12 @@ impl Control {
         self.cooling_until = now.checked_add(cool);
         self.pacing_interval = settings.pacing.widen(self.pacing_interval);
         self.decelerations += 1;
-        if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} DECEL {:.2} -> {:.2} ceil {:?} inflight {} knee {:?}", tt(now), old, self.limit, self.ceiling, in_flight, self.knee.as_ref().and_then(Knee::found_level)); }
+        tracing::debug!(
+            from = old,
+            to = self.limit,
+            ceiling = self.ceiling,
+            "gentlify concurrency decelerates"
+        );
         Change::Shrank
     }
 
@@ -839,7 +835,10 @@ impl Control {
                 knee.hold(self.limit, now);
             }
             self.changed(now);
-            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} KNEE  -> {:.2} periods {}", tt(now), self.limit, self.knee.as_ref().map_or(0, |k| k.hold_periods())); }
+            tracing::debug!(
+                to = self.limit,
+                "gentlify concurrency holds at the latency knee"
+            );
             return Change::Shrank;
         }
         if let Algorithm::Gradient(_) = settings.algorithm {
@@ -871,7 +870,6 @@ impl Control {
             (decel, _) => decel.and_then(|d| d.checked_add(settings.ceiling_relax_after)),
         };
         if self.ceiling.is_some() && relax_at.is_some_and(|r| now >= r) {
-            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} RELAX ceil {:?}", tt(now), self.ceiling); }
             self.ceiling = None;
         }
         let cap = self.ceiling.unwrap_or(settings.max).min(settings.max);
@@ -916,7 +914,12 @@ impl Control {
                 self.slow_start = false;
             }
             self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
-            if std::env::var_os("CTRACE").is_some() { eprintln!("{:8.2} GROW  {:.2} -> {:.2} ceil {:?}", tt(now), old, self.limit, self.ceiling); }
+            tracing::debug!(
+                from = old,
+                to = self.limit,
+                ceiling = self.ceiling,
+                "gentlify concurrency reaccelerates"
+            );
             Change::Grew
         } else if proposed < self.limit - 1e-9 {
             // Only the gradient proposes less on a success: latency is rising.
