@@ -381,6 +381,10 @@ const FAILURES_IN_A_ROW: u32 = 3;
 /// last changed, for it to grow.
 const WAITED_BELOW: f64 = 0.2;
 
+/// Smoothed round trips (body included) an answer waits before it counts in the knee's bands:
+/// by then the attempts sent with it have about all answered, even those twice as slow.
+const KNEE_HORIZON: u32 = 2;
+
 /// The most head round trips (body included) past the cooling period that growth waits for
 /// the knee estimator to measure the level an overload's cut went to.
 const MEASURE_ROUND_TRIPS: u32 = 3;
@@ -948,7 +952,7 @@ impl Control {
         let stale = Self::knee_stale(settings);
         let measured = self
             .knee
-            .as_ref()
+            .as_mut()
             .is_none_or(|k| k.measured(level, stale, now));
         if measured || now >= until {
             self.measure_until = None;
@@ -980,8 +984,10 @@ impl Control {
             return None;
         }
         let every = self.head_round_trip();
+        let horizon = self.drain_bound().saturating_mul(KNEE_HORIZON);
         let limit = self.limit;
         let knee = self.knee.as_mut()?;
+        knee.horizon = horizon;
         let stale = Self::knee_stale(settings);
         if !knee.by_usage {
             knee.record(sent_at, latency, stale, now);

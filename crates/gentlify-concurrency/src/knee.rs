@@ -19,6 +19,7 @@
 //! the binding limits are the key's quotas), throughput grows with the level, a lower band never
 //! wins, and the estimator does nothing.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,6 +38,9 @@ const MARGIN: f64 = 0.03;
 const MAX_BANDS: usize = 24;
 /// Changes of the limit remembered to find the level an attempt was sent under.
 const HISTORY: usize = 16;
+/// Answers kept waiting for the answers of the attempts sent before them (the oldest is
+/// settled first when full): memory is bounded whatever the rate.
+const MAX_PENDING: usize = 1024;
 /// Most times in a row a hold's period doubles when the knee is found again where it was
 /// (the longest hold is `2^MAX_REPEATS` relaxation periods).
 const MAX_REPEATS: u32 = 2;
@@ -133,9 +137,28 @@ impl Fit {
     }
 }
 
+/// An answer not yet in its band: the answers of attempts sent about when it was may still be
+/// on their way.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sent: Instant,
+    level: usize,
+    latency: f64,
+}
+
 /// Per-band latency statistics and the history of the limit.
 #[derive(Debug)]
 pub(crate) struct Knee {
+    /// Answers heard, kept until every attempt sent before them has had time to answer
+    /// ([`Knee::horizon`]).
+    pending: VecDeque<Pending>,
+    /// The earliest dispatch among `pending`.
+    earliest: Option<Instant>,
+    /// How long after an attempt's dispatch its answer counts in its band: until then, the
+    /// attempts sent at the same level that take longer have not answered, and a band's
+    /// average would favour the short answers (the more, the more recently the level was
+    /// sent to). Zero: at once.
+    pub(crate) horizon: Duration,
     bands: Vec<Band>,
     /// `(since, effective limit)`, newest last.
     history: Vec<(Instant, usize)>,
@@ -156,6 +179,9 @@ pub(crate) struct Knee {
 impl Knee {
     pub(crate) fn new() -> Self {
         Knee {
+            pending: VecDeque::new(),
+            earliest: None,
+            horizon: Duration::ZERO,
             bands: Vec::with_capacity(MAX_BANDS),
             history: Vec::with_capacity(HISTORY),
             moved_at: None,
@@ -215,7 +241,8 @@ impl Knee {
 
     /// Whether the band of `level` has been measured enough to take part in a comparison:
     /// [`MIN_SAMPLES`] answers to attempts sent since the last move, the last within `stale`.
-    pub(crate) fn measured(&self, level: usize, stale: Duration, now: Instant) -> bool {
+    pub(crate) fn measured(&mut self, level: usize, stale: Duration, now: Instant) -> bool {
+        self.settle(stale, now);
         let index = band_of(level);
         self.bands.iter().any(|b| {
             b.index == index
@@ -267,7 +294,8 @@ impl Knee {
     }
 
     /// A success sent at `sent_at` that took `latency`, while the sender filled the limit.
-    /// Samples older than `stale` are forgotten.
+    /// It joins its band once the attempts sent before it have had [`Knee::horizon`] to
+    /// answer. Samples older than `stale` are forgotten.
     pub(crate) fn record(
         &mut self,
         sent_at: Instant,
@@ -278,10 +306,60 @@ impl Knee {
         let Some(level) = self.level_at(sent_at) else {
             return;
         };
+        if self.pending.len() == MAX_PENDING {
+            if let Some(p) = self.pending.pop_front() {
+                self.fold(p, stale, now);
+            }
+        }
+        self.pending.push_back(Pending {
+            sent: sent_at,
+            level,
+            latency: latency.as_secs_f64(),
+        });
+        self.earliest = Some(self.earliest.map_or(sent_at, |e| e.min(sent_at)));
+        self.settle(stale, now);
+    }
+
+    /// Moves into their bands, in the order they were sent, the answers to attempts sent at
+    /// least [`Knee::horizon`] ago.
+    pub(crate) fn settle(&mut self, stale: Duration, now: Instant) {
+        let Some(cutoff) = now.checked_sub(self.horizon) else {
+            return;
+        };
+        if self.earliest.is_none_or(|e| e > cutoff) {
+            return;
+        }
+        let mut ready: Vec<Pending> = Vec::new();
+        let mut earliest = None;
+        self.pending.retain(|p| {
+            if p.sent <= cutoff {
+                ready.push(*p);
+                false
+            } else {
+                earliest = Some(earliest.map_or(p.sent, |e: Instant| e.min(p.sent)));
+                true
+            }
+        });
+        self.earliest = earliest;
+        ready.sort_by_key(|p| p.sent);
+        for p in ready {
+            self.fold(p, stale, now);
+        }
+    }
+
+    fn fold(&mut self, p: Pending, stale: Duration, now: Instant) {
+        let Pending {
+            sent: sent_at,
+            level,
+            latency,
+        } = p;
         let index = band_of(level);
-        let latency = latency.as_secs_f64();
         let moved_at = self.moved_at;
         if let Some(b) = self.bands.iter_mut().find(|b| b.index == index) {
+            if moved_at.is_some_and(|m| sent_at < m && b.sent >= m) {
+                // Sent before the last move, into a band measured afresh since.
+                return;
+            }
             // Measured before the last move (sent before it: the answers of attempts sent
             // before a move keep coming in for a round trip after it), or too long ago.
             let old = moved_at.is_some_and(|m| b.sent < m)
@@ -331,6 +409,7 @@ impl Knee {
         {
             return None;
         }
+        self.settle(stale, now);
         let current = band_of(limit);
         // Measured since the last move (a band last sent to before it is measured afresh when
         // the limit comes back to it), recently, and enough.
