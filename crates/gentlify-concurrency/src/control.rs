@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::knee::Knee;
+use crate::knee::{self, Knee};
 
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
@@ -700,11 +700,12 @@ impl Control {
             return Change::None;
         }
         let change = self.decelerate(settings, retry_after, in_flight, now);
-        if self.knee.is_some() {
+        if self.knee.is_some() && effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize {
             // The level under the cut is the one the knee estimator compares the levels above
-            // with when the limit climbs back: growth waits until it has been measured (a few
-            // dozen answers, about two round trips at the levels of an LLM API), for at most a
-            // few round trips past the cooling period (a low level takes long to measure).
+            // with when the limit climbs back: growth waits until it has been measured
+            // (`MIN_SAMPLES` answers, two round trips or less at this level), for at most a few
+            // round trips past the cooling period. A lower level would take longer to measure
+            // than its growth is worth.
             self.measure_until = self.cooling_until.and_then(|c| {
                 c.checked_add(self.drain_bound().saturating_mul(MEASURE_ROUND_TRIPS))
             });
@@ -1048,7 +1049,7 @@ mod tests {
         }
     }
 
-    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, heard at `now`.
+    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, each heard when it ends.
     fn successes(c: &mut Control, s: &Settings, n: usize, mean: f64, sent_at: Instant) -> Change {
         let mut last = Change::None;
         for i in 0..n {
@@ -1060,6 +1061,16 @@ mod tests {
             }
         }
         last
+    }
+
+    /// Three round trips of `mean` later, one more success at the same level: by then the
+    /// answers heard before have passed the knee's horizon (two smoothed round trips) and count
+    /// in their bands.
+    async fn one_more_later(c: &mut Control, s: &Settings, mean: f64) -> Change {
+        tokio::time::advance(Duration::from_secs_f64(3.0 * mean)).await;
+        let now = Instant::now();
+        let latency = Duration::from_secs_f64(mean);
+        c.on_success(s, now - latency, latency, true, now)
     }
 
     #[tokio::test(start_paused = true)]
@@ -1153,9 +1164,11 @@ mod tests {
         successes(&mut c, &pinned, 60, 1.0, t0);
         tokio::time::advance(Duration::from_secs(10)).await;
         c.set(&pinned, 40.0, Instant::now());
-        // 40 in flight at 2 s: 20 per second. The knee moves the limit back to 30.
+        // 40 in flight at 2 s: 20 per second. Once the answers have passed the horizon, the
+        // knee moves the limit back to 30.
         let t1 = Instant::now();
-        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::None);
+        assert_eq!(one_more_later(&mut c, &pinned, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         assert_eq!(c.ceiling, Some(c.limit));
         assert_eq!(c.decelerations, 0, "a knee hold is not a deceleration");
@@ -1231,7 +1244,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         c.set(s, 40.0, Instant::now());
         let t1 = Instant::now();
-        assert_eq!(successes(c, s, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(successes(c, s, 60, 2.0, t1), Change::None);
+        assert_eq!(one_more_later(c, s, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         assert_eq!(c.ceiling, Some(c.limit));
         // Held there, the level is measured afresh.
@@ -1263,7 +1277,8 @@ mod tests {
         // The probe above finds the knee where it was: the hold now lasts two periods.
         c.set(&pinned, 40.0, Instant::now());
         let t = Instant::now();
-        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t), Change::Shrank);
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t), Change::None);
+        assert_eq!(one_more_later(&mut c, &pinned, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         let second = until_growth(&mut c, &s, 80).await.unwrap();
         assert!((38..=42).contains(&second), "relaxed after {second} s");
