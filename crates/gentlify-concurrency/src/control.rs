@@ -700,6 +700,7 @@ impl Control {
             return Change::None;
         }
         let change = self.decelerate(settings, retry_after, in_flight, now);
+        self.measure_until = None;
         if self.knee.is_some() && effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize {
             // The level under the cut is the one the knee estimator compares the levels above
             // with when the limit climbs back: growth waits until it has been measured
