@@ -101,8 +101,18 @@ impl Aimd {
     /// (up to four periods): a confirmed knee is probed less often, since every probe runs the
     /// server past it. A refusal during a probe (the probe reached the server's cap without
     /// finding a better level) sends the limit back to the knee rather than to just under the
-    /// refusal; a refusal below the knee (the server's capacity fell) forgets it. Statistics
-    /// older than three relaxation periods are forgotten.
+    /// refusal, and confirms the knee as finding it again does (the hold lasts twice as long);
+    /// a refusal below the knee (the server's capacity fell) forgets it. Statistics older than
+    /// three relaxation periods are forgotten.
+    ///
+    /// An answer counts in its band two smoothed round trips after its attempt was sent: until
+    /// then, the slower answers to the attempts sent with it are still on their way, and the
+    /// average of a level sent to recently would favour its quick answers (`gentlify-sim`'s
+    /// constant-cap showed such a level, past the knee, chosen as the knee). After an overload,
+    /// the level the cut went to is the one the levels above are compared with as the limit
+    /// climbs back: growth waits, past the cooling period, until it is measured (for at most
+    /// three more round trips, and only at levels that answer half a measurement per round
+    /// trip).
     ///
     /// When a layer of the stack records the answers' usage in the slot (gentlify's token
     /// budget does, when it has a limit), the bands keep each answer's latency scaled to an
@@ -1313,5 +1323,98 @@ mod tests {
         assert_eq!(c.on_congestion(&s, now, None, 25, now), Change::Shrank);
         assert_eq!(c.ceiling.map(effective), Some(24), "just under the refusal");
         assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_above_the_knee_confirms_it_and_the_next_hold_lasts_twice_as_long() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        until_growth(&mut c, &s, 60).await.unwrap();
+        // The probe reaches the server's cap at 40 without finding a better level.
+        c.set(&s, 40.0, Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 40, now), Change::Shrank);
+        assert_eq!(c.ceiling.map(effective), Some(30));
+        // The limit climbs back to the knee and holds there two periods (40 s), not one.
+        let mut above = None;
+        for second in 1..=80u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            successes(&mut c, &s, 4, 1.0, Instant::now());
+            if c.limit > 30.0 + 1e-9 {
+                above = Some(second);
+                break;
+            }
+        }
+        let above = above.expect("the hold relaxes");
+        assert!((38..=42).contains(&above), "relaxed after {above} s");
+    }
+
+    /// A cut from 40 at `t0` (to 28), with a round trip of 1 s assumed (none known yet).
+    fn cut_from_40(s: &Settings, t0: Instant) -> Control {
+        let mut c = Control::new(40.0, s);
+        assert_eq!(c.on_congestion(s, t0, None, 40, t0), Change::Shrank);
+        assert_eq!(effective(c.limit), 28);
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_overload_growth_waits_for_the_level_of_the_cut_to_be_measured() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        let mut c = cut_from_40(&s, t0);
+        // Cooling is over (5 s) and a round trip has passed, but the knee estimator has not
+        // measured 28 yet: the limit does not grow.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        let half = Duration::from_millis(500);
+        assert_eq!(c.on_success(&s, now - half, half, true, now), Change::None);
+        // 60 answers sent at 28, in half a second: still within the estimator's horizon (two
+        // round trips), so not yet counted.
+        assert_eq!(successes(&mut c, &s, 60, 0.5, now), Change::None);
+        assert_eq!(effective(c.limit), 28);
+        // Past the horizon they count, 28 is measured, and the limit grows (before the wait's
+        // deadline: cooling + three round trips, 8 s after the cut).
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let now = Instant::now();
+        assert!(now < t0 + Duration::from_secs(8));
+        assert_eq!(c.on_success(&s, now - half, half, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_the_level_of_the_cut_ends_at_its_deadline() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        let mut c = cut_from_40(&s, t0);
+        // Too few answers to measure 28, but cooling and three round trips have passed.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::None);
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_to_a_level_too_low_to_measure_soon_does_not_wait_for_it() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        // A first cut (to 28) would wait; the second, to 19, sends fewer answers per round
+        // trip than half of what a measurement takes: growth resumes with cooling's end.
+        let mut c = cut_from_40(&s, t0);
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 28, now), Change::Shrank);
+        assert_eq!(effective(c.limit), 19);
+        tokio::time::advance(Duration::from_millis(5300)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert!(
+            now < t0 + Duration::from_secs(8),
+            "before the first cut's deadline"
+        );
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
     }
 }

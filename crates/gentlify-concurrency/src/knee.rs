@@ -13,6 +13,10 @@
 //! drawn from the same mix of requests, it does not, so the averages of two bands compare the
 //! server's load and not the answers. `throughput(band) = level / mean latency`.
 //!
+//! An answer joins its band only once the attempts sent with it have had time to answer (the
+//! horizon, two smoothed round trips): a level sent to recently has heard only its quick
+//! answers, and its average would otherwise make it look better than it is.
+//!
 //! When a lower band's throughput, taken at the lower end of its confidence interval (one
 //! standard error), beats the current band's by a margin, the controller holds the limit there.
 //! On a server whose latency does not depend on this client's load (a large hosted API, where
@@ -595,5 +599,43 @@ mod tests {
         }
         let now = t0 + Duration::from_secs(45);
         assert_eq!(k.better_below(40, Duration::from_secs(1), stale, now), None);
+    }
+
+    /// `n` answers sent at `sent`, each `latency` seconds, each heard when it ends.
+    fn answers_at(k: &mut Knee, n: usize, sent: Instant, latency: f64, stale: Duration) {
+        let latency = Duration::from_secs_f64(latency);
+        for _ in 0..n {
+            k.record(sent, latency, stale, sent + latency);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_count_only_once_the_attempts_sent_with_them_have_had_time_to_answer() {
+        let mut k = Knee::new();
+        k.horizon = Duration::from_secs(5);
+        let stale = Duration::from_secs(600);
+        let every = Duration::from_secs(1);
+        let t0 = Instant::now();
+        // 30 in flight at 1 s: 30 per second, measured long ago.
+        k.limit_changed(30, t0);
+        answers_at(&mut k, 60, t0, 1.0, stale);
+        // 35 in flight from t1: half the answers take 0.6 s, half 3.4 s (2 s on average,
+        // 17.5 per second); 40 from t2: 1.6 s (25 per second).
+        let t1 = t0 + Duration::from_secs(20);
+        k.limit_changed(35, t1);
+        let t2 = t1 + Duration::from_secs(1);
+        k.limit_changed(40, t2);
+        answers_at(&mut k, 50, t1, 0.6, stale);
+        answers_at(&mut k, 60, t2, 1.6, stale);
+        // At t2 + 1.6 s only the short half of 35's answers has come: 35 would look the best
+        // level (58 per second), and the limit would move there. They do not count yet.
+        let early = t2 + Duration::from_millis(1600);
+        assert_eq!(k.better_below(40, every, stale, early), None);
+        // Once all of them have come and the horizon has passed, 30 is the best level.
+        answers_at(&mut k, 50, t1, 3.4, stale);
+        let later = t2 + Duration::from_secs(6);
+        k.record(t2, Duration::from_secs_f64(1.6), stale, later);
+        let level = k.better_below(40, every, stale, later);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
     }
 }
