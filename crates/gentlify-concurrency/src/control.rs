@@ -102,8 +102,10 @@ impl Aimd {
     /// server past it. A refusal during a probe (the probe reached the server's cap without
     /// finding a better level) sends the limit back to the knee rather than to just under the
     /// refusal, and confirms the knee as finding it again does (the hold lasts twice as long);
-    /// a refusal below the knee (the server's capacity fell) forgets it. Statistics older than
-    /// three relaxation periods are forgotten.
+    /// a refusal below the knee (the server's capacity fell) forgets it, and so does a held
+    /// level that answers markedly faster than when the hold began (the server's capacity
+    /// grew: the hold ends at once). Statistics older than three relaxation periods are
+    /// forgotten.
     ///
     /// An answer counts in its band two smoothed round trips after its attempt was sent: until
     /// then, the slower answers to the attempts sent with it are still on their way, and the
@@ -871,6 +873,21 @@ impl Control {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
+        if self.ceiling.is_some() {
+            let level = effective(self.limit);
+            let stale = Self::knee_stale(settings);
+            if let Some(knee) = self.knee.as_mut() {
+                if knee.capacity_rose(level, stale, now) {
+                    // The held level answers faster than when the hold began: the server
+                    // can carry more, and the hold ends.
+                    self.ceiling = None;
+                    tracing::debug!(
+                        at = self.limit,
+                        "gentlify concurrency: the knee's level answers faster, the hold ends"
+                    );
+                }
+            }
+        }
         // The ceiling relaxes a period after it was set; a knee hold (the last to set it)
         // lasts longer each time the knee is found again where it was.
         let relax_at = match (self.last_decel, self.knee.as_ref()) {
@@ -1416,5 +1433,35 @@ mod tests {
             "before the first cut's deadline"
         );
         assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_level_that_answers_faster_than_when_the_hold_began_ends_the_hold() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        assert_eq!(c.ceiling.map(effective), Some(30));
+        // The server's capacity grew: 30 in flight now answer in 0.6 s, not 1 s. The hold
+        // ends well before its period (20 s, 15 s from here).
+        let mut grew = None;
+        for second in 1..=30u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if successes(&mut c, &s, 8, 0.6, Instant::now()) == Change::Grew {
+                grew = Some(second);
+                break;
+            }
+        }
+        let grew = grew.expect("the limit grows again");
+        assert!(grew <= 10, "grew after {grew} s");
+        assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_level_that_answers_as_fast_as_before_keeps_the_hold() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        let growth = until_growth(&mut c, &s, 60).await.unwrap();
+        assert!(growth >= 14, "grew after {growth} s");
     }
 }

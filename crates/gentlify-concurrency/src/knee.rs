@@ -45,6 +45,12 @@ const HISTORY: usize = 16;
 /// Answers kept waiting for the answers of the attempts sent before them (the oldest is
 /// settled first when full): memory is bounded whatever the rate.
 const MAX_PENDING: usize = 1024;
+/// Standard errors (of the difference) by which the held level's latency, measured afresh
+/// during the hold, must fall below what it was when the hold began for the server's capacity
+/// to count as grown.
+const Z_ROSE: f64 = 3.0;
+/// And the least relative fall.
+const ROSE_BY: f64 = 0.05;
 /// Most times in a row a hold's period doubles when the knee is found again where it was
 /// (the longest hold is `2^MAX_REPEATS` relaxation periods).
 const MAX_REPEATS: u32 = 2;
@@ -81,10 +87,14 @@ impl Band {
 
     /// Throughput with the mean latency raised by `z` standard errors.
     fn throughput_low(&self, z: f64) -> f64 {
+        self.level / (self.mean + z * self.standard_error()).max(1e-9)
+    }
+
+    /// The standard error of the mean latency.
+    fn standard_error(&self) -> f64 {
         let var = (self.square - self.mean * self.mean).max(0.0);
-        let n = f64::from(self.count.min(WINDOW));
-        let se = (var / n).sqrt();
-        self.level / (self.mean + z * se).max(1e-9)
+        let n = f64::from(self.count.min(WINDOW).max(1));
+        (var / n).sqrt()
     }
 }
 
@@ -175,6 +185,9 @@ pub(crate) struct Knee {
     found: Option<(f64, u32)>,
     /// Latency against output tokens, while answers report their usage.
     fit: Fit,
+    /// The band of the level held, its mean latency and the standard error of that mean when
+    /// the hold began.
+    reference: Option<(i32, f64, f64)>,
     /// Answers report their usage: the bands keep latency relative to what the fit predicts
     /// for each answer's length, recorded when the answer ends, not raw latency at its head.
     pub(crate) by_usage: bool,
@@ -191,6 +204,7 @@ impl Knee {
             moved_at: None,
             last_check: None,
             found: None,
+            reference: None,
             fit: Fit::default(),
             by_usage: false,
         }
@@ -235,6 +249,41 @@ impl Knee {
         };
         self.found = Some((level, repeats));
         self.moved_at = Some(now);
+        self.reference = self
+            .bands
+            .iter()
+            .find(|b| b.index == band && b.count >= MIN_SAMPLES / 2)
+            .map(|b| (band, b.mean, b.standard_error()));
+    }
+
+    /// Whether the server's capacity grew during the hold at `level`: its latency, measured
+    /// afresh since the hold began ([`MIN_SAMPLES`]` / 2` answers or more), fell well below
+    /// what it was then (by [`ROSE_BY`] and [`Z_ROSE`] standard errors). A server with a knee
+    /// answers faster at the same level when it can carry more. The knee is then forgotten.
+    pub(crate) fn capacity_rose(&mut self, level: usize, stale: Duration, now: Instant) -> bool {
+        let Some((index, mean, se)) = self.reference else {
+            return false;
+        };
+        if band_of(level) != index {
+            return false;
+        }
+        self.settle(stale, now);
+        let moved_at = self.moved_at;
+        let rose = self.bands.iter().any(|b| {
+            b.index == index
+                && b.count >= MIN_SAMPLES / 2
+                && moved_at.is_none_or(|m| b.sent >= m)
+                && {
+                    let fall = mean - b.mean;
+                    let spread = (se * se + b.standard_error().powi(2)).sqrt();
+                    fall > ROSE_BY * mean && fall > Z_ROSE * spread
+                }
+        });
+        if rose {
+            self.found = None;
+            self.reference = None;
+        }
+        rose
     }
 
     /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
