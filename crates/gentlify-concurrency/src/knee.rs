@@ -93,7 +93,7 @@ impl Band {
     /// The standard error of the mean latency.
     fn standard_error(&self) -> f64 {
         let var = (self.square - self.mean * self.mean).max(0.0);
-        let n = f64::from(self.count.min(WINDOW).max(1));
+        let n = f64::from(self.count.clamp(1, WINDOW));
         (var / n).sqrt()
     }
 }
