@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::knee::Knee;
+use crate::knee::{self, Knee};
 
 /// The additive-increase / multiplicative-decrease controller (the default): decelerate on
 /// overload or failure, cool, then reaccelerate one step per round trip.
@@ -101,8 +101,20 @@ impl Aimd {
     /// (up to four periods): a confirmed knee is probed less often, since every probe runs the
     /// server past it. A refusal during a probe (the probe reached the server's cap without
     /// finding a better level) sends the limit back to the knee rather than to just under the
-    /// refusal; a refusal below the knee (the server's capacity fell) forgets it. Statistics
-    /// older than three relaxation periods are forgotten.
+    /// refusal, and confirms the knee as finding it again does (the hold lasts twice as long);
+    /// a refusal below the knee (the server's capacity fell) forgets it, and so does a held
+    /// level that answers markedly faster than when the hold began (the server's capacity
+    /// grew: the hold ends at once). Statistics older than three relaxation periods are
+    /// forgotten.
+    ///
+    /// An answer counts in its band two smoothed round trips after its attempt was sent: until
+    /// then, the slower answers to the attempts sent with it are still on their way, and the
+    /// average of a level sent to recently would favour its quick answers (`gentlify-sim`'s
+    /// constant-cap showed such a level, past the knee, chosen as the knee). After an overload,
+    /// the level the cut went to is the one the levels above are compared with as the limit
+    /// climbs back: growth waits, past the cooling period, until it is measured (for at most
+    /// three more round trips, and only at levels that answer half a measurement per round
+    /// trip).
     ///
     /// When a layer of the stack records the answers' usage in the slot (gentlify's token
     /// budget does, when it has a limit), the bands keep each answer's latency scaled to an
@@ -381,6 +393,14 @@ const FAILURES_IN_A_ROW: u32 = 3;
 /// last changed, for it to grow.
 const WAITED_BELOW: f64 = 0.2;
 
+/// Smoothed round trips (body included) an answer waits before it counts in the knee's bands:
+/// by then the attempts sent with it have about all answered, even those twice as slow.
+const KNEE_HORIZON: u32 = 2;
+
+/// The most head round trips (body included) past the cooling period that growth waits for
+/// the knee estimator to measure the level an overload's cut went to.
+const MEASURE_ROUND_TRIPS: u32 = 3;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -451,6 +471,9 @@ pub(crate) struct Control {
     /// head) and the successes' bodies after it, in nanoseconds.
     wire_nanos: u64,
     cooling_until: Option<Instant>,
+    /// Until when growth after an overload's cut waits for the knee estimator to have measured
+    /// the level the cut went to (see [`Control::on_congestion`]).
+    measure_until: Option<Instant>,
     pub(crate) pacing_interval: Duration,
     short: Ema,
     long: Ema,
@@ -495,6 +518,7 @@ impl Control {
             waited_below_nanos: 0,
             wire_nanos: 0,
             cooling_until: None,
+            measure_until: None,
             pacing_interval: settings.pacing.min_interval,
             short: Ema::new(short),
             long: Ema::new(long),
@@ -687,7 +711,19 @@ impl Control {
         if self.recovered_at.is_some_and(|r| sent_at < r) {
             return Change::None;
         }
-        self.decelerate(settings, retry_after, in_flight, now)
+        let change = self.decelerate(settings, retry_after, in_flight, now);
+        self.measure_until = None;
+        if self.knee.is_some() && effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize {
+            // The level under the cut is the one the knee estimator compares the levels above
+            // with when the limit climbs back: growth waits until it has been measured
+            // (`MIN_SAMPLES` answers, two round trips or less at this level), for at most a few
+            // round trips past the cooling period. A lower level would take longer to measure
+            // than its growth is worth.
+            self.measure_until = self.cooling_until.and_then(|c| {
+                c.checked_add(self.drain_bound().saturating_mul(MEASURE_ROUND_TRIPS))
+            });
+        }
+        change
     }
 
     /// A failure of an attempt sent at `sent_at` during a failure storm (an outage, a server
@@ -705,6 +741,7 @@ impl Control {
             return Change::None;
         }
         self.draining = false;
+        self.measure_until = None;
         // A failing server says nothing of its capacity: the ceiling stays where overloads put
         // it, or at the limit the storm found, so that the limit climbs back quickly (half the
         // distance per round trip) once the failures stop.
@@ -753,6 +790,12 @@ impl Control {
             if let Some(level) = knee.found_level() {
                 let ceiling = self.ceiling.unwrap_or(old).min(level).max(self.limit);
                 self.ceiling = Some(ceiling);
+                // Refused more than a band above the knee: the probe found nothing better
+                // between the knee and the server's cap, which confirms the knee as much as
+                // finding it again does. The hold starts over from here, twice as long.
+                if knee.above(old, level) {
+                    knee.hold(level, now);
+                }
             }
         }
         self.changed(now);
@@ -830,6 +873,21 @@ impl Control {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
+        if self.ceiling.is_some() {
+            let level = effective(self.limit);
+            let stale = Self::knee_stale(settings);
+            if let Some(knee) = self.knee.as_mut() {
+                if knee.capacity_rose(level, stale, now) {
+                    // The held level answers faster than when the hold began: the server
+                    // can carry more, and the hold ends.
+                    self.ceiling = None;
+                    tracing::debug!(
+                        at = self.limit,
+                        "gentlify concurrency: the knee's level answers faster, the hold ends"
+                    );
+                }
+            }
+        }
         // The ceiling relaxes a period after it was set; a knee hold (the last to set it)
         // lasts longer each time the knee is found again where it was.
         let relax_at = match (self.last_decel, self.knee.as_ref()) {
@@ -871,6 +929,9 @@ impl Control {
             if cooling || !may_grow {
                 return Change::None;
             }
+            if self.measuring_cut(settings, now) {
+                return Change::None;
+            }
             if !self.on_wire() {
                 // Permits wait below the limiter, not on the wire: the limit does not grow,
                 // but the pacing a deceleration widened narrows all the same (its waiters
@@ -910,6 +971,25 @@ impl Control {
         }
     }
 
+    /// Whether growth still waits for the knee estimator to measure the level an overload's cut
+    /// went to; stops waiting once it has, or at the deadline.
+    fn measuring_cut(&mut self, settings: &Settings, now: Instant) -> bool {
+        let Some(until) = self.measure_until else {
+            return false;
+        };
+        let level = effective(self.limit);
+        let stale = Self::knee_stale(settings);
+        let measured = self
+            .knee
+            .as_mut()
+            .is_none_or(|k| k.measured(level, stale, now));
+        if measured || now >= until {
+            self.measure_until = None;
+            return false;
+        }
+        true
+    }
+
     /// Narrows the pacing a deceleration widened by a step, when the limit does not grow; the
     /// next step waits a round trip.
     fn narrow_pacing(&mut self, settings: &Settings, now: Instant) {
@@ -933,8 +1013,10 @@ impl Control {
             return None;
         }
         let every = self.head_round_trip();
+        let horizon = self.drain_bound().saturating_mul(KNEE_HORIZON);
         let limit = self.limit;
         let knee = self.knee.as_mut()?;
+        knee.horizon = horizon;
         let stale = Self::knee_stale(settings);
         if !knee.by_usage {
             knee.record(sent_at, latency, stale, now);
@@ -995,7 +1077,7 @@ mod tests {
         }
     }
 
-    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, heard at `now`.
+    /// `n` successes sent at `sent_at`, latency `mean` ± 30 %, each heard when it ends.
     fn successes(c: &mut Control, s: &Settings, n: usize, mean: f64, sent_at: Instant) -> Change {
         let mut last = Change::None;
         for i in 0..n {
@@ -1007,6 +1089,16 @@ mod tests {
             }
         }
         last
+    }
+
+    /// Three round trips of `mean` later, one more success at the same level: by then the
+    /// answers heard before have passed the knee's horizon (two smoothed round trips) and count
+    /// in their bands.
+    async fn one_more_later(c: &mut Control, s: &Settings, mean: f64) -> Change {
+        tokio::time::advance(Duration::from_secs_f64(3.0 * mean)).await;
+        let now = Instant::now();
+        let latency = Duration::from_secs_f64(mean);
+        c.on_success(s, now - latency, latency, true, now)
     }
 
     #[tokio::test(start_paused = true)]
@@ -1100,9 +1192,11 @@ mod tests {
         successes(&mut c, &pinned, 60, 1.0, t0);
         tokio::time::advance(Duration::from_secs(10)).await;
         c.set(&pinned, 40.0, Instant::now());
-        // 40 in flight at 2 s: 20 per second. The knee moves the limit back to 30.
+        // 40 in flight at 2 s: 20 per second. Once the answers have passed the horizon, the
+        // knee moves the limit back to 30.
         let t1 = Instant::now();
-        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t1), Change::None);
+        assert_eq!(one_more_later(&mut c, &pinned, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         assert_eq!(c.ceiling, Some(c.limit));
         assert_eq!(c.decelerations, 0, "a knee hold is not a deceleration");
@@ -1178,7 +1272,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         c.set(s, 40.0, Instant::now());
         let t1 = Instant::now();
-        assert_eq!(successes(c, s, 60, 2.0, t1), Change::Shrank);
+        assert_eq!(successes(c, s, 60, 2.0, t1), Change::None);
+        assert_eq!(one_more_later(c, s, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         assert_eq!(c.ceiling, Some(c.limit));
         // Held there, the level is measured afresh.
@@ -1210,7 +1305,8 @@ mod tests {
         // The probe above finds the knee where it was: the hold now lasts two periods.
         c.set(&pinned, 40.0, Instant::now());
         let t = Instant::now();
-        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t), Change::Shrank);
+        assert_eq!(successes(&mut c, &pinned, 60, 2.0, t), Change::None);
+        assert_eq!(one_more_later(&mut c, &pinned, 2.0).await, Change::Shrank);
         assert_eq!(effective(c.limit), 30);
         let second = until_growth(&mut c, &s, 80).await.unwrap();
         assert!((38..=42).contains(&second), "relaxed after {second} s");
@@ -1244,5 +1340,128 @@ mod tests {
         assert_eq!(c.on_congestion(&s, now, None, 25, now), Change::Shrank);
         assert_eq!(c.ceiling.map(effective), Some(24), "just under the refusal");
         assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_above_the_knee_confirms_it_and_the_next_hold_lasts_twice_as_long() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        until_growth(&mut c, &s, 60).await.unwrap();
+        // The probe reaches the server's cap at 40 without finding a better level.
+        c.set(&s, 40.0, Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 40, now), Change::Shrank);
+        assert_eq!(c.ceiling.map(effective), Some(30));
+        // The limit climbs back to the knee and holds there two periods (40 s), not one.
+        let mut above = None;
+        for second in 1..=80u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            successes(&mut c, &s, 4, 1.0, Instant::now());
+            if c.limit > 30.0 + 1e-9 {
+                above = Some(second);
+                break;
+            }
+        }
+        let above = above.expect("the hold relaxes");
+        assert!((38..=42).contains(&above), "relaxed after {above} s");
+    }
+
+    /// A cut from 40 at `t0` (to 28), with a round trip of 1 s assumed (none known yet).
+    fn cut_from_40(s: &Settings, t0: Instant) -> Control {
+        let mut c = Control::new(40.0, s);
+        assert_eq!(c.on_congestion(s, t0, None, 40, t0), Change::Shrank);
+        assert_eq!(effective(c.limit), 28);
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_overload_growth_waits_for_the_level_of_the_cut_to_be_measured() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        let mut c = cut_from_40(&s, t0);
+        // Cooling is over (5 s) and a round trip has passed, but the knee estimator has not
+        // measured 28 yet: the limit does not grow.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        let half = Duration::from_millis(500);
+        assert_eq!(c.on_success(&s, now - half, half, true, now), Change::None);
+        // 60 answers sent at 28, in half a second: still within the estimator's horizon (two
+        // round trips), so not yet counted.
+        assert_eq!(successes(&mut c, &s, 60, 0.5, now), Change::None);
+        assert_eq!(effective(c.limit), 28);
+        // Past the horizon they count, 28 is measured, and the limit grows (before the wait's
+        // deadline: cooling + three round trips, 8 s after the cut).
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let now = Instant::now();
+        assert!(now < t0 + Duration::from_secs(8));
+        assert_eq!(c.on_success(&s, now - half, half, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_the_level_of_the_cut_ends_at_its_deadline() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        let mut c = cut_from_40(&s, t0);
+        // Too few answers to measure 28, but cooling and three round trips have passed.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::None);
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_to_a_level_too_low_to_measure_soon_does_not_wait_for_it() {
+        let s = settings(256.0);
+        let t0 = Instant::now();
+        // A first cut (to 28) would wait; the second, to 19, sends fewer answers per round
+        // trip than half of what a measurement takes: growth resumes with cooling's end.
+        let mut c = cut_from_40(&s, t0);
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        let now = Instant::now();
+        assert_eq!(c.on_congestion(&s, now, None, 28, now), Change::Shrank);
+        assert_eq!(effective(c.limit), 19);
+        tokio::time::advance(Duration::from_millis(5300)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert!(
+            now < t0 + Duration::from_secs(8),
+            "before the first cut's deadline"
+        );
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_level_that_answers_faster_than_when_the_hold_began_ends_the_hold() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        assert_eq!(c.ceiling.map(effective), Some(30));
+        // The server's capacity grew: 30 in flight now answer in 0.6 s, not 1 s. The hold
+        // ends well before its period (20 s, 15 s from here).
+        let mut grew = None;
+        for second in 1..=30u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if successes(&mut c, &s, 8, 0.6, Instant::now()) == Change::Grew {
+                grew = Some(second);
+                break;
+            }
+        }
+        let grew = grew.expect("the limit grows again");
+        assert!(grew <= 10, "grew after {grew} s");
+        assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_level_that_answers_as_fast_as_before_keeps_the_hold() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        let growth = until_growth(&mut c, &s, 60).await.unwrap();
+        assert!(growth >= 14, "grew after {growth} s");
     }
 }

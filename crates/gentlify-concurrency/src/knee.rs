@@ -13,12 +13,17 @@
 //! drawn from the same mix of requests, it does not, so the averages of two bands compare the
 //! server's load and not the answers. `throughput(band) = level / mean latency`.
 //!
+//! An answer joins its band only once the attempts sent with it have had time to answer (the
+//! horizon, two smoothed round trips): a level sent to recently has heard only its quick
+//! answers, and its average would otherwise make it look better than it is.
+//!
 //! When a lower band's throughput, taken at the lower end of its confidence interval (one
 //! standard error), beats the current band's by a margin, the controller holds the limit there.
 //! On a server whose latency does not depend on this client's load (a large hosted API, where
 //! the binding limits are the key's quotas), throughput grows with the level, a lower band never
 //! wins, and the estimator does nothing.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,6 +42,15 @@ const MARGIN: f64 = 0.03;
 const MAX_BANDS: usize = 24;
 /// Changes of the limit remembered to find the level an attempt was sent under.
 const HISTORY: usize = 16;
+/// Answers kept waiting for the answers of the attempts sent before them (the oldest is
+/// settled first when full): memory is bounded whatever the rate.
+const MAX_PENDING: usize = 1024;
+/// Standard errors (of the difference) by which the held level's latency, measured afresh
+/// during the hold, must fall below what it was when the hold began for the server's capacity
+/// to count as grown.
+const Z_ROSE: f64 = 3.0;
+/// And the least relative fall.
+const ROSE_BY: f64 = 0.05;
 /// Most times in a row a hold's period doubles when the knee is found again where it was
 /// (the longest hold is `2^MAX_REPEATS` relaxation periods).
 const MAX_REPEATS: u32 = 2;
@@ -73,10 +87,14 @@ impl Band {
 
     /// Throughput with the mean latency raised by `z` standard errors.
     fn throughput_low(&self, z: f64) -> f64 {
+        self.level / (self.mean + z * self.standard_error()).max(1e-9)
+    }
+
+    /// The standard error of the mean latency.
+    fn standard_error(&self) -> f64 {
         let var = (self.square - self.mean * self.mean).max(0.0);
-        let n = f64::from(self.count.min(WINDOW));
-        let se = (var / n).sqrt();
-        self.level / (self.mean + z * se).max(1e-9)
+        let n = f64::from(self.count.clamp(1, WINDOW));
+        (var / n).sqrt()
     }
 }
 
@@ -133,9 +151,28 @@ impl Fit {
     }
 }
 
+/// An answer not yet in its band: the answers of attempts sent about when it was may still be
+/// on their way.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sent: Instant,
+    level: usize,
+    latency: f64,
+}
+
 /// Per-band latency statistics and the history of the limit.
 #[derive(Debug)]
 pub(crate) struct Knee {
+    /// Answers heard, kept until every attempt sent before them has had time to answer
+    /// ([`Knee::horizon`]).
+    pending: VecDeque<Pending>,
+    /// The earliest dispatch among `pending`.
+    earliest: Option<Instant>,
+    /// How long after an attempt's dispatch its answer counts in its band: until then, the
+    /// attempts sent at the same level that take longer have not answered, and a band's
+    /// average would favour the short answers (the more, the more recently the level was
+    /// sent to). Zero: at once.
+    pub(crate) horizon: Duration,
     bands: Vec<Band>,
     /// `(since, effective limit)`, newest last.
     history: Vec<(Instant, usize)>,
@@ -148,6 +185,9 @@ pub(crate) struct Knee {
     found: Option<(f64, u32)>,
     /// Latency against output tokens, while answers report their usage.
     fit: Fit,
+    /// The band of the level held, its mean latency and the standard error of that mean when
+    /// the hold began.
+    reference: Option<(i32, f64, f64)>,
     /// Answers report their usage: the bands keep latency relative to what the fit predicts
     /// for each answer's length, recorded when the answer ends, not raw latency at its head.
     pub(crate) by_usage: bool,
@@ -156,11 +196,15 @@ pub(crate) struct Knee {
 impl Knee {
     pub(crate) fn new() -> Self {
         Knee {
+            pending: VecDeque::new(),
+            earliest: None,
+            horizon: Duration::ZERO,
             bands: Vec::with_capacity(MAX_BANDS),
             history: Vec::with_capacity(HISTORY),
             moved_at: None,
             last_check: None,
             found: None,
+            reference: None,
             fit: Fit::default(),
             by_usage: false,
         }
@@ -205,12 +249,65 @@ impl Knee {
         };
         self.found = Some((level, repeats));
         self.moved_at = Some(now);
+        self.reference = self
+            .bands
+            .iter()
+            .find(|b| b.index == band && b.count >= MIN_SAMPLES / 2)
+            .map(|b| (band, b.mean, b.standard_error()));
+    }
+
+    /// Whether the server's capacity grew during the hold at `level`: its latency, measured
+    /// afresh since the hold began ([`MIN_SAMPLES`]` / 2` answers or more), fell well below
+    /// what it was then (by [`ROSE_BY`] and [`Z_ROSE`] standard errors). A server with a knee
+    /// answers faster at the same level when it can carry more. The knee is then forgotten.
+    pub(crate) fn capacity_rose(&mut self, level: usize, stale: Duration, now: Instant) -> bool {
+        let Some((index, mean, se)) = self.reference else {
+            return false;
+        };
+        if band_of(level) != index {
+            return false;
+        }
+        self.settle(stale, now);
+        let moved_at = self.moved_at;
+        let rose = self.bands.iter().any(|b| {
+            b.index == index
+                && b.count >= MIN_SAMPLES / 2
+                && moved_at.is_none_or(|m| b.sent >= m)
+                && {
+                    let fall = mean - b.mean;
+                    let spread = (se * se + b.standard_error().powi(2)).sqrt();
+                    fall > ROSE_BY * mean && fall > Z_ROSE * spread
+                }
+        });
+        if rose {
+            self.found = None;
+            self.reference = None;
+        }
+        rose
     }
 
     /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
     /// the knee was found again where it was.
     pub(crate) fn hold_periods(&self) -> u32 {
         1 << self.found.map_or(0, |(_, repeats)| repeats)
+    }
+
+    /// Whether the band of `level` has been measured enough to take part in a comparison:
+    /// [`MIN_SAMPLES`] answers to attempts sent since the last move, the last within `stale`.
+    pub(crate) fn measured(&mut self, level: usize, stale: Duration, now: Instant) -> bool {
+        self.settle(stale, now);
+        let index = band_of(level);
+        self.bands.iter().any(|b| {
+            b.index == index
+                && b.count >= MIN_SAMPLES
+                && now.saturating_duration_since(b.updated) <= stale
+                && self.moved_at.is_none_or(|m| b.sent >= m)
+        })
+    }
+
+    /// Whether `limit` lies more than a band above the knee's `level`.
+    pub(crate) fn above(&self, limit: f64, level: f64) -> bool {
+        band_of(limit as usize) > band_of(level as usize) + 1
     }
 
     /// The level of the last hold, while it is remembered.
@@ -250,7 +347,8 @@ impl Knee {
     }
 
     /// A success sent at `sent_at` that took `latency`, while the sender filled the limit.
-    /// Samples older than `stale` are forgotten.
+    /// It joins its band once the attempts sent before it have had [`Knee::horizon`] to
+    /// answer. Samples older than `stale` are forgotten.
     pub(crate) fn record(
         &mut self,
         sent_at: Instant,
@@ -261,10 +359,60 @@ impl Knee {
         let Some(level) = self.level_at(sent_at) else {
             return;
         };
+        if self.pending.len() == MAX_PENDING {
+            if let Some(p) = self.pending.pop_front() {
+                self.fold(p, stale, now);
+            }
+        }
+        self.pending.push_back(Pending {
+            sent: sent_at,
+            level,
+            latency: latency.as_secs_f64(),
+        });
+        self.earliest = Some(self.earliest.map_or(sent_at, |e| e.min(sent_at)));
+        self.settle(stale, now);
+    }
+
+    /// Moves into their bands, in the order they were sent, the answers to attempts sent at
+    /// least [`Knee::horizon`] ago.
+    pub(crate) fn settle(&mut self, stale: Duration, now: Instant) {
+        let Some(cutoff) = now.checked_sub(self.horizon) else {
+            return;
+        };
+        if self.earliest.is_none_or(|e| e > cutoff) {
+            return;
+        }
+        let mut ready: Vec<Pending> = Vec::new();
+        let mut earliest = None;
+        self.pending.retain(|p| {
+            if p.sent <= cutoff {
+                ready.push(*p);
+                false
+            } else {
+                earliest = Some(earliest.map_or(p.sent, |e: Instant| e.min(p.sent)));
+                true
+            }
+        });
+        self.earliest = earliest;
+        ready.sort_by_key(|p| p.sent);
+        for p in ready {
+            self.fold(p, stale, now);
+        }
+    }
+
+    fn fold(&mut self, p: Pending, stale: Duration, now: Instant) {
+        let Pending {
+            sent: sent_at,
+            level,
+            latency,
+        } = p;
         let index = band_of(level);
-        let latency = latency.as_secs_f64();
         let moved_at = self.moved_at;
         if let Some(b) = self.bands.iter_mut().find(|b| b.index == index) {
+            if moved_at.is_some_and(|m| sent_at < m && b.sent >= m) {
+                // Sent before the last move, into a band measured afresh since.
+                return;
+            }
             // Measured before the last move (sent before it: the answers of attempts sent
             // before a move keep coming in for a round trip after it), or too long ago.
             let old = moved_at.is_some_and(|m| b.sent < m)
@@ -314,6 +462,7 @@ impl Knee {
         {
             return None;
         }
+        self.settle(stale, now);
         let current = band_of(limit);
         // Measured since the last move (a band last sent to before it is measured afresh when
         // the limit comes back to it), recently, and enough.
@@ -499,5 +648,43 @@ mod tests {
         }
         let now = t0 + Duration::from_secs(45);
         assert_eq!(k.better_below(40, Duration::from_secs(1), stale, now), None);
+    }
+
+    /// `n` answers sent at `sent`, each `latency` seconds, each heard when it ends.
+    fn answers_at(k: &mut Knee, n: usize, sent: Instant, latency: f64, stale: Duration) {
+        let latency = Duration::from_secs_f64(latency);
+        for _ in 0..n {
+            k.record(sent, latency, stale, sent + latency);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_count_only_once_the_attempts_sent_with_them_have_had_time_to_answer() {
+        let mut k = Knee::new();
+        k.horizon = Duration::from_secs(5);
+        let stale = Duration::from_secs(600);
+        let every = Duration::from_secs(1);
+        let t0 = Instant::now();
+        // 30 in flight at 1 s: 30 per second, measured long ago.
+        k.limit_changed(30, t0);
+        answers_at(&mut k, 60, t0, 1.0, stale);
+        // 35 in flight from t1: half the answers take 0.6 s, half 3.4 s (2 s on average,
+        // 17.5 per second); 40 from t2: 1.6 s (25 per second).
+        let t1 = t0 + Duration::from_secs(20);
+        k.limit_changed(35, t1);
+        let t2 = t1 + Duration::from_secs(1);
+        k.limit_changed(40, t2);
+        answers_at(&mut k, 50, t1, 0.6, stale);
+        answers_at(&mut k, 60, t2, 1.6, stale);
+        // At t2 + 1.6 s only the short half of 35's answers has come: 35 would look the best
+        // level (58 per second), and the limit would move there. They do not count yet.
+        let early = t2 + Duration::from_millis(1600);
+        assert_eq!(k.better_below(40, every, stale, early), None);
+        // Once all of them have come and the horizon has passed, 30 is the best level.
+        answers_at(&mut k, 50, t1, 3.4, stale);
+        let later = t2 + Duration::from_secs(6);
+        k.record(t2, Duration::from_secs_f64(1.6), stale, later);
+        let level = k.better_below(40, every, stale, later);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
     }
 }
