@@ -140,6 +140,6 @@ mod service;
 
 pub use control::{Aimd, Algorithm, ControlState, Gradient, Pacing};
 pub use error::BuildError;
-pub use layer::{AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer};
+pub use layer::{AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer, DEFAULT_INITIAL};
 pub use limiter::ConcurrencySnapshot;
 pub use service::AdaptiveConcurrency;

@@ -499,6 +499,21 @@ async fn the_handle_snapshot_has_a_concurrency_part() {
 }
 
 #[test]
+fn the_default_initial_limit_is_brought_within_min_and_max() {
+    let start =
+        |b: gentlify_concurrency::AdaptiveConcurrencyBuilder| b.build().unwrap().snapshot().limit;
+    let build = AdaptiveConcurrencyLayer::builder;
+    assert_eq!(start(build()), gentlify_concurrency::DEFAULT_INITIAL);
+    assert_eq!(start(build().max(3)), 3);
+    assert_eq!(start(build().min(20)), 20);
+    // A value set by hand is not moved: out of range, it is an error.
+    assert!(matches!(
+        build().max(3).initial(4).build().unwrap_err(),
+        BuildError::InitialOutOfRange { initial: 4, .. }
+    ));
+}
+
+#[test]
 fn the_builder_rejects_settings_that_cannot_work() {
     let build = AdaptiveConcurrencyLayer::builder;
     assert_eq!(build().min(0).build().unwrap_err(), BuildError::ZeroMin);

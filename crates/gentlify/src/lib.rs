@@ -49,7 +49,7 @@
 //! });
 //!
 //! let client = ServiceBuilder::new().layer(throttle.clone()).service(openai);
-//! assert_eq!(throttle.concurrency().limit, 4, "the starting limit");
+//! assert_eq!(throttle.concurrency().limit, 8, "the starting limit");
 //!
 //! let mut calls = tokio::task::JoinSet::new();
 //! for _ in 0..8 {
