@@ -401,6 +401,10 @@ const KNEE_HORIZON: u32 = 2;
 /// the knee estimator to measure the level an overload's cut went to.
 const MEASURE_ROUND_TRIPS: u32 = 3;
 
+/// Where a probe above a knee found before starts, relative to the knee's level: three bands
+/// above it.
+const PROBE_RATIO: f64 = 1.1;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -722,6 +726,11 @@ impl Control {
             self.measure_until = self.cooling_until.and_then(|c| {
                 c.checked_add(self.drain_bound().saturating_mul(MEASURE_ROUND_TRIPS))
             });
+            let base = self.limit;
+            if let Some(knee) = self.knee.as_mut() {
+                let base = knee.found_level().unwrap_or(base);
+                knee.set_base(base);
+            }
         }
         change
     }
@@ -910,7 +919,18 @@ impl Control {
             Algorithm::Aimd(a) => match self.ceiling {
                 Some(ceiling) => self.limit + a.step.max((ceiling - self.limit) / 2.0),
                 None if self.slow_start => self.limit * 2.0,
-                None => self.limit + a.step,
+                None => {
+                    let next = self.limit + a.step;
+                    // A climb above a base level jumps a few bands above it, where the base's
+                    // band serves measurably more if it is the knee, and waits there to
+                    // measure it.
+                    match self.knee.as_ref().and_then(Knee::base) {
+                        Some(base) if effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize => {
+                            next.max(self.limit.max(base) * PROBE_RATIO)
+                        }
+                        _ => next,
+                    }
+                }
             },
             Algorithm::Gradient(g) => {
                 if self.short.value <= 0.0 || self.long.value <= 0.0 {
@@ -946,6 +966,7 @@ impl Control {
             if self.limit >= cap {
                 self.slow_start = false;
             }
+            self.measure_probe(now);
             self.pacing_interval = settings.pacing.narrow(self.pacing_interval);
             tracing::debug!(
                 from = old,
@@ -968,6 +989,22 @@ impl Control {
                 self.narrow_pacing(settings, now);
             }
             Change::None
+        }
+    }
+
+    /// The limit grew above the knee found before (a probe, once the hold relaxed): the next
+    /// step waits until the knee estimator has measured the new level, so that a level that
+    /// serves less than the knee sends the limit back to it one band above the knee, rather
+    /// than after a climb to the server's cap and a refusal there. For at most
+    /// [`KNEE_HORIZON`]` + `[`MEASURE_ROUND_TRIPS`] round trips, and only at levels that answer
+    /// half a measurement per round trip.
+    fn measure_probe(&mut self, now: Instant) {
+        let level = effective(self.limit);
+        let probing = level * 2 >= knee::MIN_SAMPLES as usize
+            && self.knee.as_ref().is_some_and(|k| k.probing(self.limit));
+        if probing {
+            let round_trips = KNEE_HORIZON + MEASURE_ROUND_TRIPS;
+            self.measure_until = now.checked_add(self.drain_bound().saturating_mul(round_trips));
         }
     }
 

@@ -183,6 +183,14 @@ pub(crate) struct Knee {
     /// The level the estimator last held the limit at, and how many times in a row it was
     /// found again within a band of it after the hold relaxed and the limit probed above.
     found: Option<(f64, u32)>,
+    /// The best level measured as the limit climbs above it (the level an overload's cut went
+    /// to, a knee held, a probe that served as much): the bands above it must serve as much
+    /// per second, each once measured, or the limit goes back to it.
+    base: Option<f64>,
+    /// A level above the base served clearly more (by [`MARGIN`], and one standard error): the
+    /// server is not past its knee there, and the limit climbs on without measuring each step,
+    /// until the next cut or hold sets a base again.
+    cleared: bool,
     /// Latency against output tokens, while answers report their usage.
     fit: Fit,
     /// The band of the level held, its mean latency and the standard error of that mean when
@@ -204,6 +212,8 @@ impl Knee {
             moved_at: None,
             last_check: None,
             found: None,
+            base: None,
+            cleared: false,
             reference: None,
             fit: Fit::default(),
             by_usage: false,
@@ -248,6 +258,8 @@ impl Knee {
             _ => 0,
         };
         self.found = Some((level, repeats));
+        self.base = Some(level);
+        self.cleared = false;
         self.moved_at = Some(now);
         self.reference = self
             .bands
@@ -281,6 +293,7 @@ impl Knee {
         });
         if rose {
             self.found = None;
+            self.base = None;
             self.reference = None;
         }
         rose
@@ -310,6 +323,28 @@ impl Knee {
         band_of(limit as usize) > band_of(level as usize) + 1
     }
 
+    /// Whether `limit` probes above the base level (its band lies above the base's) and each
+    /// step is to be measured before the next.
+    pub(crate) fn probing(&self, limit: f64) -> bool {
+        !self.cleared
+            && self
+                .base
+                .is_some_and(|level| band_of(limit as usize) > band_of(level as usize))
+    }
+
+    /// The level the bands above are compared with as the limit climbs, while each step is to
+    /// be measured.
+    pub(crate) fn base(&self) -> Option<f64> {
+        self.base.filter(|_| !self.cleared)
+    }
+
+    /// The limit climbs from `level` (an overload's cut went there): the bands above must serve
+    /// as much per second as its band.
+    pub(crate) fn set_base(&mut self, level: f64) {
+        self.base = Some(level);
+        self.cleared = false;
+    }
+
     /// The level of the last hold, while it is remembered.
     pub(crate) fn found_level(&self) -> Option<f64> {
         self.found.map(|(level, _)| level)
@@ -323,6 +358,12 @@ impl Knee {
             .is_some_and(|(level, _)| band_of(limit as usize) < band_of(level as usize))
         {
             self.found = None;
+        }
+        if self
+            .base
+            .is_some_and(|level| band_of(limit as usize) < band_of(level as usize))
+        {
+            self.base = None;
         }
     }
 
@@ -474,6 +515,25 @@ impl Knee {
         };
         let here = self.bands.iter().find(|b| b.index == current && fresh(b))?;
         self.last_check = Some(now);
+        // A climb above the base level (an overload's cut, a knee held): the burden of proof
+        // lies with the level above. Its band, once measured, must serve at least as much per
+        // second as the base's, or the limit goes back to the base (without waiting for the
+        // server's cap, or for a lower band to win by the margin and the spread). When it
+        // does, it becomes the base.
+        if let Some(level) = self.base {
+            let base = band_of(level as usize);
+            if current > base {
+                if let Some(b) = self.bands.iter().find(|b| b.index == base && fresh(b)) {
+                    if b.throughput() >= here.throughput() {
+                        return Some(level);
+                    }
+                    if here.throughput_low(Z) > b.throughput() * (1.0 + MARGIN) {
+                        self.base = Some(here.level);
+                        self.cleared = true;
+                    }
+                }
+            }
+        }
         let bar = here.throughput() * (1.0 + MARGIN);
         let best = self
             .bands
