@@ -107,6 +107,18 @@ impl Aimd {
     /// grew: the hold ends at once). Statistics older than three relaxation periods are
     /// forgotten.
     ///
+    /// Above the level an overload's cut went to (or a knee held), the burden of proof lies
+    /// with the levels above: the limit climbs in steps of about 10 % (or half the way to a
+    /// ceiling), and each step waits
+    /// until its level is measured (at most five round trips); a level that serves fewer
+    /// requests per second than the base (no margin, no spread: at the top of the curve a
+    /// wrong choice costs little either way) sends the limit back to the base, held there as
+    /// a knee. A level that serves clearly more (by 3 % and one standard error) becomes the
+    /// base, and the climb goes on at its usual pace, one step per round trip: the server is
+    /// not past its knee there (`gentlify-sim`'s constant-cap, 12 seeds: goodput 0.953 →
+    /// 0.967 × oracle on average; the climb after slow start no longer ends at the server's
+    /// cap before a knee is found, nor does each probe above a held knee).
+    ///
     /// An answer counts in its band two smoothed round trips after its attempt was sent: until
     /// then, the slower answers to the attempts sent with it are still on their way, and the
     /// average of a level sent to recently would favour its quick answers (`gentlify-sim`'s
@@ -401,8 +413,11 @@ const KNEE_HORIZON: u32 = 2;
 /// the knee estimator to measure the level an overload's cut went to.
 const MEASURE_ROUND_TRIPS: u32 = 3;
 
-/// Where a probe above a knee found before starts, relative to the knee's level: three bands
-/// above it.
+/// How far a climb above the knee estimator's base level steps at once (without a ceiling, at
+/// levels it measures soon), relative to the limit: two bands. Far enough that the base's band
+/// serves measurably more than the step's when the base is at the knee, near enough that a
+/// step past the knee costs little while it is measured (`gentlify-sim`'s constant-cap, 12
+/// seeds: 1.1 gave 0.967 × oracle, 1.15 0.956, with the base moved up only on a clear win).
 const PROBE_RATIO: f64 = 1.1;
 
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
@@ -726,9 +741,10 @@ impl Control {
             self.measure_until = self.cooling_until.and_then(|c| {
                 c.checked_add(self.drain_bound().saturating_mul(MEASURE_ROUND_TRIPS))
             });
-            let base = self.limit;
+            // The levels above are compared with it (or with the knee, when one is held).
+            let cut = self.limit;
             if let Some(knee) = self.knee.as_mut() {
-                let base = knee.found_level().unwrap_or(base);
+                let base = knee.found_level().unwrap_or(cut);
                 knee.set_base(base);
             }
         }
@@ -992,12 +1008,13 @@ impl Control {
         }
     }
 
-    /// The limit grew above the knee found before (a probe, once the hold relaxed): the next
-    /// step waits until the knee estimator has measured the new level, so that a level that
-    /// serves less than the knee sends the limit back to it one band above the knee, rather
-    /// than after a climb to the server's cap and a refusal there. For at most
-    /// [`KNEE_HORIZON`]` + `[`MEASURE_ROUND_TRIPS`] round trips, and only at levels that answer
-    /// half a measurement per round trip.
+    /// The limit grew above the knee estimator's base level (the level an overload's cut went
+    /// to, or a knee held): the next step waits until the estimator has measured the new
+    /// level, so that a level that serves less than the base sends the limit back to it a step
+    /// above it, rather than after a climb to the server's cap and a refusal there. For at
+    /// most [`KNEE_HORIZON`]` + `[`MEASURE_ROUND_TRIPS`] round trips, and only at levels that
+    /// answer half a measurement per round trip. Once a step served clearly more than the
+    /// base, the climb goes on without waiting ([`Knee::probing`]).
     fn measure_probe(&mut self, now: Instant) {
         let level = effective(self.limit);
         let probing = level * 2 >= knee::MIN_SAMPLES as usize
@@ -1500,5 +1517,71 @@ mod tests {
         find_the_knee(&mut c, &pinned).await;
         let growth = until_growth(&mut c, &s, 60).await.unwrap();
         assert!(growth >= 14, "grew after {growth} s");
+    }
+
+    /// A cut from 40 (to 28) whose level is then measured at 1 s: the limit climbs to 33 (half
+    /// the way to the ceiling, 39).
+    async fn cut_and_climb(s: &Settings) -> Control {
+        let t0 = Instant::now();
+        let mut c = cut_from_40(s, t0);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(successes(&mut c, s, 60, 1.0, Instant::now()), Change::None);
+        assert_eq!(one_more_later(&mut c, s, 1.0).await, Change::Grew);
+        assert_eq!(effective(c.limit), 33);
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_above_the_cut_that_serves_less_sends_the_limit_back_to_the_cut() {
+        let s = settings(256.0);
+        let mut c = cut_and_climb(&s).await;
+        // A round trip later the new level is not measured yet: the limit does not grow.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::None);
+        assert_eq!(effective(c.limit), 33);
+        // 33 in flight at 1.2 s: 27.5 per second, less than 28 at 1 s (within the margin a
+        // lower band must win by). The limit goes back to 28 and holds there.
+        assert_eq!(successes(&mut c, &s, 60, 1.2, Instant::now()), Change::None);
+        assert_eq!(one_more_later(&mut c, &s, 1.2).await, Change::Shrank);
+        assert_eq!(effective(c.limit), 28);
+        assert_eq!(c.ceiling.map(effective), Some(28));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_above_the_cut_that_serves_clearly_more_lets_the_limit_climb_each_round_trip() {
+        let s = settings(256.0);
+        let mut c = cut_and_climb(&s).await;
+        // 33 at 1 s: 33 per second, clearly more than 28 (latency does not follow the load).
+        assert_eq!(successes(&mut c, &s, 60, 1.0, Instant::now()), Change::None);
+        assert_eq!(one_more_later(&mut c, &s, 1.0).await, Change::Grew);
+        assert_eq!(effective(c.limit), 36);
+        // The next step does not wait for its level to be measured: a round trip is enough.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_above_a_held_knee_steps_two_bands_and_comes_back_when_it_serves_less() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        until_growth(&mut c, &s, 60).await.unwrap();
+        // The hold relaxed: the probe steps to 33, not 31.
+        assert_eq!(effective(c.limit), 33);
+        // 33 at 1.15 s serves 28.7 per second, less than the knee's 30: back to the knee,
+        // found again where it was (the hold lasts twice as long), with no refusal.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            successes(&mut c, &s, 60, 1.15, Instant::now()),
+            Change::None
+        );
+        assert_eq!(one_more_later(&mut c, &s, 1.15).await, Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        assert_eq!(c.knee.as_ref().map(Knee::hold_periods), Some(2));
+        assert_eq!(c.decelerations, 0);
     }
 }

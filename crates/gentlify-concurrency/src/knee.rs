@@ -19,6 +19,13 @@
 //!
 //! When a lower band's throughput, taken at the lower end of its confidence interval (one
 //! standard error), beats the current band's by a margin, the controller holds the limit there.
+//! As the limit climbs above a *base* level (the level an overload's cut went to, a knee held),
+//! the burden of proof lies with the levels above: each one's band, once measured, must serve at
+//! least as much per second as the base's (point estimates: near the top of the curve, where
+//! the two are close, either choice costs little), or the limit goes back to the base. A band
+//! that serves clearly more (by the margin and one standard error) becomes the base, and the
+//! climb is *cleared*: it goes on without being measured step by step.
+//!
 //! On a server whose latency does not depend on this client's load (a large hosted API, where
 //! the binding limits are the key's quotas), throughput grows with the level, a lower band never
 //! wins, and the estimator does nothing.
@@ -746,5 +753,63 @@ mod tests {
         k.record(t2, Duration::from_secs_f64(1.6), stale, later);
         let level = k.better_below(40, every, stale, later);
         assert_eq!(level.map(|l| l.round()), Some(30.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_level_above_the_base_that_serves_less_sends_the_limit_back_to_the_base() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        let every = Duration::from_secs(1);
+        // The base (an overload's cut went to 30): 30 in flight at 1 s, 30 per second.
+        k.limit_changed(30, t0);
+        k.set_base(30.0);
+        record_60(&mut k, t0, 1.0, stale, t0);
+        // 33 at 1.12 s: 29.5 per second, 2 % less. Within the margin a lower band must win by,
+        // but above the base the burden of proof lies with the level above.
+        let t1 = t0 + Duration::from_secs(10);
+        k.limit_changed(33, t1);
+        assert!(k.probing(33.0));
+        record_60(&mut k, t1, 1.12, stale, t1);
+        let level = k.better_below(33, every, stale, t1);
+        assert_eq!(level.map(|l| l.round()), Some(30.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_level_above_the_base_that_serves_about_as_much_is_measured_step_by_step() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(30, t0);
+        k.set_base(30.0);
+        record_60(&mut k, t0, 1.0, stale, t0);
+        // 33 at 1.09 s: 30.3 per second, 1 % more: not clearly better.
+        let t1 = t0 + Duration::from_secs(10);
+        k.limit_changed(33, t1);
+        record_60(&mut k, t1, 1.09, stale, t1);
+        assert_eq!(k.better_below(33, Duration::from_secs(1), stale, t1), None);
+        assert_eq!(k.base(), Some(30.0));
+        assert!(k.probing(36.0), "the next step is measured too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_level_above_the_base_that_serves_clearly_more_clears_the_climb() {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(30, t0);
+        k.set_base(30.0);
+        record_60(&mut k, t0, 1.0, stale, t0);
+        // 33 at 1 s: 33 per second, 10 % more (a server whose latency does not follow the
+        // load): the climb goes on without measuring each step.
+        let t1 = t0 + Duration::from_secs(10);
+        k.limit_changed(33, t1);
+        record_60(&mut k, t1, 1.0, stale, t1);
+        assert_eq!(k.better_below(33, Duration::from_secs(1), stale, t1), None);
+        assert_eq!(k.base(), None);
+        assert!(!k.probing(36.0));
+        // A cut sets a base again.
+        k.set_base(25.0);
+        assert!(k.probing(33.0));
     }
 }
