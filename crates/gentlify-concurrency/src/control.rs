@@ -937,14 +937,15 @@ impl Control {
                 None if self.slow_start => self.limit * 2.0,
                 None => {
                     let next = self.limit + a.step;
-                    // A climb above a base level jumps a few bands above it, where the base's
-                    // band serves measurably more if it is the knee, and waits there to
-                    // measure it.
-                    match self.knee.as_ref().and_then(Knee::base) {
-                        Some(base) if effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize => {
-                            next.max(self.limit.max(base) * PROBE_RATIO)
-                        }
-                        _ => next,
+                    // A climb from a base level steps two bands at a time, where the base's
+                    // band serves measurably more if it is the knee, and waits at each step to
+                    // measure it (`measure_probe`).
+                    let measured_steps = self.knee.as_ref().and_then(Knee::base).is_some()
+                        && effective(self.limit) * 2 >= knee::MIN_SAMPLES as usize;
+                    if measured_steps {
+                        next.max(self.limit * PROBE_RATIO)
+                    } else {
+                        next
                     }
                 }
             },
@@ -1583,5 +1584,20 @@ mod tests {
         assert_eq!(effective(c.limit), 30);
         assert_eq!(c.knee.as_ref().map(Knee::hold_periods), Some(2));
         assert_eq!(c.decelerations, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_climb_below_its_base_steps_from_the_limit_not_from_the_base() {
+        let s = settings(256.0);
+        let mut c = Control::new(25.0, &s);
+        // A base far above (a knee held at 40 before a failure storm cut the limit, say).
+        c.knee.as_mut().unwrap().set_base(40.0);
+        let t0 = Instant::now();
+        c.set(&s, 25.0, t0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let one = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(c.on_success(&s, now - one, one, true, now), Change::Grew);
+        assert_eq!(effective(c.limit), 27, "a step from 25, not a jump past 40");
     }
 }
