@@ -416,8 +416,9 @@ const MEASURE_ROUND_TRIPS: u32 = 3;
 /// How far a climb above the knee estimator's base level steps at once (without a ceiling, at
 /// levels it measures soon), relative to the limit: two bands. Far enough that the base's band
 /// serves measurably more than the step's when the base is at the knee, near enough that a
-/// step past the knee costs little while it is measured (`gentlify-sim`'s constant-cap, 12
-/// seeds: 1.1 gave 0.967 × oracle, 1.15 0.956, with the base moved up only on a clear win).
+/// step past the knee costs little while it is measured (`gentlify-sim`, goodput × oracle,
+/// constant-cap over 12 seeds / capacity-step over 6: 1.07 gave 0.966 / 0.900, 1.1 0.967 /
+/// 0.908, 1.13 0.961 / 0.909).
 const PROBE_RATIO: f64 = 1.1;
 
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
