@@ -87,8 +87,8 @@
 //!   sent after the last deceleration decelerates again (an outage empties the pipe fast), and
 //!   the safe ceiling stays where the storm found the limit, so that it climbs back quickly.
 //! - **Slow start** doubles the limit per round trip until the first overload, which halves it
-//!   back to the last limit known good and lets it grow additively from there (TCP's slow-start
-//!   exit, RFC 5681).
+//!   back to the last limit known good (TCP's slow-start exit, RFC 5681) and grows from there:
+//!   additively, or, with the knee on (the default), in measured steps described next.
 //! - **The latency knee**: the default controller also keeps, per band of levels, the mean
 //!   latency of the successes sent there, and holds the limit at a lower band when that one
 //!   served more requests per second (Little's law: in-flight / latency). A server that slows
@@ -97,7 +97,12 @@
 //!   hosted API whose latency does not depend on this client's load nothing changes
 //!   ([`Aimd::knee`]). A knee found again where it was after a probe above it is held twice
 //!   as long (up to four relaxation periods), and a refusal during a probe sends the limit
-//!   back to the knee: every probe runs the server past it.
+//!   back to the knee: every probe runs the server past it. Above such a base (the level a cut
+//!   went to, or a knee held), the limit climbs in steps of about a tenth, each held until the
+//!   knee's estimator has measured it: a step that serves fewer requests per second than the
+//!   base sends the limit back to the base, held as a knee; a clear win (3 % and one standard
+//!   error) becomes the new base and lets the limit climb each round trip again. (Constant-cap,
+//!   12 seeds: 0.953 → 0.967 × the oracle, fewer 429s.)
 //! - **No growth** while cooling, while the breaker is half-open, or while the sender has not
 //!   filled the current limit since it last changed (a limit nobody tests is not raised).
 //!   Nor while the permits fill it waiting below the limiter rather than on the wire: when the
