@@ -93,6 +93,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let feedback = &self.observer.feedback;
         let (slot, end) = Slot::get_or_insert(request.extensions_mut(), feedback);
