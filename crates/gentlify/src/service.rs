@@ -16,12 +16,12 @@ use crate::event::Observer;
 use crate::future::ResponseFuture;
 use crate::headers::HeaderFeedback;
 use crate::retry::Retry;
-use crate::toggle::{Boxed, Toggled};
+use crate::toggle::{Boxed, BoxedCall, Toggled};
 
 /// The layers of the full stack, outermost first, around the client `S`; each part that can be
 /// left out is [`Toggled`]: a part with nothing to do is not in the request's path.
 pub type Stack<S, E = JsonEstimate> =
-    Toggled<CircuitBreaker<AfterBreaker<S, E>>, AfterBreaker<S, E>>;
+    Toggled<CircuitBreaker<BoxedCall<AfterBreaker<S, E>>>, BoxedCall<AfterBreaker<S, E>>>;
 
 /// The stack under the breaker.
 pub type AfterBreaker<S, E = JsonEstimate> =

@@ -185,3 +185,44 @@ impl<F> fmt::Debug for BoxedFuture<F> {
         f.debug_struct("BoxedFuture").finish_non_exhaustive()
     }
 }
+
+/// A part of the stack whose response future lives on the heap (its response is untouched).
+///
+/// The full stack keeps everything under the breaker there: its future is the request's whole
+/// state (several hundred bytes), and each layer around it would otherwise move it once more while
+/// the future is built, then every caller once more.
+#[derive(Clone, Debug)]
+pub struct BoxedCall<S> {
+    inner: S,
+}
+
+impl<S> BoxedCall<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        BoxedCall { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Request> Service<Request> for BoxedCall<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<S::Future>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        Box::pin(self.inner.call(request))
+    }
+}

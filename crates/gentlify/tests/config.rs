@@ -235,8 +235,8 @@ fn stacked(throttle: Throttle) -> [bool; 5] {
         tower::service_fn(|_: http::Request<String>| async { common::ok() }),
     );
     let (breaker, rest) = match service.get_ref() {
-        On(s) => (true, s.get_ref()),
-        Off(s) => (false, s),
+        On(s) => (true, s.get_ref().get_ref()),
+        Off(s) => (false, s.get_ref()),
     };
     let (concurrency, rest) = match rest {
         On(s) => (true, s.get_ref()),
