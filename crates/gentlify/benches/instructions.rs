@@ -67,10 +67,10 @@ fn sizes() {
     let stack = full.get_ref();
     future_size("full: breaker", stack);
     if let gentlify::Toggled::On(breaker) = stack {
-        let after = breaker.get_ref().get_ref();
+        let after = breaker.get_ref();
         future_size("full: concurrency", after);
         if let gentlify::Toggled::On(concurrency) = after {
-            let retry = concurrency.get_ref();
+            let retry = concurrency.get_ref().get_ref();
             future_size("full: retry", retry);
             future_size("full: budget", retry.get_ref());
             println!(
@@ -92,8 +92,8 @@ fn sizes() {
         .service(inner);
     future_size("full_with_budget", &with_budget);
     if let gentlify::Toggled::On(breaker) = with_budget.get_ref() {
-        if let gentlify::Toggled::On(concurrency) = breaker.get_ref().get_ref() {
-            let retry = concurrency.get_ref();
+        if let gentlify::Toggled::On(concurrency) = breaker.get_ref() {
+            let retry = concurrency.get_ref().get_ref();
             future_size("full_with_budget: retry", retry);
             future_size("full_with_budget: budget", retry.get_ref());
         }

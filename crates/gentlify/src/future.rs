@@ -16,12 +16,13 @@ pin_project! {
     /// The stack's response future; reports local rejections to the event callbacks and
     /// metrics, if any.
     ///
-    /// The futures of the layers under the breaker are boxed, once per request
+    /// The futures of the layers under the concurrency limiter are boxed, once per request
     /// ([`BoxedCall`](crate::toggle::BoxedCall)): together they are several hundred bytes (the
-    /// client's own future, and each layer's record of the attempt), which the breaker, this
-    /// future and every caller would otherwise move again (into its own future, a task, a join
-    /// set). What is left here is the breaker's record of the attempt and a pointer, a few
-    /// dozen bytes, and the future is `Unpin`.
+    /// client's own future, the retry's copy of the request, each layer's record of the
+    /// attempt), which the limiter, the breaker, this future and every caller would otherwise
+    /// move again (into its own future, a task, a join set). What is left here is the breaker's
+    /// and the limiter's records of the attempt and a pointer, at most 128 bytes, and the future
+    /// is `Unpin`.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,

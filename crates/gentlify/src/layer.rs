@@ -158,9 +158,9 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
         } else {
             Toggled::Off(inner)
         };
-        let inner = self.retry.layer(inner);
+        let inner = BoxedCall::new(self.retry.layer(inner));
         let inner = part(on.concurrency, &self.concurrency, inner);
-        let inner = part(on.breaker, &self.breaker, BoxedCall::new(inner));
+        let inner = part(on.breaker, &self.breaker, inner);
         Throttled::new(inner, self.observer.clone())
     }
 }

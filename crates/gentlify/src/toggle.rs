@@ -188,9 +188,14 @@ impl<F> fmt::Debug for BoxedFuture<F> {
 
 /// A part of the stack whose response future lives on the heap (its response is untouched).
 ///
-/// The full stack keeps everything under the breaker there: its future is the request's whole
-/// state (several hundred bytes), and each layer around it would otherwise move it once more while
-/// the future is built, then every caller once more.
+/// The full stack keeps its retry layer, and everything under it, there: that future is the
+/// request's state for all its attempts (the copy of the request, the client's future, several
+/// hundred bytes), which the limiter, the breaker, the stack's future and every caller would
+/// otherwise each move once more while it is built and handed out. Moves of more than 128 bytes
+/// are `memcpy` calls, and those were a fifth of the full stack's CPU time per request (`perf`,
+/// `instructions` bench); with the box, one allocation the stack had anyway (it used to box its
+/// whole future), the limiter's future is 72 bytes and the whole stack's 128, and a request costs
+/// 32 `memcpy` calls rather than 41, and 11,759 instructions rather than 12,171.
 #[derive(Clone, Debug)]
 pub struct BoxedCall<S> {
     inner: S,

@@ -235,12 +235,12 @@ fn stacked(throttle: Throttle) -> [bool; 5] {
         tower::service_fn(|_: http::Request<String>| async { common::ok() }),
     );
     let (breaker, rest) = match service.get_ref() {
-        On(s) => (true, s.get_ref().get_ref()),
-        Off(s) => (false, s.get_ref()),
-    };
-    let (concurrency, rest) = match rest {
         On(s) => (true, s.get_ref()),
         Off(s) => (false, s),
+    };
+    let (concurrency, rest) = match rest {
+        On(s) => (true, s.get_ref().get_ref()),
+        Off(s) => (false, s.get_ref()),
     };
     // The retry layer is always there.
     let (retry, rest) = (true, rest.get_ref());
