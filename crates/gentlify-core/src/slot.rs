@@ -507,7 +507,10 @@ impl Slot {
             let mut state = self.lock();
             if !state.ended {
                 state.holds.push((key, hold));
-                self.inner.held.fetch_or(key.bit(), Ordering::Release);
+                // Every write of `held` is under the lock: a load and a store, no atomic
+                // read-modify-write.
+                let held = self.inner.held.load(Ordering::Relaxed);
+                self.inner.held.store(held | key.bit(), Ordering::Release);
                 return true;
             }
             (state.usage, state.last_outcome.clone())
