@@ -56,6 +56,7 @@ where
 {
     type Output = Result<http::Response<SlotBody<B>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { tracked } => tracked.poll(cx),

@@ -101,6 +101,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let admission = self
             .admission
@@ -120,7 +121,10 @@ where
                 slot.hold(self.breaker.key(), Box::new(permit));
             }
         }
-        let (dispatched, _sending) = slot.dispatch_sending(feedback);
-        ResponseFuture::called(Tracked::new(self.inner.call(request), dispatched, end))
+        let dispatched = slot.into_dispatched(feedback);
+        let sending = dispatched.sending();
+        let future = self.inner.call(request);
+        drop(sending);
+        ResponseFuture::called(Tracked::new(future, dispatched, end))
     }
 }

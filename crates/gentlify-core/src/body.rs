@@ -91,7 +91,11 @@ impl<B: Body> SlotBody<B> {
         end: Option<SlotEnd>,
         eos: Option<Dispatched>,
     ) -> http::Response<SlotBody<B>> {
-        response.map(|body| SlotBody::new(body, end, eos))
+        // Taken apart and put back together rather than `Response::map`: the optimizer then
+        // writes the new response where it goes instead of copying the old one whole
+        // (`instructions` bench: three `memcpy` calls less per request in the full stack).
+        let (head, body) = response.into_parts();
+        http::Response::from_parts(head, SlotBody::new(body, end, eos))
     }
 
     /// The wrapped body.

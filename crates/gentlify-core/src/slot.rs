@@ -507,7 +507,10 @@ impl Slot {
             let mut state = self.lock();
             if !state.ended {
                 state.holds.push((key, hold));
-                self.inner.held.fetch_or(key.bit(), Ordering::Release);
+                // Every write of `held` is under the lock: a load and a store, no atomic
+                // read-modify-write.
+                let held = self.inner.held.load(Ordering::Relaxed);
+                self.inner.held.store(held | key.bit(), Ordering::Release);
                 return true;
             }
             (state.usage, state.last_outcome.clone())
@@ -704,6 +707,13 @@ impl Slot {
     /// ```
     pub fn dispatch_sending(&self, feedback: &Feedback) -> (Dispatched, Sending<'_>) {
         let dispatched = self.dispatch(feedback);
+        let sending = self.sending(&dispatched);
+        (dispatched, sending)
+    }
+
+    /// Marks `dispatched` (an attempt of this slot) as being handed to the inner service, until
+    /// the returned [`Sending`] is dropped ([`dispatch_sending`](Slot::dispatch_sending)).
+    fn sending(&self, dispatched: &Dispatched) -> Sending<'_> {
         let sending = &self.inner.owner_sending;
         // A load and a store rather than a swap: the slot is sent from one task at a time, and
         // were two threads to race here, the worst is a dispatch of the same attempt taking the
@@ -712,7 +722,7 @@ impl Slot {
         if dispatched.other.is_none() {
             sending.store(dispatched.attempt.wrapping_add(1), Ordering::Release);
         }
-        (dispatched, Sending { sending, outer })
+        Sending { sending, outer }
     }
 
     /// [`dispatch`](Slot::dispatch) with the instant the layer has just read from the clock
@@ -1094,6 +1104,29 @@ impl Dispatched {
     /// The slot the attempt belongs to.
     pub fn slot(&self) -> &Slot {
         &self.slot
+    }
+
+    /// [`Slot::dispatch_sending`] for a record made with [`Slot::into_dispatched`]: marks this
+    /// attempt as being handed to the inner service until the returned [`Sending`] is dropped, so
+    /// that the gentlify layers inside share this dispatch's clock read. A layer done with its
+    /// handle on the slot keeps one reference to it, in the record, rather than two.
+    ///
+    /// ```
+    /// use gentlify_core::{Feedback, Slot};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let (slot, _end) = Slot::new(&feedback);
+    /// let outer = slot.clone().into_dispatched(&feedback);
+    /// let sending = outer.sending();
+    /// // The inner service's `call`: here, another layer on the same request.
+    /// let inner = slot.dispatch(&feedback);
+    /// drop(sending);
+    /// assert_eq!(inner.sent_at(), outer.sent_at());
+    /// # }
+    /// ```
+    pub fn sending(&self) -> Sending<'_> {
+        self.slot.sending(self)
     }
 
     /// Classifies a response with the handle's classifier and publishes it, unless a layer nearer

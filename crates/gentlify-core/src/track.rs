@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -88,8 +88,10 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        Poll::Ready(settle(result, this.dispatched, this.end.take()))
+        let (dispatched, end) = (this.dispatched, this.end);
+        this.inner
+            .poll(cx)
+            .map(|result| settle(result, dispatched, end.take()))
     }
 }
 

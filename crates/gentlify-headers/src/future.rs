@@ -26,6 +26,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(
         inner: F,
         dispatched: Dispatched,
@@ -49,6 +50,7 @@ where
 {
     type Output = Result<http::Response<SlotBody<B>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));

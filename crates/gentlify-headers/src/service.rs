@@ -93,11 +93,13 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let feedback = &self.observer.feedback;
         let (slot, end) = Slot::get_or_insert(request.extensions_mut(), feedback);
         let dispatched = slot.into_dispatched(feedback);
-        let future = self.inner.call(request);
-        ResponseFuture::new(future, dispatched, end, Arc::clone(&self.observer))
+        let observer = Arc::clone(&self.observer);
+        // Called in place: the client's future is written where it lives, not moved there.
+        ResponseFuture::new(self.inner.call(request), dispatched, end, observer)
     }
 }

@@ -156,53 +156,49 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
+        'attempts: loop {
             let attempt = match this.state.as_mut().project() {
-                StateProj::Called { future } => {
-                    let result = match future.poll(cx) {
-                        Poll::Ready(result) => result
-                            .map(IntoHttpResponse::into_http_response)
-                            .map_err(Into::into),
+                StateProj::Called { future } => 'called: {
+                    let response = match future.poll(cx) {
+                        Poll::Ready(Ok(response)) => response.into_http_response(),
+                        Poll::Ready(Err(error)) => {
+                            let error = error.into();
+                            let class = this.dispatched.on_error(&*error);
+                            break 'called Attempt::Error(error, class);
+                        }
                         Poll::Pending => match this.config.attempt_timeout {
                             Some(timeout) if timed_out(this.config, this.timer, cx) => {
-                                Err(Box::new(AttemptTimeout::new(timeout)) as BoxError)
+                                let error = Box::new(AttemptTimeout::new(timeout)) as BoxError;
+                                let class = this.dispatched.on_error(&*error);
+                                break 'called Attempt::Error(error, class);
                             }
                             _ => return Poll::Pending,
                         },
                     };
-                    match result {
-                        Ok(response) => {
-                            let wants_body = this.config.body_prefix_bytes > 0
-                                && this.config.feedback.classifier().wants_body(&response);
-                            if wants_body {
-                                let (head, body) = response.into_parts();
-                                this.state.set(State::Checking {
-                                    head: Some(head),
-                                    body: Some(Box::pin(body)),
-                                    frames: VecDeque::new(),
-                                    read: 0,
-                                });
-                                continue;
-                            }
-                            let classified = this.dispatched.on_response(&response);
-                            if let Classified::Ready(class) = classified {
-                                // The success path, decided here as `retry_delay` would decide
-                                // it (not retryable, not an error status), without moving the
-                                // response through an `Attempt`.
-                                if !class.is_retryable() && response.status().is_success() {
-                                    let end = this.end.take();
-                                    return Poll::Ready(Ok(response.map(|body| {
-                                        SlotBody::new(RetryBody::direct(body), end, None)
-                                    })));
-                                }
-                            }
-                            Attempt::Response(response.map(RetryBody::direct), classified)
-                        }
-                        Err(error) => {
-                            let class = this.dispatched.on_error(&*error);
-                            Attempt::Error(error, class)
+                    let wants_body = this.config.body_prefix_bytes > 0
+                        && this.config.feedback.classifier().wants_body(&response);
+                    if wants_body {
+                        let (head, body) = response.into_parts();
+                        this.state.set(State::Checking {
+                            head: Some(head),
+                            body: Some(Box::pin(body)),
+                            frames: VecDeque::new(),
+                            read: 0,
+                        });
+                        continue 'attempts;
+                    }
+                    let classified = this.dispatched.on_response(&response);
+                    if let Classified::Ready(class) = classified {
+                        // The success path, decided here as `retry_delay` would decide it (not
+                        // retryable, not an error status), without moving the response through
+                        // an `Attempt`.
+                        if !class.is_retryable() && response.status().is_success() {
+                            let end = this.end.take();
+                            return Poll::Ready(Ok(response
+                                .map(|body| SlotBody::new(RetryBody::direct(body), end, None))));
                         }
                     }
+                    Attempt::Response(response.map(RetryBody::direct), classified)
                 }
                 StateProj::Checking {
                     head,

@@ -76,6 +76,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Req) -> Self::Future {
         // The instance made ready serves every attempt of this request; the clone serves the next.
         let clone = self.inner.clone();

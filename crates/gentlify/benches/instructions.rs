@@ -70,7 +70,7 @@ fn sizes() {
         let after = breaker.get_ref();
         future_size("full: concurrency", after);
         if let gentlify::Toggled::On(concurrency) = after {
-            let retry = concurrency.get_ref();
+            let retry = concurrency.get_ref().get_ref();
             future_size("full: retry", retry);
             future_size("full: budget", retry.get_ref());
             println!(
@@ -93,7 +93,7 @@ fn sizes() {
     future_size("full_with_budget", &with_budget);
     if let gentlify::Toggled::On(breaker) = with_budget.get_ref() {
         if let gentlify::Toggled::On(concurrency) = breaker.get_ref() {
-            let retry = concurrency.get_ref();
+            let retry = concurrency.get_ref().get_ref();
             future_size("full_with_budget: retry", retry);
             future_size("full_with_budget: budget", retry.get_ref());
         }

@@ -16,23 +16,23 @@ pin_project! {
     /// The stack's response future; reports local rejections to the event callbacks and
     /// metrics, if any.
     ///
-    /// The layers' futures inside are boxed, once per request: together they are several hundred
-    /// bytes (the client's own future, and each layer's record of the attempt), which every
-    /// caller would otherwise move (into its own future, a task, a join set). One allocation
-    /// costs less than those moves (the `instructions` bench's full stack: about 20-30 ns less
-    /// CPU time per request, same-run A/B). The future is `Unpin`.
+    /// The futures of the layers under the concurrency limiter are boxed, once per request
+    /// ([`BoxedCall`](crate::toggle::BoxedCall)): together they are several hundred bytes (the
+    /// client's own future, the retry's copy of the request, each layer's record of the
+    /// attempt), which the limiter, the breaker, this future and every caller would otherwise
+    /// move again (into its own future, a task, a join set). What is left here is the breaker's
+    /// and the limiter's records of the attempt and a pointer, at most 128 bytes, and the future
+    /// is `Unpin`.
     pub struct ResponseFuture<F> {
-        inner: Pin<Box<F>>,
+        #[pin]
+        inner: F,
         observer: Option<Arc<Observer>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, observer: Option<Arc<Observer>>) -> Self {
-        ResponseFuture {
-            inner: Box::pin(inner),
-            observer,
-        }
+        ResponseFuture { inner, observer }
     }
 }
 
@@ -45,7 +45,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.as_mut().poll(cx));
+        let result = ready!(this.inner.poll(cx));
         if let Some(observer) = this.observer.as_ref() {
             observer.check_pause();
             if let Err(error) = &result {

@@ -14,7 +14,7 @@ use crate::event::Observer;
 use crate::headers::HeaderFeedbackLayer;
 use crate::retry::RetryLayer;
 use crate::service::Throttled;
-use crate::toggle::{Boxed, Toggled};
+use crate::toggle::{Boxed, BoxedCall, Toggled};
 
 /// The full gentlify stack as one [`Layer`]: breaker → adaptive concurrency → retry → token
 /// budget → header feedback, all on one [`Feedback`] handle. Made by
@@ -158,7 +158,7 @@ impl<S, E: Clone> Layer<S> for ThrottleLayer<E> {
         } else {
             Toggled::Off(inner)
         };
-        let inner = self.retry.layer(inner);
+        let inner = BoxedCall::new(self.retry.layer(inner));
         let inner = part(on.concurrency, &self.concurrency, inner);
         let inner = part(on.breaker, &self.breaker, inner);
         Throttled::new(inner, self.observer.clone())

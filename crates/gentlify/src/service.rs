@@ -16,16 +16,20 @@ use crate::event::Observer;
 use crate::future::ResponseFuture;
 use crate::headers::HeaderFeedback;
 use crate::retry::Retry;
-use crate::toggle::{Boxed, Toggled};
+use crate::toggle::{Boxed, BoxedCall, Toggled};
 
 /// The layers of the full stack, outermost first, around the client `S`; each part that can be
 /// left out is [`Toggled`]: a part with nothing to do is not in the request's path.
 pub type Stack<S, E = JsonEstimate> =
     Toggled<CircuitBreaker<AfterBreaker<S, E>>, AfterBreaker<S, E>>;
 
-/// The stack under the breaker.
-pub type AfterBreaker<S, E = JsonEstimate> =
-    Toggled<AdaptiveConcurrency<AfterConcurrency<S, E>>, AfterConcurrency<S, E>>;
+/// The stack under the breaker: the concurrency limiter around the rest, whose future is
+/// [`BoxedCall`] (the request's state for all its attempts, which the limiter, the breaker and
+/// every caller would otherwise move again).
+pub type AfterBreaker<S, E = JsonEstimate> = Toggled<
+    AdaptiveConcurrency<BoxedCall<AfterConcurrency<S, E>>>,
+    BoxedCall<AfterConcurrency<S, E>>,
+>;
 
 /// The stack under the concurrency limiter: the retry layer, always there (switched off, it
 /// sends each request once and still reads a 429's body for a quota gone for good).

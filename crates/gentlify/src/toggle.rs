@@ -185,3 +185,50 @@ impl<F> fmt::Debug for BoxedFuture<F> {
         f.debug_struct("BoxedFuture").finish_non_exhaustive()
     }
 }
+
+/// A part of the stack whose response future lives on the heap (its response is untouched).
+///
+/// The full stack keeps its retry layer, and everything under it, there: that future is the
+/// request's state for all its attempts (the copy of the request, the client's future, several
+/// hundred bytes), which the limiter, the breaker, the stack's future and every caller would
+/// otherwise each move once more while it is built and handed out. Moves of more than 128 bytes
+/// are `memcpy` calls, and those were about a fifth of the full stack's CPU time per request
+/// (`perf` on the `instructions` bench). With the box (one allocation the stack had anyway: it
+/// used to box its whole future on top) the limiter's future is 72 bytes and the whole stack's
+/// 128, and the `instructions` bench's request takes three `memcpy` calls of 500-600 bytes less
+/// than with the whole future boxed on top.
+#[derive(Clone, Debug)]
+pub struct BoxedCall<S> {
+    inner: S,
+}
+
+impl<S> BoxedCall<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        BoxedCall { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Request> Service<Request> for BoxedCall<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<S::Future>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        Box::pin(self.inner.call(request))
+    }
+}

@@ -239,8 +239,8 @@ fn stacked(throttle: Throttle) -> [bool; 5] {
         Off(s) => (false, s),
     };
     let (concurrency, rest) = match rest {
-        On(s) => (true, s.get_ref()),
-        Off(s) => (false, s),
+        On(s) => (true, s.get_ref().get_ref()),
+        Off(s) => (false, s.get_ref()),
     };
     // The retry layer is always there.
     let (retry, rest) = (true, rest.get_ref());

@@ -33,7 +33,7 @@ macro_rules! retry_part {
         let gentlify::Toggled::On(concurrency) = breaker.get_ref() else {
             panic!("the limiter is on by default");
         };
-        concurrency.get_ref()
+        concurrency.get_ref().get_ref()
     }};
 }
 
@@ -62,7 +62,10 @@ fn the_budget_part_adds_at_most_a_pointer_to_the_future_and_body_of_the_stack_un
 }
 
 /// The whole stack's future is what its caller moves (into its own future, a task, a join set):
-/// the layers' futures are boxed behind it, so it is a pointer and the observer, and `Unpin`.
+/// the futures of the layers under the limiter are boxed behind it, so it is the breaker's and the
+/// limiter's records of the attempt, a pointer and the observer, and `Unpin`. (At most 128 bytes:
+/// moved with a few registers' worth of stores, where the several hundred bytes behind the box
+/// take a `memcpy` call at each move.)
 #[test]
 fn the_stack_future_is_a_box_its_caller_moves_cheaply() {
     fn unpin<S: Service<Request>>(_: &S)
@@ -72,7 +75,7 @@ fn the_stack_future_is_a_box_its_caller_moves_cheaply() {
     }
     let stack = default_stack!();
     let (future, _) = sizes(&stack);
-    assert!(future <= 16, "the stack's future is {future} bytes");
+    assert!(future <= 128, "the stack's future is {future} bytes");
     unpin(&stack);
 }
 
@@ -91,5 +94,27 @@ fn the_retry_part_keeps_its_request_copy_behind_a_pointer() {
         "the retry's future is {retry_future} bytes: the stack under it {under_future}, the \
          service it keeps {service}, a request {}",
         size_of::<Request>()
+    );
+}
+
+/// The retry layer's future holds the request's state for every attempt (its copy of the request,
+/// the client's future): it is behind a pointer, so the limiter and the breaker around it (and the
+/// stack's future) move a few dozen bytes each while the future is built, not that state once
+/// more each.
+#[test]
+fn the_limiter_part_holds_the_stack_under_it_behind_a_pointer() {
+    let stack = default_stack!();
+    let gentlify::Toggled::On(breaker) = stack.get_ref() else {
+        panic!("the breaker is on by default");
+    };
+    let limiter_part = breaker.get_ref();
+    let gentlify::Toggled::On(limiter) = limiter_part else {
+        panic!("the limiter is on by default");
+    };
+    let (limiter_future, _) = sizes(limiter_part);
+    let (under_future, _) = sizes(limiter.get_ref().get_ref());
+    assert!(
+        limiter_future <= 80 && under_future > 256,
+        "the limiter part's future is {limiter_future} bytes, the stack under it {under_future}"
     );
 }
