@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::budget::{OwnedReservation, Reserve, TokenBudget};
 use crate::cost::TokenCost;
-use crate::service::ChargeBook;
+use crate::service::{record, Reservations};
 use crate::usage::UsageBody;
 
 pin_project! {
@@ -52,12 +52,11 @@ struct Waiting<S, B> {
     feedback: Feedback,
     pause: PauseWait,
     reserve: Option<Reserve>,
-    /// The reservations granted so far, in the order of the budgets; the book's own vector.
-    granted: Vec<OwnedReservation>,
+    /// The reservations granted so far, in the order of the budgets.
+    granted: Reservations,
     /// When the newest of them were granted, and how many were granted before then: the
     /// instants only grow, so the ones older than the dispatch are a prefix.
     newest: Option<(tokio::time::Instant, usize)>,
-    book: ChargeBook,
     key: HoldKey,
 }
 
@@ -75,9 +74,6 @@ impl<S, B> Waiting<S, B> {
         if self.newest.is_none_or(|(at, _)| at < now) {
             self.newest = Some((now, self.granted.len()));
         }
-        if self.granted.capacity() == 0 {
-            self.granted.reserve_exact(self.budgets.len());
-        }
         self.granted.push(reservation);
     }
 }
@@ -92,7 +88,6 @@ impl<F, S, B> ResponseFuture<F, S, B> {
         feedback: Feedback,
         slot: Slot,
         end: Option<SlotEnd>,
-        book: ChargeBook,
         key: HoldKey,
     ) -> Self {
         ResponseFuture {
@@ -105,9 +100,8 @@ impl<F, S, B> ResponseFuture<F, S, B> {
                 pause: PauseWait::new(feedback.clone()),
                 feedback,
                 reserve: None,
-                granted: Vec::new(),
+                granted: Reservations::new(),
                 newest: None,
-                book,
                 key,
             }),
             slot,
@@ -182,15 +176,13 @@ where
                         reservation.restamp();
                     }
                     let reservations = std::mem::take(&mut waiting.granted);
-                    let attempt = this.slot.attempt();
-                    if waiting.book.record(waiting.key, attempt, reservations) {
-                        this.slot.hold(waiting.key, waiting.book.hold(waiting.key));
-                    }
+                    record(this.slot, waiting.key, this.slot.attempt(), reservations);
                     let request = waiting.request.take().expect("request sent once");
                     *this.dispatched = Some(this.slot.dispatch_at(&waiting.feedback, now));
                     *this.sent = Some((waiting.budgets.clone(), now));
                     let future = waiting.service.call(request);
-                    this.waiting.take();
+                    // Dropped in place rather than taken out (a move of the whole state).
+                    *this.waiting = None;
                     this.state.set(State::Called { future });
                 }
                 StateProj::Called { future } => {
