@@ -46,7 +46,19 @@ pub(crate) struct Prompt {
 impl Prompt {
     /// Reads `body`; `None` when it is not a JSON object.
     pub(crate) fn read(body: &[u8], count: &dyn Fn(&str) -> u64) -> Option<Prompt> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // A body checked as UTF-8 once, whole, is read as a `str`: serde_json then skips the
+        // check of each string (a call per key and value, most of a small body's reading).
+        // Anything else is read as bytes, exactly as before.
+        match std::str::from_utf8(body) {
+            Ok(text) => Self::read_from(serde_json::Deserializer::from_str(text), count),
+            Err(_) => Self::read_from(serde_json::Deserializer::from_slice(body), count),
+        }
+    }
+
+    fn read_from<'de, R: serde_json::de::Read<'de>>(
+        mut de: serde_json::Deserializer<R>,
+        count: &dyn Fn(&str) -> u64,
+    ) -> Option<Prompt> {
         let prompt = de.deserialize_any(TopLevel { count }).ok()??;
         de.end().ok()?;
         Some(prompt)
@@ -304,6 +316,14 @@ mod tests {
         Prompt::read(body, &|t| t.chars().count() as u64).map(|p| (p.total_units(), p.max_tokens()))
     }
 
+    /// The reading of a body as bytes, whatever its encoding (what `read` did for every body).
+    fn streamed_as_bytes(body: &[u8]) -> Option<(u64, Option<u64>)> {
+        Prompt::read_from(serde_json::Deserializer::from_slice(body), &|t| {
+            t.chars().count() as u64
+        })
+        .map(|p| (p.total_units(), p.max_tokens()))
+    }
+
     fn key() -> impl Strategy<Value = String> {
         let known: Vec<&'static str> = PROMPT_KEYS
             .iter()
@@ -343,12 +363,27 @@ mod tests {
         ) {
             let body = serde_json::to_vec(&Value::Object(fields.into_iter().collect())).unwrap();
             prop_assert_eq!(streamed(&body), reference(&body));
+            prop_assert_eq!(streamed(&body), streamed_as_bytes(&body));
         }
 
         #[test]
         fn any_bytes_read_alike(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assert_eq!(streamed(&body), reference(&body));
+            prop_assert_eq!(streamed(&body), streamed_as_bytes(&body));
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_read_as_bytes_as_before() {
+        // Not UTF-8 in a string the estimator skips: serde_json reads it as bytes without
+        // checking, as it always did; the check of the whole body must not change that.
+        let body = b"{\"model\":\"\xff\",\"max_tokens\":3,\"prompt\":\"abcd\"}";
+        assert_eq!(streamed(body), Some((4, Some(3))));
+        assert_eq!(streamed_as_bytes(body), Some((4, Some(3))));
+        // Not UTF-8 in prompt text: not read, either way.
+        let body = b"{\"prompt\":\"\xff\"}";
+        assert_eq!(streamed(body), None);
+        assert_eq!(streamed_as_bytes(body), None);
     }
 
     #[test]

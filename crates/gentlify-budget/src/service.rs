@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use gentlify_core::{BoxError, Feedback, Hold, HoldKey, Slot, SlotBody, SlotEnded};
-use smallvec::SmallVec;
 use http_body::Body;
+use smallvec::SmallVec;
 use tower_service::Service;
 
 use crate::budget::{OwnedReservation, TokenBudget};
@@ -98,10 +98,9 @@ impl<S: fmt::Debug, E> fmt::Debug for Budgeted<S, E> {
     }
 }
 
-/// The reservations of one attempt, in the order of the layer's budgets: inline for up to two
-/// budgets (a stack's own and a shared one), the common cases, so that an attempt allocates
-/// nothing for them.
-pub(crate) type Reservations = SmallVec<[OwnedReservation; 2]>;
+/// The reservations of one attempt, in the order of the layer's budgets: inline for one budget,
+/// the common case, so that an attempt allocates nothing for it.
+pub(crate) type Reservations = SmallVec<[OwnedReservation; 1]>;
 
 pub(crate) struct AttemptCharge {
     attempt: u32,
@@ -150,7 +149,8 @@ pub(crate) struct BookHold {
 
 impl Hold for BookHold {
     fn release(self: Box<Self>, ended: &SlotEnded<'_>) {
-        let attempts = self.attempts;
+        // Read in place: the charges are not moved out of the box, which is freed whole.
+        let attempts = &self.attempts;
         let final_attempt = ended.attempts.saturating_sub(1);
         let actual = if ended.recorded_tokens > 0 {
             Some(Actual::Tokens(ended.recorded_tokens))
@@ -171,8 +171,8 @@ impl Hold for BookHold {
                 continue;
             }
             if let Some(actual) = actual {
-                for r in charge.reservations {
-                    r.reconcile(actual);
+                for r in &charge.reservations {
+                    r.reconcile_in_place(actual);
                 }
             }
         }
