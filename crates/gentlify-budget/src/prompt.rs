@@ -33,6 +33,46 @@ pub(crate) const TEXT_KEYS: [&str; 9] = [
     "properties",
 ];
 
+/// The index of `key` in [`PROMPT_KEYS`] (a `match`, which compiles to a few compares where a
+/// search of the array calls `memcmp` for each key of the same length).
+fn prompt_key(key: &[u8]) -> Option<usize> {
+    match key {
+        b"messages" => Some(0),
+        b"system" => Some(1),
+        b"prompt" => Some(2),
+        b"input" => Some(3),
+        b"instructions" => Some(4),
+        b"tools" => Some(5),
+        _ => None,
+    }
+}
+
+/// The index of `key` in [`MAX_KEYS`].
+fn max_key(key: &[u8]) -> Option<usize> {
+    match key {
+        b"max_tokens" => Some(0),
+        b"max_completion_tokens" => Some(1),
+        b"max_output_tokens" => Some(2),
+        _ => None,
+    }
+}
+
+/// The index of `key` in [`TEXT_KEYS`].
+fn text_key(key: &[u8]) -> Option<usize> {
+    match key {
+        b"content" => Some(0),
+        b"text" => Some(1),
+        b"description" => Some(2),
+        b"parameters" => Some(3),
+        b"input_schema" => Some(4),
+        b"function" => Some(5),
+        b"arguments" => Some(6),
+        b"name" => Some(7),
+        b"properties" => Some(8),
+        _ => None,
+    }
+}
+
 /// What the estimator reads from a JSON object body.
 #[derive(Debug, Default)]
 pub(crate) struct Prompt {
@@ -122,9 +162,9 @@ impl<'a> Fast<'a> {
         if !self.close(b'}')? {
             loop {
                 let key = self.key()?;
-                if let Some(i) = PROMPT_KEYS.iter().position(|k| k.as_bytes() == key) {
+                if let Some(i) = prompt_key(key) {
                     prompt.units[i] = self.text()?;
-                } else if let Some(i) = MAX_KEYS.iter().position(|k| k.as_bytes() == key) {
+                } else if let Some(i) = max_key(key) {
                     prompt.max[i] = self.max()?;
                 } else {
                     self.text()?;
@@ -205,31 +245,34 @@ impl<'a> Fast<'a> {
     /// A string (the cursor on its quote): its raw bytes, its characters, whether it had an
     /// escape (each of `\" \\ \/ \b \f \n \r \t` is one character; `\u` is unsure).
     fn string(&mut self) -> Result<(&'a [u8], u64, bool), Unsure> {
-        self.at += 1;
-        let start = self.at;
+        let start = self.at + 1;
+        let mut at = start;
         let mut chars = 0u64;
         let mut escaped = false;
         loop {
-            match *self.bytes.get(self.at).ok_or(Unsure)? {
+            // A run of plain bytes, up to a quote, a backslash or a control character.
+            let run = self.bytes.get(at..).ok_or(Unsure)?;
+            let len = run
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .ok_or(Unsure)?;
+            // The body is UTF-8: a character is a byte that does not continue one.
+            chars += run[..len].iter().filter(|&&b| b & 0xc0 != 0x80).count() as u64;
+            at += len;
+            match run[len] {
                 b'"' => {
-                    let raw = &self.bytes[start..self.at];
-                    self.at += 1;
-                    return Ok((raw, chars, escaped));
+                    self.at = at + 1;
+                    return Ok((&self.bytes[start..at], chars, escaped));
                 }
-                b'\\' => match self.bytes.get(self.at + 1) {
+                b'\\' => match run.get(len + 1) {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
                         escaped = true;
                         chars += 1;
-                        self.at += 2;
+                        at += 2;
                     }
                     _ => return Err(Unsure),
                 },
-                0..=0x1f => return Err(Unsure),
-                b => {
-                    // The body is UTF-8: a character is a byte that does not continue one.
-                    chars += u64::from(b & 0xc0 != 0x80);
-                    self.at += 1;
-                }
+                _ => return Err(Unsure),
             }
         }
     }
@@ -306,7 +349,7 @@ impl<'a> Fast<'a> {
                 if !self.close(b'}')? {
                     loop {
                         let key = self.key()?;
-                        match TEXT_KEYS.iter().position(|k| k.as_bytes() == key) {
+                        match text_key(key) {
                             Some(i) => units[i] = self.text()?,
                             None => {
                                 self.text()?;
@@ -693,6 +736,31 @@ mod tests {
             ] {
                 prop_assert_eq!(fast(body.as_bytes()), streamed(body.as_bytes()), "{}", body);
             }
+        }
+    }
+
+    #[test]
+    fn the_key_matches_are_the_key_lists() {
+        let others = [
+            "",
+            "message",
+            "messagesx",
+            "Messages",
+            "max_token",
+            "role",
+            "type",
+        ];
+        for key in PROMPT_KEYS
+            .iter()
+            .chain(&MAX_KEYS)
+            .chain(&TEXT_KEYS)
+            .chain(&others)
+        {
+            let key = key.as_bytes();
+            let position = |keys: &[&str]| keys.iter().position(|k| k.as_bytes() == key);
+            assert_eq!(prompt_key(key), position(&PROMPT_KEYS));
+            assert_eq!(max_key(key), position(&MAX_KEYS));
+            assert_eq!(text_key(key), position(&TEXT_KEYS));
         }
     }
 
