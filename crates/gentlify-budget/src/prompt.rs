@@ -245,26 +245,18 @@ impl<'a> Fast<'a> {
     /// A string (the cursor on its quote): its raw bytes, its characters, whether it had an
     /// escape (each of `\" \\ \/ \b \f \n \r \t` is one character; `\u` is unsure).
     fn string(&mut self) -> Result<(&'a [u8], u64, bool), Unsure> {
+        let bytes = self.bytes;
         let start = self.at + 1;
         let mut at = start;
         let mut chars = 0u64;
         let mut escaped = false;
         loop {
-            // A run of plain bytes, up to a quote, a backslash or a control character.
-            let run = self.bytes.get(at..).ok_or(Unsure)?;
-            let len = run
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .ok_or(Unsure)?;
-            // The body is UTF-8: a character is a byte that does not continue one.
-            chars += run[..len].iter().filter(|&&b| b & 0xc0 != 0x80).count() as u64;
-            at += len;
-            match run[len] {
+            match *bytes.get(at).ok_or(Unsure)? {
                 b'"' => {
                     self.at = at + 1;
-                    return Ok((&self.bytes[start..at], chars, escaped));
+                    return Ok((&bytes[start..at], chars, escaped));
                 }
-                b'\\' => match run.get(len + 1) {
+                b'\\' => match bytes.get(at + 1) {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
                         escaped = true;
                         chars += 1;
@@ -272,7 +264,12 @@ impl<'a> Fast<'a> {
                     }
                     _ => return Err(Unsure),
                 },
-                _ => return Err(Unsure),
+                0..=0x1f => return Err(Unsure),
+                b => {
+                    // The body is UTF-8: a character is a byte that does not continue one.
+                    chars += u64::from(b & 0xc0 != 0x80);
+                    at += 1;
+                }
             }
         }
     }
