@@ -101,20 +101,16 @@ impl Prompt {
     /// it goes; anything it is not sure of is read by serde_json, as before. The two readings
     /// agree on every body `Fast` accepts (property tests below).
     pub(crate) fn read_chars(body: &[u8]) -> Option<Prompt> {
-        let count = &|text: &str| text.chars().count() as u64;
-        let Ok(text) = std::str::from_utf8(body) else {
-            return Self::read_from(serde_json::Deserializer::from_slice(body), count);
-        };
-        match (Fast {
+        if let Ok(prompt) = (Fast {
             bytes: body,
             at: 0,
             depth: 0,
         })
         .top()
         {
-            Ok(prompt) => Some(prompt),
-            Err(Unsure) => Self::read_from(serde_json::Deserializer::from_str(text), count),
+            return Some(prompt);
         }
+        Self::read(body, &|text: &str| text.chars().count() as u64)
     }
 
     fn read_from<'de, R: serde_json::de::Read<'de>>(
@@ -137,6 +133,17 @@ impl Prompt {
     }
 }
 
+/// The bytes a string's plain run is made of: printable ASCII but the quote and the backslash.
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        plain[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    plain
+};
+
 /// [`Fast`] met something it leaves to serde_json (which may find it valid or not).
 struct Unsure;
 
@@ -145,7 +152,8 @@ const MAX_FAST_DEPTH: u32 = 64;
 /// Numbers longer than this are left to serde_json (no question of range then).
 const MAX_FAST_NUMBER: usize = 19;
 
-/// The fast reading of [`Prompt::read_chars`]: a UTF-8 body, one JSON object, read in one pass.
+/// The fast reading of [`Prompt::read_chars`]: one JSON object, read in one pass (its UTF-8
+/// checked along: only ASCII outside strings, and each string with other bytes checked whole).
 /// Strings with `\u` escapes, keys with any escape, numbers with an exponent or more than 19
 /// characters, nesting deeper than 64, and every syntax error are [`Unsure`].
 struct Fast<'a> {
@@ -248,28 +256,42 @@ impl<'a> Fast<'a> {
         let bytes = self.bytes;
         let start = self.at + 1;
         let mut at = start;
-        let mut chars = 0u64;
+        // Bytes that are not characters of their own: continuations, and escapes' backslashes.
+        let mut not_chars = 0usize;
         let mut escaped = false;
+        let mut non_ascii = false;
         loop {
+            at += bytes
+                .get(at..)
+                .ok_or(Unsure)?
+                .iter()
+                .take_while(|&&b| PLAIN[usize::from(b)])
+                .count();
             match *bytes.get(at).ok_or(Unsure)? {
                 b'"' => {
+                    let raw = &bytes[start..at];
+                    // Outside strings only ASCII passes: checking the strings that are not
+                    // checks the whole body.
+                    if non_ascii && std::str::from_utf8(raw).is_err() {
+                        return Err(Unsure);
+                    }
                     self.at = at + 1;
-                    return Ok((&bytes[start..at], chars, escaped));
+                    return Ok((raw, (raw.len() - not_chars) as u64, escaped));
                 }
                 b'\\' => match bytes.get(at + 1) {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
                         escaped = true;
-                        chars += 1;
+                        not_chars += 1;
                         at += 2;
                     }
                     _ => return Err(Unsure),
                 },
-                0..=0x1f => return Err(Unsure),
-                b => {
-                    // The body is UTF-8: a character is a byte that does not continue one.
-                    chars += u64::from(b & 0xc0 != 0x80);
+                b @ 0x80.. => {
+                    non_ascii = true;
+                    not_chars += usize::from(b & 0xc0 == 0x80);
                     at += 1;
                 }
+                _ => return Err(Unsure),
             }
         }
     }
@@ -629,14 +651,13 @@ mod tests {
 
     /// Whether [`Fast`] reads `body` itself.
     fn fast_is_sure(body: &[u8]) -> bool {
-        std::str::from_utf8(body).is_ok()
-            && (Fast {
-                bytes: body,
-                at: 0,
-                depth: 0,
-            })
-            .top()
-            .is_ok()
+        (Fast {
+            bytes: body,
+            at: 0,
+            depth: 0,
+        })
+        .top()
+        .is_ok()
     }
 
     fn key() -> impl Strategy<Value = String> {
