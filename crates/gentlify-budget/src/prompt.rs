@@ -162,6 +162,9 @@ struct Fast<'a> {
     depth: u32,
 }
 
+// The small steps are inlined by hand: a body's strings are short, and a call per key and value
+// cost more than the bytes it read (full_with_budget, callgrind: 17 160 -> 16 792 instructions
+// per request).
 impl<'a> Fast<'a> {
     fn top(mut self) -> Result<Prompt, Unsure> {
         let mut prompt = Prompt::default();
@@ -190,12 +193,14 @@ impl<'a> Fast<'a> {
         }
     }
 
+    #[inline(always)]
     fn space(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
         }
     }
 
+    #[inline(always)]
     fn peek(&mut self) -> Result<u8, Unsure> {
         self.space();
         self.bytes.get(self.at).copied().ok_or(Unsure)
@@ -222,6 +227,7 @@ impl<'a> Fast<'a> {
     }
 
     /// After a member or element: `,` (false, another follows) or `bracket` (true, left).
+    #[inline(always)]
     fn next(&mut self, bracket: u8) -> Result<bool, Unsure> {
         match self.peek()? {
             b',' => {
@@ -238,6 +244,7 @@ impl<'a> Fast<'a> {
     }
 
     /// A member's key, without escapes, and its colon.
+    #[inline(always)]
     fn key(&mut self) -> Result<&'a [u8], Unsure> {
         if self.peek()? != b'"' {
             return Err(Unsure);
@@ -252,6 +259,7 @@ impl<'a> Fast<'a> {
 
     /// A string (the cursor on its quote): its raw bytes, its characters, whether it had an
     /// escape (each of `\" \\ \/ \b \f \n \r \t` is one character; `\u` is unsure).
+    #[inline(always)]
     fn string(&mut self) -> Result<(&'a [u8], u64, bool), Unsure> {
         let bytes = self.bytes;
         let start = self.at + 1;
