@@ -2,6 +2,11 @@
 //! and the output maximum, without building a `serde_json::Value` tree (which allocated every key
 //! and string of the body and was most of the estimator's cost: 7 800 of a budgeted full stack's
 //! 28 000 instructions per request on a 90-byte body).
+//!
+//! The default estimator, which counts characters, first tries [`Fast`], a checked pass over the
+//! bytes for the common shape of a body, and falls back on serde_json's visitor (the only reading
+//! of a custom counter, such as the tokenizer's): on the benchmark's 75-byte body the estimate
+//! went from about 3 000 instructions (serde_json) to about 1 500.
 
 use std::fmt;
 
