@@ -311,37 +311,38 @@ impl<'a> Fast<'a> {
 
     /// A number (the cursor on its first byte): its value when it is a non-negative integer.
     fn number(&mut self) -> Result<Option<u64>, Unsure> {
+        let bytes = self.bytes;
         let start = self.at;
-        let negative = self.bytes[self.at] == b'-';
-        if negative {
-            self.at += 1;
+        let negative = bytes[start] == b'-';
+        let whole = start + usize::from(negative);
+        let mut at = whole;
+        let mut value = 0u64;
+        while let Some(&d) = bytes.get(at).filter(|d| d.is_ascii_digit()) {
+            // Wrapping: a number long enough to wrap is unsure below.
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            at += 1;
         }
-        let digits = self.digits();
-        if digits == 0 || (digits > 1 && self.bytes[self.at - digits] == b'0') {
+        if at == whole || (at - whole > 1 && bytes[whole] == b'0') {
             return Err(Unsure);
         }
         let mut integer = !negative;
-        if self.bytes.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            if self.digits() == 0 {
+        if bytes.get(at) == Some(&b'.') {
+            at += 1;
+            let fraction = at;
+            while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            if at == fraction {
                 return Err(Unsure);
             }
             integer = false;
         }
-        let text = &self.bytes[start..self.at];
-        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) || text.len() > MAX_FAST_NUMBER {
+        // At most 19 characters: an integer's value fits in a u64.
+        if matches!(bytes.get(at), Some(b'e' | b'E')) || at - start > MAX_FAST_NUMBER {
             return Err(Unsure);
         }
-        // At most 19 digits: the value fits in a u64.
-        Ok(integer.then(|| text.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))))
-    }
-
-    fn digits(&mut self) -> usize {
-        let start = self.at;
-        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
-            self.at += 1;
-        }
-        self.at - start
+        self.at = at;
+        Ok(integer.then_some(value))
     }
 
     /// `true`, `false` or `null` (the cursor on its first byte).
