@@ -990,6 +990,12 @@ impl OwnedReservation {
 
     /// Replaces the estimate by the real consumption.
     pub fn reconcile(self, actual: Actual) {
+        self.reconcile_in_place(actual);
+    }
+
+    /// [`reconcile`](OwnedReservation::reconcile) without consuming the reservation, for one
+    /// read where it is kept (a slot's hold, freed whole afterwards). Called once at most.
+    pub(crate) fn reconcile_in_place(&self, actual: Actual) {
         self.budget
             .shared
             .reconcile(&self.cost, &self.charges, actual);

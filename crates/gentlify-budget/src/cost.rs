@@ -150,21 +150,16 @@ impl JsonEstimate {
 
     /// The estimate for a body, given whether the request is for embeddings.
     pub fn estimate_bytes(&self, body: &[u8], embeddings: bool) -> TokenCost {
-        self.estimate_counting(
-            body,
-            embeddings,
-            &|text| text.chars().count() as u64,
-            chars_to_tokens,
-        )
+        self.estimate_counting(body, embeddings, &Prompt::read_chars, chars_to_tokens)
     }
 
-    /// The estimate for a body, counting each piece of prompt text with `count` and turning the
-    /// sum into tokens with `to_tokens`.
+    /// The estimate for a body, reading it with `read` (which counts each piece of prompt text
+    /// in some unit) and turning the sum into tokens with `to_tokens`.
     pub(crate) fn estimate_counting(
         &self,
         body: &[u8],
         embeddings: bool,
-        count: &dyn Fn(&str) -> u64,
+        read: &dyn Fn(&[u8]) -> Option<Prompt>,
         to_tokens: fn(u64) -> u64,
     ) -> TokenCost {
         let default_output = if embeddings {
@@ -175,7 +170,7 @@ impl JsonEstimate {
         if body.len() > MAX_PARSED_BODY {
             return TokenCost::new(chars_to_tokens(body.len() as u64), default_output);
         }
-        let Some(prompt) = Prompt::read(body, count) else {
+        let Some(prompt) = read(body) else {
             return TokenCost::new(chars_to_tokens(body.len() as u64), default_output);
         };
         let units = prompt.total_units();
@@ -212,6 +207,7 @@ fn chars_to_tokens(chars: u64) -> u64 {
 #[cfg(feature = "tiktoken")]
 mod tiktoken {
     use super::{Estimate, JsonEstimate, RequestBytes, TokenCost};
+    use crate::prompt::Prompt;
 
     /// OpenAI's byte-pair encodings.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +262,7 @@ mod tiktoken {
             self.json.estimate_counting(
                 body,
                 embeddings,
-                &|text| bpe.encode_ordinary(text).len() as u64,
+                &|body| Prompt::read(body, &|text| bpe.encode_ordinary(text).len() as u64),
                 |tokens| tokens,
             )
         }

@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::budget::{OwnedReservation, Reserve, TokenBudget};
 use crate::cost::TokenCost;
-use crate::service::ChargeBook;
+use crate::service::{record, Reservations};
 use crate::usage::UsageBody;
 
 pin_project! {
@@ -28,8 +28,10 @@ pin_project! {
         slot: Slot,
         end: Option<SlotEnd>,
         dispatched: Option<Dispatched>,
-        // The budgets and the send instant, to rebase the server reports its response brings.
-        sent: Option<(Arc<[TokenBudget]>, tokio::time::Instant)>,
+        // The budgets, in the order they are reserved (one handle for the whole future).
+        budgets: Arc<[TokenBudget]>,
+        // The send instant, to rebase the server reports its response brings.
+        sent: Option<tokio::time::Instant>,
     }
 }
 
@@ -48,16 +50,16 @@ struct Waiting<S, B> {
     service: S,
     request: Option<http::Request<B>>,
     cost: TokenCost,
-    budgets: Arc<[TokenBudget]>,
     feedback: Feedback,
-    pause: PauseWait,
+    /// The waiter on the pause gate, made (with its clone of the handle) only when the gate is
+    /// found closed.
+    pause: Option<PauseWait>,
     reserve: Option<Reserve>,
-    /// The reservations granted so far, in the order of the budgets; the book's own vector.
-    granted: Vec<OwnedReservation>,
+    /// The reservations granted so far, in the order of the budgets.
+    granted: Reservations,
     /// When the newest of them were granted, and how many were granted before then: the
     /// instants only grow, so the ones older than the dispatch are a prefix.
     newest: Option<(tokio::time::Instant, usize)>,
-    book: ChargeBook,
     key: HoldKey,
 }
 
@@ -71,12 +73,23 @@ impl<S, B> Drop for Waiting<S, B> {
 }
 
 impl<S, B> Waiting<S, B> {
+    /// `Ready` when the pause gate is open, as [`PauseWait::poll_wait`].
+    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pause.is_none() {
+            if self.feedback.pause_gate().paused_until().is_none() {
+                return Poll::Ready(());
+            }
+            self.pause = Some(PauseWait::new(self.feedback.clone()));
+        }
+        match &mut self.pause {
+            Some(pause) => pause.poll_wait(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
     fn grant(&mut self, reservation: OwnedReservation, now: tokio::time::Instant) {
         if self.newest.is_none_or(|(at, _)| at < now) {
             self.newest = Some((now, self.granted.len()));
-        }
-        if self.granted.capacity() == 0 {
-            self.granted.reserve_exact(self.budgets.len());
         }
         self.granted.push(reservation);
     }
@@ -92,7 +105,6 @@ impl<F, S, B> ResponseFuture<F, S, B> {
         feedback: Feedback,
         slot: Slot,
         end: Option<SlotEnd>,
-        book: ChargeBook,
         key: HoldKey,
     ) -> Self {
         ResponseFuture {
@@ -101,18 +113,17 @@ impl<F, S, B> ResponseFuture<F, S, B> {
                 service,
                 request: Some(request),
                 cost,
-                budgets,
-                pause: PauseWait::new(feedback.clone()),
+                pause: None,
                 feedback,
                 reserve: None,
-                granted: Vec::new(),
+                granted: Reservations::new(),
                 newest: None,
-                book,
                 key,
             }),
             slot,
             end,
             dispatched: None,
+            budgets,
             sent: None,
         }
     }
@@ -136,13 +147,13 @@ where
                     // Reserve only once the gate is open: a charge counts from when it is made,
                     // so it must be made when the request is really sent.
                     if waiting.granted.is_empty() && waiting.reserve.is_none() {
-                        ready!(waiting.pause.poll_wait(cx));
+                        ready!(waiting.poll_gate(cx));
                     }
                     // One clock read per poll: the instant of every reservation granted in this
                     // poll, and of the dispatch when it follows in the same poll (no restamp).
                     let now = tokio::time::Instant::now();
-                    while waiting.granted.len() < waiting.budgets.len() {
-                        let budget = &waiting.budgets[waiting.granted.len()];
+                    while waiting.granted.len() < this.budgets.len() {
+                        let budget = &this.budgets[waiting.granted.len()];
                         if waiting.reserve.is_none() {
                             // The lock-free path first, timed with this poll's reading: no
                             // `Reserve` (and its clone of the budget) unless it must wait.
@@ -172,7 +183,7 @@ where
                     // A request that waited for its reservation may be granted while another
                     // response has paused the handle: it holds its reservations until the gate
                     // opens (they are restamped below to the instant it is really sent).
-                    ready!(waiting.pause.poll_wait(cx));
+                    ready!(waiting.poll_gate(cx));
                     // Those granted in an earlier poll move to the dispatch instant.
                     let older = match waiting.newest {
                         Some((at, before)) if at >= now => before,
@@ -182,22 +193,20 @@ where
                         reservation.restamp();
                     }
                     let reservations = std::mem::take(&mut waiting.granted);
-                    let attempt = this.slot.attempt();
-                    if waiting.book.record(waiting.key, attempt, reservations) {
-                        this.slot.hold(waiting.key, waiting.book.hold(waiting.key));
-                    }
+                    record(this.slot, waiting.key, this.slot.attempt(), reservations);
                     let request = waiting.request.take().expect("request sent once");
                     *this.dispatched = Some(this.slot.dispatch_at(&waiting.feedback, now));
-                    *this.sent = Some((waiting.budgets.clone(), now));
+                    *this.sent = Some(now);
                     let future = waiting.service.call(request);
-                    this.waiting.take();
+                    // Dropped in place rather than taken out (a move of the whole state).
+                    *this.waiting = None;
                     this.state.set(State::Called { future });
                 }
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
-                    if let (Ok(_), Some((budgets, sent))) = (&result, this.sent.take()) {
+                    if let (Ok(_), Some(sent)) = (&result, this.sent.take()) {
                         // A header layer below has just published what this response says.
-                        for budget in budgets.iter() {
+                        for budget in this.budgets.iter() {
                             budget.response_heard(sent);
                         }
                     }

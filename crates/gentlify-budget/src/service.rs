@@ -1,11 +1,12 @@
 //! The service, and how a request's charges are settled when its slot ends.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use gentlify_core::{BoxError, Feedback, Hold, HoldKey, Slot, SlotBody, SlotEnded};
 use http_body::Body;
+use smallvec::SmallVec;
 use tower_service::Service;
 
 use crate::budget::{OwnedReservation, TokenBudget};
@@ -72,18 +73,6 @@ where
             Some(cost) => *cost,
             None => self.estimate.estimate(&request),
         };
-        // A retry's request is a clone of the one the retry layer was given, made before this
-        // layer put the book in its extensions: the slot's hold is what finds the book of the
-        // earlier attempts. Two books would each settle as if the other's attempts had gone
-        // out unasked, charging every retried attempt again.
-        let book = slot
-            .with_hold_mut(self.key, |hold: &mut BookHold| hold.book.clone())
-            .unwrap_or_else(|| {
-                request
-                    .extensions_mut()
-                    .get_or_insert_with(ChargeBook::default)
-                    .clone()
-            });
         // The service that was made ready goes into the future; this one keeps a clone.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
@@ -95,7 +84,6 @@ where
             self.feedback.clone(),
             slot,
             end,
-            book,
             self.key,
         )
     }
@@ -110,50 +98,35 @@ impl<S: fmt::Debug, E> fmt::Debug for Budgeted<S, E> {
     }
 }
 
-/// The reservations of a logical request, per layer and attempt; travels in the request's
-/// extensions so that retries find it.
-#[derive(Clone, Default)]
-pub(crate) struct ChargeBook(Arc<Mutex<Vec<LayerCharges>>>);
-
-/// One layer's charges: its hold key, and what each attempt reserved.
-type LayerCharges = (HoldKey, Vec<AttemptCharge>);
+/// The reservations of one attempt, in the order of the layer's budgets: inline for one budget,
+/// the common case, so that an attempt allocates nothing for it.
+pub(crate) type Reservations = SmallVec<[OwnedReservation; 1]>;
 
 pub(crate) struct AttemptCharge {
     attempt: u32,
-    reservations: Vec<OwnedReservation>,
+    reservations: Reservations,
 }
 
-impl ChargeBook {
-    /// Records the reservations of one attempt; true when they are the first of `key` (the caller
-    /// then puts a [`BookHold`] in the slot).
-    pub(crate) fn record(
-        &self,
-        key: HoldKey,
-        attempt: u32,
-        reservations: Vec<OwnedReservation>,
-    ) -> bool {
-        let mut book = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let charge = AttemptCharge {
-            attempt,
-            reservations,
-        };
-        match book.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, attempts)) => {
-                attempts.push(charge);
-                false
+/// Records the reservations of one attempt of the request in `slot`, in the layer's
+/// [`BookHold`]: the first attempt through the layer puts it in the slot, a retry (whose request
+/// is a clone made before this layer saw the first one, so only the shared slot links them)
+/// adds to it.
+pub(crate) fn record(slot: &Slot, key: HoldKey, attempt: u32, reservations: Reservations) {
+    let mut charge = Some(AttemptCharge {
+        attempt,
+        reservations,
+    });
+    if slot.holds(key) {
+        slot.with_hold_mut(key, |hold: &mut BookHold| {
+            if let Some(charge) = charge.take() {
+                hold.attempts.push(charge);
             }
-            None => {
-                book.push((key, vec![charge]));
-                true
-            }
-        }
+        });
     }
-
-    pub(crate) fn hold(&self, key: HoldKey) -> Box<dyn Hold> {
-        Box::new(BookHold {
-            book: self.clone(),
-            key,
-        })
+    if let Some(charge) = charge {
+        let mut attempts = SmallVec::new();
+        attempts.push(charge);
+        slot.hold(key, Box::new(BookHold { attempts }));
     }
 }
 
@@ -167,20 +140,17 @@ impl ChargeBook {
 /// - Attempts made below this layer (a retry layer between it and the client) never asked the
 ///   budget; each is charged the last attempt's estimate when the slot ends. Put the retry layer
 ///   above the budget (gentlify's default order) so that every attempt waits for the budget.
-struct BookHold {
-    book: ChargeBook,
-    key: HoldKey,
+///
+/// The hold lives in the request's slot under the layer's key: one allocation per logical
+/// request, none per attempt for the first one.
+pub(crate) struct BookHold {
+    attempts: SmallVec<[AttemptCharge; 1]>,
 }
 
 impl Hold for BookHold {
     fn release(self: Box<Self>, ended: &SlotEnded<'_>) {
-        let attempts = {
-            let mut book = self.book.0.lock().unwrap_or_else(|e| e.into_inner());
-            match book.iter().position(|(k, _)| *k == self.key) {
-                Some(i) => book.swap_remove(i).1,
-                None => return,
-            }
-        };
+        // Read in place: the charges are not moved out of the box, which is freed whole.
+        let attempts = &self.attempts;
         let final_attempt = ended.attempts.saturating_sub(1);
         let actual = if ended.recorded_tokens > 0 {
             Some(Actual::Tokens(ended.recorded_tokens))
@@ -201,8 +171,8 @@ impl Hold for BookHold {
                 continue;
             }
             if let Some(actual) = actual {
-                for r in charge.reservations {
-                    r.reconcile(actual);
+                for r in &charge.reservations {
+                    r.reconcile_in_place(actual);
                 }
             }
         }

@@ -309,7 +309,35 @@ impl Scanner {
         let mut found = None;
         match &mut self.sse {
             None => {
-                for &b in bytes {
+                let mut rest = bytes;
+                while let Some((&b, after)) = rest.split_first() {
+                    rest = after;
+                    if matches!(self.finder.state, FindState::Searching) {
+                        // Nothing but a quote can start the key: skip to the next one, and when
+                        // the whole key fits in this chunk, compare it at once, without stepping
+                        // the state machine through every byte (the byte machine is a search
+                        // for the same string; it stays for keys cut between chunks).
+                        let after_quote = if b == KEY[0] {
+                            rest
+                        } else {
+                            match rest.iter().position(|&c| c == KEY[0]) {
+                                Some(i) => &rest[i + 1..],
+                                None => break,
+                            }
+                        };
+                        if after_quote.len() >= KEY.len() - 1 {
+                            if after_quote.starts_with(&KEY[1..]) {
+                                self.finder.state = FindState::AfterKey;
+                                rest = &after_quote[KEY.len() - 1..];
+                            } else {
+                                rest = after_quote;
+                            }
+                            continue;
+                        }
+                        rest = after_quote;
+                        self.finder.state = FindState::Matching(1);
+                        continue;
+                    }
                     if let Some(raw) = self.finder.feed_byte(b) {
                         if raw.input().is_some() || raw.output().is_some() {
                             found = Some(Usage::new(
@@ -402,6 +430,60 @@ mod tests {
             }
         }
         last
+    }
+
+    /// The JSON scanner without its fast search: every byte through the state machine.
+    fn byte_by_byte(chunks: &[&[u8]]) -> Option<Usage> {
+        let mut finder = UsageFinder::default();
+        let mut last = None;
+        for &b in chunks.iter().flat_map(|c| c.iter()) {
+            if let Some(raw) = finder.feed_byte(b) {
+                if raw.input().is_some() || raw.output().is_some() {
+                    last = Some(Usage::new(
+                        raw.input().unwrap_or(0),
+                        raw.output().unwrap_or(0),
+                    ));
+                }
+            }
+        }
+        last
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_search_finds_what_the_byte_machine_finds(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "\"usage\"", "\"usage", "usage\"", "\"usag", "e\"", "\"", ":", " ", "{", "}",
+                ",", "\\\"", "x", "null", "\"prompt_tokens\":5", "\"completion_tokens\":7",
+                "\"input_tokens\":3", "\"output_tokens\":1",
+            ]), 0..16),
+            whole in proptest::option::of(0usize..16),
+            cuts in proptest::collection::vec(0usize..256, 0..4),
+        ) {
+            // Most bodies hold a whole usage object somewhere among the fragments.
+            let mut parts = parts;
+            if let Some(at) = whole {
+                let at = at.min(parts.len());
+                parts.insert(at, "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}");
+            }
+            let body = parts.concat().into_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([body.len()]) {
+                chunks.push(&body[from..cut]);
+                from = cut;
+            }
+            let mut scanner = Scanner::new(false);
+            let mut fast = None;
+            for chunk in &chunks {
+                if let Some(usage) = scanner.feed(chunk) {
+                    fast = Some(usage);
+                }
+            }
+            proptest::prop_assert_eq!(fast, byte_by_byte(&chunks));
+        }
     }
 
     #[test]
