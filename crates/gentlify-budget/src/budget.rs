@@ -542,6 +542,7 @@ impl TokenBudget {
     /// reservation.reconcile(Actual::Tokens(1_200));
     /// assert!(budget.try_reserve(&TokenCost::new(20_000, 0)).is_none());
     /// ```
+    #[inline]
     pub fn try_reserve(&self, cost: &TokenCost) -> Option<Reservation<'_>> {
         // Each path builds its result in place: no enum of charges moved through the stack.
         if let Some(charges) = self.shared.take_fast(cost, None) {
@@ -566,6 +567,7 @@ impl TokenBudget {
 
     /// [`try_reserve`](TokenBudget::try_reserve), returning a reservation that holds a clone of
     /// the budget (an `Arc`), as tokio's `Semaphore::try_acquire_owned` does.
+    #[inline]
     pub fn try_reserve_owned(&self, cost: &TokenCost) -> Option<OwnedReservation> {
         self.try_reserve(cost).map(Reservation::into_owned)
     }
@@ -935,6 +937,7 @@ impl<'a> Reservation<'a> {
     }
 
     /// Replaces the estimate by the real consumption.
+    #[inline]
     pub fn reconcile(self, actual: Actual) {
         self.budget
             .shared
@@ -948,6 +951,7 @@ impl<'a> Reservation<'a> {
     }
 
     /// The same reservation, holding a clone of its budget.
+    #[inline]
     pub fn into_owned(self) -> OwnedReservation {
         OwnedReservation {
             budget: self.budget.clone(),
@@ -989,6 +993,7 @@ impl OwnedReservation {
     }
 
     /// Replaces the estimate by the real consumption.
+    #[inline]
     pub fn reconcile(self, actual: Actual) {
         self.reconcile_in_place(actual);
     }
