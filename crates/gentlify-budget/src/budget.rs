@@ -856,16 +856,23 @@ impl Controller for Shared {
 
     fn on_quota(&self, report: &QuotaReport) {
         let mut state = self.lock();
-        // The report describes the server when it was observed (rebased on the attempt's send
-        // time by the layer when the attempt's response future hears it).
+        // The report describes the server as of the send instant of the attempt whose response
+        // carried it: rebased on it below when the report says it, else by the layer when the
+        // attempt's response future hears it, a moment after the report was observed.
         let observed = state.tick(report.observed_at.min(Instant::now()));
-        // Published under the lock, before the windows hear it: a response heard at this
-        // instant finds it (see `response_heard`).
-        self.reported
-            .fetch_max(observed.saturating_add(1), Ordering::AcqRel);
+        let sent = report.sent_at.map(|sent| state.tick(sent));
+        if sent.is_none() {
+            // Published under the lock, before the windows hear it: a response heard at this
+            // instant finds it (see `response_heard`). A report that says its attempt's send
+            // instant needs no guess, and a response heard after it takes no lock.
+            self.reported
+                .fetch_max(observed.saturating_add(1), Ordering::AcqRel);
+        }
         // The server's account governs from now on: no more credit for the lock-free path.
         let now = state.tick(Instant::now());
         state.settle(self, now);
+        // The windows that heard the report (at most `MAX_LIMITS`).
+        let mut heard: u16 = 0;
         for quota in &report.quotas {
             let Some(remaining) = quota.remaining else {
                 continue;
@@ -886,9 +893,17 @@ impl Controller for Shared {
                     && quota.window.is_none_or(|d| d == w.limit.window())
             };
             let any_described = state.windows.iter().any(described);
-            for w in &mut state.windows {
+            for (i, w) in state.windows.iter_mut().enumerate() {
                 if w.dimension() == quota.dimension && (!any_described || described(w)) {
                     w.report(observed, &reported);
+                    heard |= 1 << i;
+                }
+            }
+        }
+        if let Some(sent) = sent {
+            for (i, w) in state.windows.iter_mut().enumerate() {
+                if heard & (1 << i) != 0 {
+                    w.rebase_exact(sent, observed);
                 }
             }
         }

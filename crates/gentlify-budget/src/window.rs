@@ -635,6 +635,18 @@ impl Window {
         });
     }
 
+    /// [`rebase`](Window::rebase) for a report that said its attempt's send instant: the
+    /// account is then as exact as it gets, and no later guess re-dates it again (even when the
+    /// attempt took no time, `sent == observed`, and there was nothing to replay).
+    pub(crate) fn rebase_exact(&mut self, sent: Tick, observed: Tick) {
+        self.rebase(sent, observed);
+        if let Some(model) = &mut self.model {
+            if model.observed == observed {
+                model.rebased = true;
+            }
+        }
+    }
+
     /// The attempt whose response just carried a report (observed at `observed`) was sent at
     /// `sent`: the server counted its figures then, before this budget's charges made since.
     /// Replays those charges on the report, and keeps the previous account instead when it was

@@ -126,6 +126,11 @@ pub struct QuotaReport {
     pub source: &'static str,
     /// When the response carrying it was received.
     pub observed_at: Instant,
+    /// When the attempt whose response carried it was sent, when the publisher knows it (the
+    /// header feedback layer always does): the server produced its figures after that instant,
+    /// before the requests sent since had reached it. `None` for a report published without it;
+    /// a controller then guesses which attempt it belongs to, if it needs to.
+    pub sent_at: Option<Instant>,
     /// The quotas, one per dimension and window the server reported.
     pub quotas: Vec<Quota>,
 }
@@ -136,8 +141,28 @@ impl QuotaReport {
         QuotaReport {
             source,
             observed_at: Instant::now(),
+            sent_at: None,
             quotas,
         }
+    }
+
+    /// The report with the send instant of the attempt whose response carried it (see
+    /// [`sent_at`](QuotaReport#structfield.sent_at)).
+    ///
+    /// ```
+    /// use gentlify_core::{Dimension, Quota, QuotaReport};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let sent = Instant::now();
+    /// let report = QuotaReport::new("openai", vec![Quota::new(Dimension::Requests)]);
+    /// assert_eq!(report.sent_at, None);
+    /// assert_eq!(report.sent_at(sent).sent_at, Some(sent));
+    /// # }
+    /// ```
+    pub fn sent_at(mut self, at: Instant) -> Self {
+        self.sent_at = Some(at);
+        self
     }
 
     /// The report with its observation instant replaced.

@@ -61,7 +61,8 @@ where
                 Classified::Ready(class) => Some(class),
                 Classified::AtEndOfStream => None,
             };
-            this.observer.observe(response.headers(), class.as_ref());
+            this.observer
+                .observe(response.headers(), class.as_ref(), this.dispatched);
         }
         Poll::Ready(settle(result, this.dispatched, this.end.take()))
     }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use gentlify_core::{Class, Feedback, QuotaReport, MAX_SERVER_DELAY};
+use gentlify_core::{Class, Dispatched, Feedback, QuotaReport, MAX_SERVER_DELAY};
 use http::HeaderMap;
 use tokio::time::Instant;
 
@@ -40,7 +40,8 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// Reads one attempt's response head: publishes every parser's report, then holds the pause
+    /// Reads one attempt's response head: publishes every parser's report, dated by the
+    /// attempt's send instant ([`QuotaReport::sent_at`]) as well as by now, then holds the pause
     /// gate for the server's delay (on an overloaded attempt) or, failing that, until the latest
     /// reset of an exhausted quota.
     ///
@@ -49,10 +50,17 @@ impl Observer {
     /// server's delay when none of its headers is there. The user's own parsers always run. The
     /// clocks are read only once something is to be parsed, so a response without any
     /// rate-limit header costs that pass and nothing else (no allocation).
-    pub(crate) fn observe(&self, headers: &HeaderMap, class: Option<&Class>) {
+    pub(crate) fn observe(
+        &self,
+        headers: &HeaderMap,
+        class: Option<&Class>,
+        dispatched: &Dispatched,
+    ) {
         let present = Families::of(headers);
         let mut clocks: Option<(Instant, SystemTime)> = None;
         let mut clocks = || *clocks.get_or_insert_with(|| (Instant::now(), (self.wall_clock.0)()));
+        // Read once a report is to be published (it may take the slot's lock).
+        let mut sent_at: Option<Instant> = None;
 
         let mut exhausted: Option<(Duration, String)> = None;
         for gated in &self.parsers {
@@ -63,7 +71,10 @@ impl Observer {
             let Some(report) = gated.parser.parse(headers, now) else {
                 continue;
             };
-            let mut report = report.observed_at(observed_at);
+            // The attempt's own send instant: a controller need not guess which response
+            // carried the report when several are in flight.
+            let sent = *sent_at.get_or_insert_with(|| dispatched.sent_at());
+            let mut report = report.observed_at(observed_at).sent_at(sent);
             bound_durations(&mut report);
             for quota in report.quotas.iter().filter(|q| q.is_exhausted()) {
                 let Some(reset) = quota.reset_after else {
