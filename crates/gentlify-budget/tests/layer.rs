@@ -782,6 +782,147 @@ async fn a_report_read_a_moment_before_the_budget_hears_its_response_is_still_re
     );
 }
 
+/// Which of two attempts in flight together publishes its report first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum First {
+    A,
+    B,
+}
+
+/// What the test says to an attempt in flight: read your response's head now (and publish its
+/// report), then return your response now.
+struct Cues {
+    read: tokio::sync::oneshot::Receiver<()>,
+    heard: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// 60 RPM. Attempt A is sent at 0 s, three fast requests at 0.25 s, attempt B at 0.5 s, two fast
+/// requests at 0.75 s. A's and B's responses come at 1 s and are read by a stand-in for the
+/// header layer below the budget, which publishes each one's report dated by its own attempt's
+/// send instant (`QuotaReport::sent_at`): `first`'s at 1 s, the other's 10 µs later; `first`'s
+/// response is heard by the budget at 1 s + 50 µs, the other's at 1 s + 60 µs (both reports
+/// within 1 ms of both responses). `reports` says which of A and B publish one. Returns what the
+/// budget believes then.
+async fn remaining_after_two_reports(first: First, reports: [bool; 2]) -> Option<u64> {
+    use tokio::sync::{mpsc, oneshot};
+
+    let budget = TokenBudget::new([Limit::requests_per_minute(60)]).unwrap();
+    let feedback = Feedback::new();
+    let publisher = feedback.clone();
+    let start = Instant::now();
+    let (mut read, mut heard, mut cues) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (read_tx, read_rx) = oneshot::channel();
+        let (heard_tx, heard_rx) = oneshot::channel();
+        read.push(Some(read_tx));
+        heard.push(Some(heard_tx));
+        cues.push(Some(Cues {
+            read: read_rx,
+            heard: heard_rx,
+        }));
+    }
+    let cues = Arc::new(Mutex::new(cues));
+    let (published_tx, mut published) = mpsc::unbounded_channel();
+    let svc = TokenBudgetLayer::new(budget.clone())
+        .feedback(feedback.clone())
+        .layer(service_fn(move |req: http::Request<String>| {
+            let publisher = publisher.clone();
+            let published = published_tx.clone();
+            // The attempt's send instant: the budget dispatches it in this very call.
+            let sent = Instant::now();
+            let (who, remaining) = match req.body().as_str() {
+                "a" => (0, 20),
+                "b" => (1, 15),
+                _ => (usize::MAX, 0),
+            };
+            let cue = cues.lock().unwrap().get_mut(who).and_then(Option::take);
+            async move {
+                let Some(cue) = cue else {
+                    return json("{}");
+                };
+                cue.read.await.unwrap();
+                if reports[who] {
+                    publisher.report_quota(
+                        &QuotaReport::new(
+                            "openai",
+                            vec![Quota::new(Dimension::Requests)
+                                .with_limit(60)
+                                .with_remaining(remaining)
+                                .with_reset_after(Duration::from_secs(40))],
+                        )
+                        .sent_at(sent),
+                    );
+                }
+                published.send(()).unwrap();
+                cue.heard.await.unwrap();
+                json("{}")
+            }
+        }));
+    let body = |body: &str| {
+        let mut request = request(0, 0);
+        *request.body_mut() = body.to_string();
+        request
+    };
+    let mut flights = vec![tokio::spawn(svc.clone().oneshot(body("a")))];
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(250)).await;
+    for _ in 0..3 {
+        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
+    }
+    tokio::time::advance(Duration::from_millis(250)).await;
+    flights.push(tokio::spawn(svc.clone().oneshot(body("b"))));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(250)).await;
+    for _ in 0..2 {
+        drop(svc.clone().oneshot(request(0, 0)).await.unwrap());
+    }
+    tokio::time::advance(Duration::from_millis(250)).await;
+    let order = match first {
+        First::A => [0, 1],
+        First::B => [1, 0],
+    };
+    read[order[0]].take().unwrap().send(()).unwrap();
+    published.recv().await.unwrap();
+    tokio::time::advance(Duration::from_micros(10)).await;
+    read[order[1]].take().unwrap().send(()).unwrap();
+    published.recv().await.unwrap();
+    tokio::time::advance(Duration::from_micros(40)).await;
+    heard[order[0]].take().unwrap().send(()).unwrap();
+    drop((&mut flights[order[0]]).await.unwrap().unwrap());
+    tokio::time::advance(Duration::from_micros(10)).await;
+    heard[order[1]].take().unwrap().send(()).unwrap();
+    drop((&mut flights[order[1]]).await.unwrap().unwrap());
+    assert_eq!(start.elapsed(), Duration::from_micros(1_000_060));
+    budget.remaining(Dimension::Requests)
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_reports_in_flight_together_are_each_re_dated_to_their_own_attempt_s_send() {
+    // B's report alone: 15 left as of 0.5 s (B's send), one a second of refill, B itself and
+    // the two requests sent at 0.75 s not yet counted by the server: 15 + 0.5 - 3 = 12.
+    let b_alone = remaining_after_two_reports(First::B, [false, true]).await;
+    assert_eq!(b_alone, Some(12));
+    // A's report alone: 20 as of 0 s, one refill, all 7 later attempts replayed: 20 + 1 - 7.
+    let a_alone = remaining_after_two_reports(First::A, [true, false]).await;
+    assert_eq!(a_alone, Some(14));
+    // Both: B's report is the newer account (as of 0.5 s, A's as of 0 s), whichever is read
+    // first and whichever response the budget hears first. The guess by the reading instant
+    // (the newest report within 1 ms of a response is that response's), used when the reports
+    // do not say their attempt's send, believes more than the server said: 20 when A's is read
+    // and heard first (B's report taken for A's, then A's report restored un-re-dated as newer
+    // than A's send), 15 when B's is (B's report restored un-re-dated).
+    assert_eq!(
+        remaining_after_two_reports(First::A, [true, true]).await,
+        b_alone,
+        "A's report read and heard first"
+    );
+    assert_eq!(
+        remaining_after_two_reports(First::B, [true, true]).await,
+        b_alone,
+        "B's report read and heard first"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_queued_behind_others_is_refused_at_once_when_the_request_limit_is_too_far() {
     let budget = TokenBudget::builder()
