@@ -784,3 +784,49 @@ mod same_as_every_parser {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_report_is_dated_by_the_send_of_the_attempt_whose_response_carried_it() {
+    // Attempt A is sent at 0 s, attempt B at 0.5 s; B's response comes back at 0.999 s, A's at 1 s.
+    // Each report says its own attempt's send instant, and the instant it was read.
+    let (feedback, reports) = Reports::on_new_handle();
+    let start = Instant::now();
+    let service = HeaderFeedbackLayer::new()
+        .feedback(feedback.clone())
+        .layer(service_fn(move |request: http::Request<u64>| async move {
+            let remaining = *request.body();
+            let at = if remaining == 20 { ms(1_000) } else { ms(999) };
+            tokio::time::sleep_until(start + at).await;
+            let response = http::Response::builder()
+                .header("x-ratelimit-limit-requests", "60")
+                .header("x-ratelimit-remaining-requests", remaining.to_string())
+                .header("x-ratelimit-reset-requests", "40s")
+                .body(Full::new(Bytes::from("{}")))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+    let a = tokio::spawn(service.clone().oneshot(http::Request::new(20)));
+    tokio::task::yield_now().await;
+    tokio::time::advance(ms(500)).await;
+    let b = tokio::spawn(service.clone().oneshot(http::Request::new(15)));
+    tokio::task::yield_now().await;
+    drop(a.await.unwrap().unwrap());
+    drop(b.await.unwrap().unwrap());
+
+    let mut dated: Vec<_> = reports
+        .taken()
+        .iter()
+        .map(|r| {
+            let remaining = common::quota(r, Dimension::Requests).remaining;
+            (remaining, r.sent_at.map(|s| s - start), r.observed_at - start)
+        })
+        .collect();
+    dated.sort();
+    assert_eq!(
+        dated,
+        [
+            (Some(15), Some(ms(500)), ms(999)),
+            (Some(20), Some(Duration::ZERO), ms(1_000)),
+        ]
+    );
+}
