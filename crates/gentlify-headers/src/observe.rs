@@ -73,8 +73,8 @@ impl Observer {
             };
             // The attempt's own send instant: a controller need not guess which response
             // carried the report when several are in flight.
-            let sent = *sent_at.get_or_insert_with(|| dispatched.sent_at());
-            let mut report = report.observed_at(observed_at).sent_at(sent);
+            let mut report = report.observed_at(observed_at);
+            report.sent_at = Some(*sent_at.get_or_insert_with(|| dispatched.sent_at()));
             bound_durations(&mut report);
             for quota in report.quotas.iter().filter(|q| q.is_exhausted()) {
                 let Some(reset) = quota.reset_after else {
