@@ -34,10 +34,11 @@ pub const DEFAULT_SAFETY_RATIO: f64 = 0.9;
 /// A wait that stands for "never" without overflowing `Instant`.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
-/// How long before the budget hears a response (in ticks, nanoseconds) the header layer below
-/// may have read its head and still be taken for this response's reporter: the two clock reads
-/// are a moment apart within one poll (equal in virtual time). A newest report older than this
-/// belongs to another response and is not re-dated.
+/// For a report that does not say its attempt's send instant ([`QuotaReport::sent_at`]): how
+/// long before the budget hears a response (in ticks, nanoseconds) the report may have been read
+/// and still be taken for this response's: a layer below reading the head in the same poll reads
+/// the clock a moment before (equal in virtual time). A newest report older than this belongs to
+/// another response and is not re-dated.
 const HEARD_WITHIN: Tick = 1_000_000;
 
 /// How long a request waits for the budget by default before it fails with
@@ -157,12 +158,15 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 /// the next report says whether anything came back).
 ///
 /// A report describes the server when it counted the reporting attempt, not when its response
-/// arrived: the layer tells the budget when that attempt was sent, and the charges made since
+/// arrived: it is re-dated to the instant that attempt was sent, and the charges made since
 /// (those made at the same instant included: a batch sent together reaches the server one after
-/// the other) are replayed on the report. The report is taken for the response's own when it is
-/// the newest and was read (by the header layer below, in the same poll) at most 1 ms before the
-/// budget hears the response. A report older than the account it would replace (a slow response
-/// overtaken by a faster one) is dropped.
+/// the other) are replayed on it. The header layer says that instant in the report itself
+/// ([`QuotaReport::sent_at`]), so that with many responses in flight each report is re-dated to
+/// its own attempt's send. A report without it (one published by hand) is taken for a
+/// response's own when it is the newest and was read at most 1 ms before the budget layer hears
+/// that response (the layer tells the budget when each attempt was sent): a guess, which two
+/// responses read within that millisecond on different threads can mislead. A report older than
+/// the account it would replace (a slow response overtaken by a faster one) is dropped.
 ///
 /// # Waiting
 ///
@@ -205,8 +209,9 @@ pub(crate) struct Shared {
     last_use: AtomicU64,
     /// Tick 0 of the windows (the state's `base`), for timed takes outside the lock.
     base: Instant,
-    /// One more than the tick the newest server report was observed at (0 before any): a
-    /// response heard later than that has no report to rebase, and takes no lock.
+    /// One more than the tick the newest server report without its attempt's send instant was
+    /// observed at (0 before any): a response heard later than that has no report to rebase, and
+    /// takes no lock.
     reported: AtomicU64,
     state: Mutex<State>,
     /// How many times the state was locked, for tests of the paths that must not lock.
@@ -626,10 +631,11 @@ impl TokenBudget {
         self.lock().queue.len()
     }
 
-    /// Applies what a server said about its limits, as of now (see "The server's account"
-    /// above): no limit of a reported dimension believes it has more left than the server's
-    /// `remaining`. The layer registers the budget on its [`Feedback`] handle so that the header
-    /// layer's reports arrive here by themselves.
+    /// Applies what a server said about its limits (see "The server's account" above): no limit
+    /// of a reported dimension believes it has more left than the server's `remaining`, as of
+    /// the report's [`sent_at`](QuotaReport::sent_at) when it says it, the charges made since
+    /// counted on top. The layer registers the budget on its [`Feedback`] handle so that the
+    /// header layer's reports arrive here by themselves.
     pub fn report_quota(&self, report: &QuotaReport) {
         self.shared.on_quota(report);
     }
@@ -638,9 +644,10 @@ impl TokenBudget {
     /// server report that arrived with it describes the server as of then, before the charges
     /// this budget made while the attempt was in flight. The layer calls it for every response.
     ///
-    /// Only a report observed at the instant its response is heard is rebased (see
-    /// [`Window::rebase`]): while no report is that recent, this reads the clock at most and
-    /// takes no lock.
+    /// Only a report that did not say its attempt's send instant, observed at the instant its
+    /// response is heard, is rebased here (see [`Window::rebase`]; one that said it was rebased
+    /// when heard): while no such report is that recent, this reads the clock at most and takes
+    /// no lock.
     pub(crate) fn response_heard(&self, sent: Instant) {
         let shared = &*self.shared;
         let reported = shared.reported.load(Ordering::Acquire);
@@ -1335,6 +1342,35 @@ mod tests {
             before,
             "every report is older than the response's head (by more than HEARD_WITHIN): no lock"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_that_says_its_attempt_s_send_is_rebased_at_once_and_no_response_locks() {
+        let budget = budget();
+        let locks = || budget.shared.locks.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        let _in_flight = budget.try_reserve(&TokenCost::new(1_000, 0)).unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let report = QuotaReport::new(
+            "openai",
+            vec![gentlify_core::Quota::new(Dimension::Tokens)
+                .with_limit(100_000)
+                .with_remaining(50_000)
+                .with_reset_after(Duration::ZERO)],
+        )
+        .sent_at(sent);
+        let before = locks();
+        budget.report_quota(&report);
+        assert_eq!(locks(), before + 1, "one lock, to hear the report");
+        assert_eq!(
+            budget.remaining(Dimension::Tokens),
+            Some(50_000 + 166 - 1_000),
+            "re-dated to its attempt's send (100 ms of refill at 100 000 a minute since): the \
+             charge made then is replayed"
+        );
+        let before = locks();
+        budget.response_heard(sent);
+        assert_eq!(locks(), before, "nothing left to guess: no lock");
     }
 
     #[tokio::test(start_paused = true)]

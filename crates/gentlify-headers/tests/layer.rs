@@ -818,7 +818,11 @@ async fn each_report_is_dated_by_the_send_of_the_attempt_whose_response_carried_
         .iter()
         .map(|r| {
             let remaining = common::quota(r, Dimension::Requests).remaining;
-            (remaining, r.sent_at.map(|s| s - start), r.observed_at - start)
+            (
+                remaining,
+                r.sent_at.map(|s| s - start),
+                r.observed_at - start,
+            )
         })
         .collect();
     dated.sort();
