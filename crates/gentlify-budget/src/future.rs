@@ -195,9 +195,16 @@ where
                     let reservations = std::mem::take(&mut waiting.granted);
                     record(this.slot, waiting.key, this.slot.attempt(), reservations);
                     let request = waiting.request.take().expect("request sent once");
-                    *this.dispatched = Some(this.slot.dispatch_at(&waiting.feedback, now));
+                    let dispatched = this
+                        .dispatched
+                        .insert(this.slot.dispatch_at(&waiting.feedback, now));
                     *this.sent = Some(now);
+                    // A header layer inside on the same handle takes this dispatch's instant
+                    // (the one the reservations were charged at) for its attempt, and dates its
+                    // reports with it, rather than reading the clock a moment later.
+                    let sending = dispatched.sending();
                     let future = waiting.service.call(request);
+                    drop(sending);
                     // Dropped in place rather than taken out (a move of the whole state).
                     *this.waiting = None;
                     this.state.set(State::Called { future });
