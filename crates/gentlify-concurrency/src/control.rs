@@ -1368,17 +1368,24 @@ mod tests {
         assert!((38..=42).contains(&second), "relaxed after {second} s");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_refusal_while_probing_above_the_knee_climbs_back_to_the_knee() {
+    /// A knee found at 30 (server capped at 40), then a probe above it that reaches the cap at
+    /// 40 without finding a better level and is refused there: the controller after the cut,
+    /// and the settings it runs with.
+    async fn refused_at_40_while_probing_above_the_knee() -> (Control, Settings) {
         let (pinned, s) = (settings(40.0), settings(256.0));
         let mut c = Control::new(30.0, &pinned);
         find_the_knee(&mut c, &pinned).await;
         until_growth(&mut c, &s, 60).await.unwrap();
-        // The probe reaches the server's cap at 40 without finding a better level.
         c.set(&s, 40.0, Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
         assert_eq!(c.on_congestion(&s, now, None, 40, now), Change::Shrank);
+        (c, s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_while_probing_above_the_knee_climbs_back_to_the_knee() {
+        let (c, _) = refused_at_40_while_probing_above_the_knee().await;
         assert_eq!(effective(c.limit), 28);
         // Back to the knee (30), not to just under the refusal (39).
         assert_eq!(c.ceiling.map(effective), Some(30));
@@ -1400,15 +1407,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_above_the_knee_confirms_it_and_the_next_hold_lasts_twice_as_long() {
-        let (pinned, s) = (settings(40.0), settings(256.0));
-        let mut c = Control::new(30.0, &pinned);
-        find_the_knee(&mut c, &pinned).await;
-        until_growth(&mut c, &s, 60).await.unwrap();
-        // The probe reaches the server's cap at 40 without finding a better level.
-        c.set(&s, 40.0, Instant::now());
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let now = Instant::now();
-        assert_eq!(c.on_congestion(&s, now, None, 40, now), Change::Shrank);
+        let (mut c, s) = refused_at_40_while_probing_above_the_knee().await;
         assert_eq!(c.ceiling.map(effective), Some(30));
         // The limit climbs back to the knee and holds there two periods (40 s), not one.
         let mut above = None;

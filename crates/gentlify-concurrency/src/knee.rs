@@ -564,6 +564,18 @@ mod tests {
         }
     }
 
+    /// A knee whose base is 30 (an overload's cut went there), measured: 30 in flight at 1 s,
+    /// 30 per second. With the instant and the staleness bound it was measured with.
+    fn based_at_30() -> (Knee, Instant, Duration) {
+        let mut k = Knee::new();
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(60);
+        k.limit_changed(30, t0);
+        k.set_base(30.0);
+        record_60(&mut k, t0, 1.0, stale, t0);
+        (k, t0, stale)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lower_band_with_better_throughput_wins() {
         let mut k = Knee::new();
@@ -757,14 +769,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_level_above_the_base_that_serves_less_sends_the_limit_back_to_the_base() {
-        let mut k = Knee::new();
-        let t0 = Instant::now();
-        let stale = Duration::from_secs(60);
+        let (mut k, t0, stale) = based_at_30();
         let every = Duration::from_secs(1);
-        // The base (an overload's cut went to 30): 30 in flight at 1 s, 30 per second.
-        k.limit_changed(30, t0);
-        k.set_base(30.0);
-        record_60(&mut k, t0, 1.0, stale, t0);
         // 33 at 1.12 s: 29.5 per second, 2 % less. Within the margin a lower band must win by,
         // but above the base the burden of proof lies with the level above.
         let t1 = t0 + Duration::from_secs(10);
@@ -777,12 +783,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_level_above_the_base_that_serves_about_as_much_is_measured_step_by_step() {
-        let mut k = Knee::new();
-        let t0 = Instant::now();
-        let stale = Duration::from_secs(60);
-        k.limit_changed(30, t0);
-        k.set_base(30.0);
-        record_60(&mut k, t0, 1.0, stale, t0);
+        let (mut k, t0, stale) = based_at_30();
         // 33 at 1.09 s: 30.3 per second, 1 % more: not clearly better.
         let t1 = t0 + Duration::from_secs(10);
         k.limit_changed(33, t1);
@@ -794,12 +795,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_level_above_the_base_that_serves_clearly_more_clears_the_climb() {
-        let mut k = Knee::new();
-        let t0 = Instant::now();
-        let stale = Duration::from_secs(60);
-        k.limit_changed(30, t0);
-        k.set_base(30.0);
-        record_60(&mut k, t0, 1.0, stale, t0);
+        let (mut k, t0, stale) = based_at_30();
         // 33 at 1 s: 33 per second, 10 % more (a server whose latency does not follow the
         // load): the climb goes on without measuring each step.
         let t1 = t0 + Duration::from_secs(10);
