@@ -15,6 +15,7 @@ use gentlify_core::BoxError;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use pin_project_lite::pin_project;
+use sync_wrapper::SyncWrapper;
 use tower_service::Service;
 
 /// Either a layer's service around `Off` (`On`), or `Off` alone.
@@ -166,7 +167,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         BoxedFuture {
             cell: Some(Box::pin(Cell::Future {
-                future: self.inner.call(request),
+                future: SyncWrapper::new(self.inner.call(request)),
             })),
         }
     }
@@ -174,9 +175,13 @@ where
 
 pin_project! {
     /// The heap cell of [`Boxed`]: the inner future, then the inner response's body.
+    ///
+    /// The future is only ever reached through `Pin<&mut _>`, so it is in a [`SyncWrapper`]:
+    /// the cell, and the response body that carries it, are `Sync` when the body is, whatever
+    /// the future (clients' futures are rarely `Sync`; `BoxBody::new` needs a `Sync` body).
     #[project = CellProj]
     enum Cell<F, B> {
-        Future { #[pin] future: F },
+        Future { #[pin] future: SyncWrapper<F> },
         Body { #[pin] body: B },
     }
 }
@@ -203,7 +208,7 @@ where
         let CellProj::Future { future } = cell.as_mut().project() else {
             unreachable!("the cell holds the future until the future completes")
         };
-        let result = std::task::ready!(future.poll(cx));
+        let result = std::task::ready!(future.get_pin_mut().poll(cx));
         let mut cell = self.cell.take().expect("checked above");
         Poll::Ready(result.map(|response| {
             let (parts, body) = response.into_parts();
