@@ -96,6 +96,9 @@ fn sizes() {
             let retry = concurrency.get_ref().get_ref();
             future_size("full_with_budget: retry", retry);
             future_size("full_with_budget: budget", retry.get_ref());
+            if let gentlify::Toggled::On(budget) = retry.get_ref() {
+                future_size("full_with_budget: budget, unboxed", budget.get_ref());
+            }
         }
     }
     future_size(

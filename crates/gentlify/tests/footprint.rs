@@ -118,3 +118,36 @@ fn the_limiter_part_holds_the_stack_under_it_behind_a_pointer() {
         "the limiter part's future is {limiter_future} bytes, the stack under it {under_future}"
     );
 }
+
+/// The stack's response body is `Send` and `Sync` when the client's body is, whatever the
+/// client's future (clients' futures are rarely `Sync`; `BoxBody::new` needs a `Sync` body).
+#[test]
+fn the_response_body_is_sync_when_the_clients_body_is_even_if_its_future_is_not() {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    type Unsync = Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        http::Response<http_body_util::Full<bytes::Bytes>>,
+                        std::convert::Infallible,
+                    >,
+                > + Send,
+        >,
+    >;
+    fn send_sync_body<S, B>(_: &S)
+    where
+        S: Service<Request, Response = http::Response<B>>,
+        B: Send + Sync,
+    {
+    }
+    let stack = tower::Layer::layer(
+        &Throttle::new()
+            .limit(gentlify::Limit::requests_per_second(1_000))
+            .build()
+            .unwrap(),
+        tower::service_fn(|_: Request| -> Unsync { Box::pin(async { common::ok() }) }),
+    );
+    send_sync_body(&stack);
+}
