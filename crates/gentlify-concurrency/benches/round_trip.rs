@@ -7,15 +7,13 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
 use gentlify_core::Feedback;
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 mod support;
-use support::{SlotOnly, Upstream};
+use support::{limiter, round_trips, SlotOnly, Upstream};
 
 fn run<S, B>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
 where
@@ -26,16 +24,7 @@ where
 {
     rt.block_on(async {
         let start = Instant::now();
-        for _ in 0..iters {
-            let response = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(http::Request::new(()))
-                .await
-                .unwrap();
-            std::hint::black_box(response.into_body().collect().await.unwrap());
-        }
+        round_trips(svc, iters).await;
         start.elapsed()
     })
 }
@@ -52,13 +41,7 @@ fn round_trip(c: &mut Criterion) {
         b.iter_custom(|iters| run(&rt, &mut tower_limit, iters))
     });
 
-    let layer = AdaptiveConcurrencyLayer::builder()
-        .initial(64)
-        .max(64)
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap();
-    let mut adaptive = layer.layer(Upstream);
+    let mut adaptive = limiter().layer(Upstream);
     group.bench_function("gentlify_adaptive_concurrency", |b| {
         b.iter_custom(|iters| run(&rt, &mut adaptive, iters))
     });

@@ -10,36 +10,12 @@
 //! Run it at two iteration counts and divide the difference of the totals by the difference of
 //! the counts: the setup cancels out.
 
-use std::fmt::Debug;
-
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
 use gentlify_core::Feedback;
-use http_body::Body;
-use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 
 #[path = "../benches/support/mod.rs"]
 mod support;
-use support::{SlotOnly, Upstream};
-
-async fn run<S, B>(svc: &mut S, iterations: u64)
-where
-    S: Service<http::Request<()>, Response = http::Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    for _ in 0..iterations {
-        let response = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(http::Request::new(()))
-            .await
-            .unwrap();
-        std::hint::black_box(response.into_body().collect().await.unwrap());
-    }
-}
+use support::{limiter, round_trips, SlotOnly, Upstream};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -53,24 +29,18 @@ fn main() {
         match which.as_str() {
             "tower" => {
                 let mut svc = tower::limit::ConcurrencyLimitLayer::new(64).layer(Upstream);
-                run(&mut svc, iterations).await;
+                round_trips(&mut svc, iterations).await;
             }
             "contract" => {
                 let mut svc = SlotOnly {
                     inner: Upstream,
                     feedback: Feedback::new(),
                 };
-                run(&mut svc, iterations).await;
+                round_trips(&mut svc, iterations).await;
             }
             _ => {
-                let layer = AdaptiveConcurrencyLayer::builder()
-                    .initial(64)
-                    .max(64)
-                    .pacing(Pacing::disabled())
-                    .build()
-                    .unwrap();
-                let mut svc = layer.layer(Upstream);
-                run(&mut svc, iterations).await;
+                let mut svc = limiter().layer(Upstream);
+                round_trips(&mut svc, iterations).await;
             }
         }
     });

@@ -8,15 +8,13 @@
 //! valgrind --tool=callgrind target/release/examples/round_trip_usage_count <iterations>
 //! ```
 
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
 use gentlify_core::{Slot, Usage};
-use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 #[path = "../benches/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
-use support::Upstream;
+use support::{limiter, round_trips, Upstream};
 
 fn main() {
     let iterations: u64 = std::env::args()
@@ -28,28 +26,13 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let layer = AdaptiveConcurrencyLayer::builder()
-            .initial(64)
-            .max(64)
-            .pacing(Pacing::disabled())
-            .build()
-            .unwrap();
         let upstream = tower::service_fn(|request: http::Request<()>| {
             if let Some(slot) = Slot::from_extensions(request.extensions()) {
                 slot.record_usage(Usage::new(100, 20));
             }
             Upstream.call(request)
         });
-        let mut svc = layer.layer(upstream);
-        for _ in 0..iterations {
-            let response = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(http::Request::new(()))
-                .await
-                .unwrap();
-            std::hint::black_box(response.into_body().collect().await.unwrap());
-        }
+        let mut svc = limiter().layer(upstream);
+        round_trips(&mut svc, iterations).await;
     });
 }

@@ -1,15 +1,48 @@
-//! What the round-trip bench and the `round_trip_count` example share: a ready upstream and the
-//! gentlify contract alone (no limiter).
+//! What the round-trip bench and the `round_trip_count` / `round_trip_usage_count` examples
+//! share: a ready upstream, the gentlify contract alone (no limiter), the limiter they measure
+//! and the round-trip loop.
 
 use std::convert::Infallible;
+use std::fmt::Debug;
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
 use gentlify_core::{BoxError, Feedback, Slot, SlotBody, Tracked};
 use http_body::Body;
-use http_body_util::Full;
-use tower::Service;
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt};
+
+/// The limiter measured: a limit of 64 (never reached by one caller), no pacing.
+pub(crate) fn limiter() -> AdaptiveConcurrencyLayer {
+    AdaptiveConcurrencyLayer::builder()
+        .initial(64)
+        .max(64)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap()
+}
+
+/// `iterations` uncontended round trips: admit, call, read the body to its end.
+pub(crate) async fn round_trips<S, B>(svc: &mut S, iterations: u64)
+where
+    S: Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: Debug,
+    B: Body,
+    B::Error: Debug,
+{
+    for _ in 0..iterations {
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        std::hint::black_box(response.into_body().collect().await.unwrap());
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Upstream;
