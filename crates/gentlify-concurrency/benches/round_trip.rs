@@ -36,6 +36,12 @@ fn round_trip(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("admit_call_response");
 
+    // The loop itself (request, ready upstream, body collected): what neither limiter adds.
+    let mut bare = Upstream;
+    group.bench_function("upstream_alone", |b| {
+        b.iter_custom(|iters| run(&rt, &mut bare, iters))
+    });
+
     let mut tower_limit = tower::limit::ConcurrencyLimitLayer::new(64).layer(Upstream);
     group.bench_function("tower_concurrency_limit", |b| {
         b.iter_custom(|iters| run(&rt, &mut tower_limit, iters))

@@ -478,8 +478,12 @@ pub(crate) struct Control {
     srtt_nanos: u64,
     /// Smoothed time a successful request kept its permit after its response head, in
     /// nanoseconds (gain 1/8): the body's share of the server's round trip. About 0 for a
-    /// JSON answer; the whole generation for a streamed one.
+    /// JSON answer (0 when its body never made its reader wait); the whole generation for a
+    /// streamed one.
     body_nanos: u64,
+    /// Whether `body_nanos` has had a sample: until then, how long bodies hold the server is
+    /// unknown.
+    body_heard: bool,
     /// Permits held by requests whose final response head came back a success: their body is
     /// being read (kept by the limiter, set before each outcome is heard).
     pub(crate) bodies: usize,
@@ -534,6 +538,7 @@ impl Control {
             failures_in_a_row: 0,
             srtt_nanos: 0,
             body_nanos: 0,
+            body_heard: false,
             bodies: 0,
             waited_below_nanos: 0,
             wire_nanos: 0,
@@ -640,7 +645,7 @@ impl Control {
         if self.bodies > effective(self.limit) {
             return true;
         }
-        if from_success && self.bodies > 0 && self.body_nanos == 0 {
+        if from_success && self.bodies > 0 && !self.body_heard {
             return true;
         }
         self.drained(bound.unwrap_or(now));
@@ -691,7 +696,8 @@ impl Control {
     pub(crate) fn on_body_end(&mut self, body: Duration) {
         self.on_wire_time(body);
         let sample = u64::try_from(body.as_nanos()).unwrap_or(u64::MAX);
-        self.body_nanos = if self.body_nanos == 0 {
+        self.body_nanos = if !self.body_heard {
+            self.body_heard = true;
             sample
         } else {
             let smoothed = self.body_nanos as i64;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Slot, SlotBody, SlotEnd};
+use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Slot, SlotEnd};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use crate::limiter::{Acquire, Limiter};
 use crate::service::poll_pause;
+use crate::solo::{PermitBody, Solo};
 
 pin_project! {
     /// The response future of [`AdaptiveConcurrency`](crate::AdaptiveConcurrency).
@@ -44,6 +45,12 @@ pin_project! {
             dispatched: Dispatched,
             end: Option<SlotEnd>,
             limiter: Option<Arc<Limiter>>,
+        },
+        // Sent without a slot (a limiter alone): the permit is here until the response comes.
+        Solo {
+            #[pin]
+            future: F,
+            solo: Solo,
         },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
@@ -81,6 +88,13 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
                 end,
                 limiter: Some(limiter),
             },
+        }
+    }
+
+    #[inline]
+    pub(crate) fn solo(future: F, solo: Solo) -> Self {
+        ResponseFuture {
+            state: State::Solo { future, solo },
         }
     }
 
@@ -168,9 +182,14 @@ where
     S::Error: Into<BoxError>,
     ResBody: Body,
 {
-    type Output = Result<http::Response<SlotBody<ResBody>>, BoxError>;
+    type Output = Result<http::Response<PermitBody<ResBody>>, BoxError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let StateProj::Solo { future, solo } = self.as_mut().project().state.project() {
+            // The response is written where it goes, not moved through the loop below.
+            return future.poll(cx).map(|polled| solo.settle(polled));
+        }
         loop {
             let (future, dispatched, end, limiter) = match self.as_mut().project().state.project() {
                 StateProj::Called {
@@ -189,8 +208,9 @@ where
                         let slot = dispatched.slot();
                         slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
                     }
-                    return Poll::Ready(result);
+                    return Poll::Ready(result.map(PermitBody::wrap));
                 }
+                StateProj::Solo { .. } => unreachable!("answered above"),
                 StateProj::Rejected { error } => {
                     return Poll::Ready(Err(error
                         .take()
@@ -212,6 +232,7 @@ impl<F, S, Req> fmt::Debug for ResponseFuture<F, S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
+            State::Solo { .. } => "called (no slot)",
             State::Waiting { .. } => "waiting",
             State::Rejected { .. } => "rejected",
         };

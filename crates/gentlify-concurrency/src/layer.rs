@@ -61,8 +61,13 @@ impl AdaptiveConcurrencyLayer {
     }
 
     /// The handle the limiter listens to.
+    ///
+    /// A limiter built without [`feedback`](AdaptiveConcurrencyBuilder::feedback) has a handle of
+    /// its own, and sends a request that carries no [`Slot`](gentlify_core::Slot) without making
+    /// one: no other layer could share it. Once this method hands the handle out, other layers
+    /// may be built on it, and the limiter makes a slot for every request again.
     pub fn feedback(&self) -> &Feedback {
-        &self.limiter.feedback
+        self.limiter.share()
     }
 
     /// The limiter's state now.
@@ -360,9 +365,10 @@ impl AdaptiveConcurrencyBuilder {
             max_waiting: self.max_waiting,
             pause_on_retry_after: self.pause_on_retry_after,
         };
+        let alone = self.feedback.is_none();
         let feedback = self.feedback.unwrap_or_default();
         Ok(AdaptiveConcurrencyLayer {
-            limiter: Limiter::new(feedback, config, initial as f64),
+            limiter: Limiter::new(feedback, config, initial as f64, alone),
         })
     }
 }

@@ -47,6 +47,15 @@
 //!   [`Slot`](gentlify_core::Slot) in `call`, and comes back when the slot ends: at the end of the
 //!   final response's body (a streamed answer keeps it while it streams), on an error, or when
 //!   the caller drops the future.
+//! - **Alone, no slot**: a limiter built without
+//!   [`feedback`](AdaptiveConcurrencyBuilder::feedback), whose handle was never handed out
+//!   ([`AdaptiveConcurrencyLayer::feedback`]), is the only gentlify layer on its handle: a
+//!   request that reaches it without a slot is sent without one, since nothing could share it.
+//!   Its permit then lives in the response future and in the body ([`PermitBody`]), with the same
+//!   ends, and its outcome is published as from a slot; the round trip costs no allocation.
+//!   A request that already carries a slot (a gentlify layer outside) keeps using it, and the
+//!   inner service finds no slot in a request sent without one. (`benches/round_trip.rs`:
+//!   figures in the README.)
 //! - **Retries keep the permit**, whatever the order of the layers. A retry layer inside this one
 //!   never comes back here. A retry layer outside (tower's `Retry`, say) calls `poll_ready` again
 //!   for the next attempt while the request's slot holds the permit: the instance remembers the
@@ -76,8 +85,10 @@
 //!   limit, for the bodies' smoothed holding time as well as for a success sent after the
 //!   change: otherwise the head's round trip (a few hundred milliseconds) paces growth while
 //!   the server has not yet carried the new limit for a whole stream. Cuts are still judged
-//!   per head round trip. With non-streamed answers the body time is about 0 and nothing
-//!   changes. (`gentlify-sim`'s streaming-long-bodies, C = 30, 18 s streams: 429s per 1000
+//!   per head round trip. With non-streamed answers the body time is 0 and nothing changes:
+//!   a body counts its time only when it made its reader wait (a poll of it was pending, its
+//!   bytes still coming); a body that was all there whenever it was read held the server no
+//!   longer than its head, however late the caller reads it (and no clock is read for it). (`gentlify-sim`'s streaming-long-bodies, C = 30, 18 s streams: 429s per 1000
 //!   attempts 48.8 → 5.0 with the limiter alone, 119.9 → 23.2 with the full stack; goodput
 //!   0.900 → 0.934 and 0.867 → 0.932 × oracle.)
 //! - **Failures decelerate only in a storm**: a few percent of dropped connections or stray 5xx
@@ -142,9 +153,11 @@ mod knee;
 mod layer;
 mod limiter;
 mod service;
+mod solo;
 
 pub use control::{Aimd, Algorithm, ControlState, Gradient, Pacing};
 pub use error::BuildError;
 pub use layer::{AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer, DEFAULT_INITIAL};
 pub use limiter::ConcurrencySnapshot;
 pub use service::AdaptiveConcurrency;
+pub use solo::PermitBody;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -101,6 +101,11 @@ pub(crate) struct Limiter {
     streaming: AtomicUsize,
     /// The origin of the call instants kept in permit tokens ([`Limiter::called_token`]).
     base: Instant,
+    /// True while no one but this limiter can reach its handle: the layer made it and has not
+    /// handed it out ([`AdaptiveConcurrencyLayer::feedback`](crate::AdaptiveConcurrencyLayer)).
+    /// No other gentlify layer can then share a request with this one, so a request that comes
+    /// without a slot is sent without one ([`Limiter::alone`]).
+    alone: AtomicBool,
 }
 
 struct State {
@@ -302,7 +307,7 @@ impl Wake {
 }
 
 impl Limiter {
-    pub(crate) fn new(feedback: Feedback, config: Config, initial: f64) -> Arc<Self> {
+    pub(crate) fn new(feedback: Feedback, config: Config, initial: f64, alone: bool) -> Arc<Self> {
         let control = Control::new(initial, &config.settings);
         let limiter = Arc::new(Limiter {
             key: HoldKey::unique(),
@@ -323,6 +328,7 @@ impl Limiter {
             pending_body: AtomicU64::new(0),
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
+            alone: AtomicBool::new(alone),
         });
         drop(limiter.lock());
         limiter.feedback.register(&limiter);
@@ -472,6 +478,18 @@ impl Limiter {
             state.grant(&mut wake);
         }
         wake.run();
+    }
+
+    /// True while this limiter's handle is its own and unseen (see [`Limiter::alone`]'s field).
+    #[inline]
+    pub(crate) fn alone(&self) -> bool {
+        self.alone.load(Ordering::Acquire)
+    }
+
+    /// The handle, handed out: from here on, every request is sent with a slot.
+    pub(crate) fn share(&self) -> &Feedback {
+        self.alone.store(false, Ordering::Release);
+        &self.feedback
     }
 
     /// Reserves a dispatch instant for a request that needs no permit (a retry of a held one).
@@ -629,6 +647,31 @@ impl Permit {
     }
 }
 
+impl Permit {
+    /// The limiter the permit is of.
+    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+        self.limiter
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a permit outside a slot keeps its limiter"))
+    }
+
+    /// Gives back the permit of a request sent without a slot: `streaming` when its response
+    /// head was a success ([`Limiter::solo_body_started`]); `body`, how long its body held the
+    /// permit after the head, when it was read to its end after a success.
+    pub(crate) fn release_solo(mut self, streaming: bool, body: Option<Duration>) {
+        if let Some(limiter) = self.limiter.take() {
+            limiter.release_permit(streaming, body, 0, 0, None);
+        }
+    }
+}
+
+impl Limiter {
+    /// A request sent without a slot got a successful response head: its body is being read.
+    pub(crate) fn solo_body_started(&self) {
+        self.streaming.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// An answer's attempt: its dispatch, its latency to the head, its output tokens, and when its
 /// body ended.
 type UsageSample = (Instant, Duration, u64, Instant);
@@ -688,11 +731,17 @@ impl SharedHold for Limiter {
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
-                // How long the body held the permit after the response head (from the
-                // dispatch, less the latency: no instant to build for the head).
-                let now = Instant::now();
-                let since_sent = now.saturating_duration_since(outcome.sent_at);
-                body = Some(since_sent.saturating_sub(outcome.latency));
+                // How long the body held the server after the response head (from the
+                // dispatch, less the latency: no instant to build for the head). A body that
+                // never made its reader wait was all there at the head: no clock to read.
+                let (held, now) = if ended.body_waited {
+                    let now = Instant::now();
+                    let since_sent = now.saturating_duration_since(outcome.sent_at);
+                    (since_sent.saturating_sub(outcome.latency), now)
+                } else {
+                    (Duration::ZERO, outcome.finished_at())
+                };
+                body = Some(held);
                 if let Some(recorded) = ended.usage {
                     // The same instant for the knee's sample: one clock read per release.
                     let tokens = recorded.output_tokens;

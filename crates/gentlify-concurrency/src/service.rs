@@ -6,20 +6,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{BoxError, Feedback, PauseWait, Slot, SlotBody};
+use gentlify_core::{BoxError, Feedback, PauseWait, Slot};
 use http_body::Body;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::limiter::{Acquire, ConcurrencySnapshot, Limiter, Permit, Rejection};
+use crate::solo::{PermitBody, Solo};
 
 /// Limits the requests in flight to the inner service to an adaptive limit. Made by
 /// [`AdaptiveConcurrencyLayer`](crate::AdaptiveConcurrencyLayer); see the crate docs.
 ///
 /// Admission is decided in `poll_ready`, as in tower's `ConcurrencyLimit`: a service that returns
-/// `Ready` holds a permit, which `call` moves into the request's [`Slot`]; the permit comes back
-/// when the slot ends (the end of the final response's body). Waiters are served in arrival
+/// `Ready` holds a permit, which `call` moves into the request's [`Slot`] (or, for a limiter alone
+/// on a handle of its own, into the response future and its [`PermitBody`]); the permit comes
+/// back when the slot ends (the end of the final response's body). Waiters are served in arrival
 /// order. A rejection ([`AcquireTimeout`], [`QueueFull`]) leaves `poll_ready` `Ok` and comes out
 /// of the response future, as with tower's `LoadShed`, so a `Buffer` in front keeps working.
 ///
@@ -123,7 +125,7 @@ where
     S::Error: Into<BoxError>,
     ResBody: Body,
 {
-    type Response = http::Response<SlotBody<ResBody>>;
+    type Response = http::Response<PermitBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, S, http::Request<ReqBody>>;
 
@@ -191,6 +193,17 @@ where
             }
         };
         let limiter = self.acquire.limiter();
+        let permit = match permit {
+            Some(permit)
+                if limiter.alone() && Slot::from_extensions(request.extensions()).is_none() =>
+            {
+                // No other layer can share this request: no slot to make (see `solo`).
+                self.last_slot = None;
+                let solo = Solo::new(permit, Instant::now());
+                return ResponseFuture::solo(self.inner.call(request), solo);
+            }
+            permit => permit,
+        };
         let (mut slot, mut end) = Slot::get_or_insert(request.extensions_mut(), &limiter.feedback);
         if end.is_none() && slot.is_ended() {
             // A request cloned with the extensions of one whose slot already ended (a retry

@@ -616,31 +616,38 @@ async fn with_streamed_answers_growth_waits_for_a_whole_body_after_a_change() {
         .aimd(Aimd::new().slow_start(false).knee(false))
         .build()
         .unwrap();
-    // Heads after 300 ms; each body is read for 10 s after its head.
-    let service = layer.layer(Upstream::ok_after(Duration::from_millis(300)));
+    // Heads after 300 ms; each body streams for 10 s after its head, read as it comes.
+    let service = layer.layer(tower::service_fn(|_: http::Request<String>| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(common::Streamed::new(10 * SECOND)))
+    }));
     let mut first = Vec::new();
     for name in ["a", "b"] {
-        first.push(service.clone().oneshot(request(name)).await.unwrap());
+        let response = service.clone().oneshot(request(name)).await.unwrap();
+        first.push(tokio::spawn(common::finish(response)));
     }
     advance(10 * SECOND).await;
-    for response in first {
-        common::finish(response).await;
+    for reading in first {
+        reading.await.unwrap();
     }
     // The limit is set (a change) and filled: three streams start under it.
     layer.set_limit(3);
     let changed = Instant::now();
     let mut streams = Vec::new();
     for name in ["c", "d", "e"] {
-        streams.push(service.clone().oneshot(request(name)).await.unwrap());
+        let response = service.clone().oneshot(request(name)).await.unwrap();
+        streams.push(tokio::spawn(common::finish(response)));
     }
     // Their heads are successes of attempts sent after the change, but the server has carried
     // the new limit for 300 ms, not for a whole body: no growth yet.
     assert_eq!(layer.snapshot().limit, 3);
     assert!(changed.elapsed() < SECOND);
 
-    // A body's time after the change, a stream ends and the next request's success grows it.
+    // A body's time after the change, the streams end and the next request's success grows it.
     advance(10 * SECOND).await;
-    common::finish(streams.remove(0)).await;
-    streams.push(service.clone().oneshot(request("f")).await.unwrap());
+    for reading in streams {
+        reading.await.unwrap();
+    }
+    let _f = service.clone().oneshot(request("f")).await.unwrap();
     assert_eq!(layer.snapshot().limit, 4);
 }

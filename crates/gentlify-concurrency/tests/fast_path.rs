@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{finish, request, Upstream};
+use common::{finish, request, Streamed};
 use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd, Pacing};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use tokio::time::advance;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -45,15 +45,30 @@ async fn a_body_given_back_without_the_lock_still_holds_off_growth_for_its_lengt
         .pacing(Pacing::disabled())
         .build()
         .unwrap();
-    let service = layer.layer(Upstream::ok_after(Duration::from_millis(300)));
+    // Heads after 300 ms; the first answer streams its body for 10 s, the others are whole.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let service = layer.layer(service_fn(move |_: http::Request<String>| {
+        let first = sent.fetch_add(1, Ordering::Relaxed) == 0;
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let body = if first {
+                Either::Left(Streamed::new(Duration::from_secs(10)))
+            } else {
+                Either::Right(Full::new(Bytes::from("whole")))
+            };
+            Ok::<_, Infallible>(http::Response::new(body))
+        }
+    }));
 
-    // One streamed answer: its body holds the permit 10 s after the head. Slow start doubles
-    // the limit on its head; the permit then comes back with nobody waiting (no lock).
+    // One streamed answer: its body holds the permit 10 s after the head, read as it streams.
+    // Slow start doubles the limit on its head; the permit then comes back with nobody waiting
+    // (no lock).
     let first = send_together(&service, 1).await;
     assert_eq!(layer.snapshot().limit, 2);
+    let reading: Vec<_> = first.into_iter().map(|r| tokio::spawn(finish(r))).collect();
     advance(Duration::from_secs(10)).await;
-    for response in first {
-        finish(response).await;
+    for reading in reading {
+        reading.await.unwrap();
     }
     // A round trip at 2, well past 10 s after the change: growth to 4.
     for response in send_together(&service, 2).await {

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{finish, request, settle, Upstream};
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
-use gentlify_core::{BoxError, EndReason, Feedback, Slot, SlotBody};
+use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing, PermitBody};
+use gentlify_core::{BoxError, EndReason, Feedback, Slot};
 use http_body_util::Full;
 use tokio_test::{assert_pending, task};
 use tower::{Layer, Service, ServiceExt};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-type Response = http::Response<SlotBody<Full<Bytes>>>;
+type Response = http::Response<PermitBody<Full<Bytes>>>;
 
 fn limit_one(feedback: &Feedback) -> AdaptiveConcurrencyLayer {
     AdaptiveConcurrencyLayer::builder()

@@ -120,7 +120,12 @@ impl<B: Body> Body for SlotBody<B> {
         }
         let polled = this.inner.as_mut().poll_frame(cx);
         let reason = match &polled {
-            Poll::Pending => return polled,
+            Poll::Pending => {
+                if let Some(end) = this.end.as_ref() {
+                    end.body_waited();
+                }
+                return polled;
+            }
             Poll::Ready(None) => {
                 if let Some(eos) = this.eos.take() {
                     eos.on_trailers(None);

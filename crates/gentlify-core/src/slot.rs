@@ -19,7 +19,9 @@ use crate::Feedback;
 /// One logical request, carried in its request extensions and shared by all its attempts.
 ///
 /// The first gentlify layer that sees a request makes its slot ([`Slot::get_or_insert`]); every
-/// later layer, and every retry, finds the same one. The slot holds:
+/// later layer, and every retry, finds the same one. (One exception: an adaptive concurrency
+/// limiter alone on a handle nobody else holds has nothing to share, and sends a request that
+/// comes without a slot without making one.) The slot holds:
 /// - the attempt number ([`attempt`](Slot::attempt): 0 for the first try), which the inner service
 ///   can read (for idempotency keys, say);
 /// - the tokens the request used, recorded by the inner service ([`record_tokens`](Slot::record_tokens))
@@ -63,6 +65,8 @@ struct SlotInner {
     owner_sending: AtomicU32,
     /// `state.ended`, readable without the lock (written under it).
     ended: AtomicBool,
+    /// The final response's body made its reader wait at least once ([`SlotEnd::body_waited`]).
+    body_waited: AtomicBool,
     /// One bit per [`HoldKey`] held (the key's value modulo 64), set under the state's lock: a
     /// clear bit tells [`Slot::holds`] "no" without the lock, which is the answer for every new
     /// request.
@@ -326,6 +330,11 @@ pub struct SlotEnded<'a> {
     pub usage: Option<Usage>,
     /// The outcome of the last published attempt, if any.
     pub last_outcome: Option<&'a Outcome>,
+    /// The response's body made its reader wait at least once (a poll of it was pending): its
+    /// bytes were still coming from the server, as a streamed answer's are. False for a body
+    /// that was all there whenever it was read (the server was done with it at its head, however
+    /// long the caller took to read it), and for a slot that ended without a body.
+    pub body_waited: bool,
 }
 
 /// A resource held for a logical request's whole life (a concurrency permit, a token
@@ -416,6 +425,7 @@ impl Slot {
                 owner_settled: AtomicU64::new(0),
                 owner_sending: AtomicU32::new(0),
                 ended: AtomicBool::new(false),
+                body_waited: AtomicBool::new(false),
                 held: AtomicU64::new(0),
                 state: Mutex::new(SlotState::default()),
             }),
@@ -521,6 +531,7 @@ impl Slot {
             recorded_tokens: self.recorded_tokens(),
             usage,
             last_outcome: last_outcome.as_ref(),
+            body_waited: false,
         });
         false
     }
@@ -963,6 +974,7 @@ impl Slot {
                 recorded_tokens: self.recorded_tokens(),
                 usage,
                 last_outcome: last_outcome.as_ref(),
+                body_waited: self.inner.body_waited.load(Ordering::Relaxed),
             };
             for (_, hold) in holds.drain(..) {
                 hold.release(&summary);
@@ -999,6 +1011,7 @@ impl Drop for SlotInner {
                 recorded_tokens: self.recorded_tokens.load(Ordering::Acquire),
                 usage: state.usage,
                 last_outcome: state.last_outcome.as_ref(),
+                body_waited: *self.body_waited.get_mut(),
             };
             for (_, hold) in std::mem::take(&mut state.holds) {
                 hold.release(&summary);
@@ -1046,6 +1059,17 @@ impl SlotEnd {
     /// Ends the slot now, for `reason`.
     pub fn end(self, reason: EndReason) {
         self.slot.end(reason);
+    }
+
+    /// Notes that the response's body made its reader wait ([`SlotEnded::body_waited`]): the
+    /// [`SlotBody`](crate::SlotBody) that owns the end calls it when a poll of its body is
+    /// pending.
+    #[inline]
+    pub fn body_waited(&self) {
+        let waited = &self.slot.inner.body_waited;
+        if !waited.load(Ordering::Relaxed) {
+            waited.store(true, Ordering::Relaxed);
+        }
     }
 }
 

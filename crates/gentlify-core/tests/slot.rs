@@ -559,6 +559,7 @@ fn a_shared_hold_taken_out_of_its_slot_is_released_by_its_taker_only() {
         recorded_tokens: 0,
         usage: None,
         last_outcome: None,
+        body_waited: false,
     });
     assert_eq!(shares.released(), [(3, EndReason::Error)]);
 }

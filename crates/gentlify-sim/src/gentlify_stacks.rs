@@ -58,16 +58,31 @@ struct KeepAlive(Arc<std::sync::Mutex<Vec<Arc<LimitReporter>>>>);
 
 /// `gentlify-concurrency`: [`AdaptiveConcurrencyLayer`] with its defaults, one limiter for all
 /// the run's clients, under the shared SDK-like retry.
+///
+/// The limit is read from the layer after each answer (into the first client's gauge: the plot
+/// sums the clients' gauges), not by a controller on the handle: handing the handle out would
+/// make the limiter send with slots, and this contender is the limiter alone as users run it,
+/// without one.
 pub(crate) fn concurrency_only(up: MeteredUpstream, ctx: &ContenderCtx<'_>) -> ClientStack {
     let limiter: AdaptiveConcurrencyLayer = ctx.shared(AdaptiveConcurrencyLayer::new);
-    report_limit(ctx, limiter.feedback(), &limiter);
+    let gauge = ctx.shared(|| FirstGauge(ctx.limit.clone())).0;
+    gauge.set(limiter.snapshot().limit_exact);
+    let reading = limiter.clone();
     BoxCloneService::new(
         ServiceBuilder::new()
             .map_response(box_response)
+            .map_result(move |result| {
+                gauge.set(reading.snapshot().limit_exact);
+                result
+            })
             .layer(limiter)
             .service(up),
     )
 }
+
+/// The first client's limit gauge, shared by the run's clients.
+#[derive(Clone)]
+struct FirstGauge(crate::contenders::LimitGauge);
 
 #[derive(Clone)]
 struct SharedThrottle(ThrottleLayer);

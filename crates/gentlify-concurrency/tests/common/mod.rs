@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gentlify_core::{Class, Feedback, Outcome, SlotBody};
+use gentlify_concurrency::PermitBody;
+use gentlify_core::{Class, Feedback, Outcome};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::Service;
@@ -112,8 +113,51 @@ pub fn request(name: &str) -> http::Request<String> {
 }
 
 /// Reads a response's body to its end (which ends its slot).
-pub async fn finish(response: http::Response<SlotBody<Full<Bytes>>>) {
+pub async fn finish<B>(response: http::Response<PermitBody<B>>)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
     response.into_body().collect().await.unwrap();
+}
+
+/// A streamed answer's body: its one frame comes `length` after the body was made (its head),
+/// and a reader polling it before then waits, as for a server still generating.
+pub struct Streamed {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    data: Option<Bytes>,
+}
+
+impl Streamed {
+    pub fn new(length: Duration) -> Self {
+        Streamed {
+            sleep: Box::pin(tokio::time::sleep(length)),
+            data: Some(Bytes::from_static(b"streamed")),
+        }
+    }
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            self.data
+                .take()
+                .map(|data| Ok(http_body::Frame::data(data))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
 }
 
 /// Publishes an attempt's outcome on the handle, as a layer below would.

@@ -1,0 +1,300 @@
+//! A request sent by a limiter alone: no slot, its permit in the response future, then in the
+//! response body.
+//!
+//! A limiter built without a handle, whose handle was never handed out, is the only gentlify
+//! layer that can see its requests on that handle: nothing could share a slot with it. A request
+//! that reaches it without one is sent without one, with the same outcome published and the
+//! permit held to the same end (the end of the body), at the cost of a semaphore's round trip
+//! rather than a slot's (`benches/round_trip.rs`). A response its head cannot classify (a gRPC
+//! class in the trailers, a 429 whose body may say more) moves into a slot of its own there.
+
+use std::error::Error;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gentlify_core::error::is_local_rejection;
+use gentlify_core::{settle, BoxError, Class, Classified, Outcome, Slot, SlotBody};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::limiter::Permit;
+
+/// The attempt of a request sent without a slot, while its response is awaited. Dropped before
+/// the response came (the caller went away), it publishes the attempt as cancelled and gives
+/// the permit back.
+pub(crate) struct Solo {
+    /// `None` once settled.
+    permit: Option<Permit>,
+    sent_at: Instant,
+}
+
+impl Solo {
+    #[inline]
+    pub(crate) fn new(permit: Permit, sent_at: Instant) -> Self {
+        Solo {
+            permit: Some(permit),
+            sent_at,
+        }
+    }
+
+    /// Publishes the attempt's outcome and hands the permit to the response's body (or gives it
+    /// back, on an error).
+    #[inline]
+    pub(crate) fn settle<B, E>(
+        &mut self,
+        result: Result<http::Response<B>, E>,
+    ) -> Result<http::Response<PermitBody<B>>, BoxError>
+    where
+        B: Body,
+        E: Into<BoxError>,
+    {
+        let Some(permit) = self.permit.take() else {
+            return Err("response future polled after completion".into());
+        };
+        let limiter = permit.limiter();
+        let classifier = limiter.feedback.classifier();
+        match result {
+            Ok(response) => match classifier.classify_response(&response) {
+                Classified::Ready(class) if !classifier.wants_body(&response) => {
+                    let status = response.status();
+                    let outcome = Outcome::new(class, 0, self.sent_at).with_status(status);
+                    // Heard before the permit counts as reading its body, as with a slot.
+                    limiter.feedback.publish(&outcome);
+                    let streaming = status.is_success();
+                    if streaming {
+                        limiter.solo_body_started();
+                    }
+                    let head_at = matches!(class, Class::Success).then(|| outcome.finished_at());
+                    let (head, body) = response.into_parts();
+                    let solo = SoloBody {
+                        permit,
+                        head_at,
+                        streaming,
+                        waited: false,
+                    };
+                    Ok(http::Response::from_parts(
+                        head,
+                        PermitBody::solo(body, solo),
+                    ))
+                }
+                _ => Ok(slotted(response, permit, self.sent_at)),
+            },
+            Err(error) => {
+                let error = error.into();
+                publish_error(&permit, &*error, self.sent_at);
+                permit.release_solo(false, None);
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            let outcome = Outcome::new(Class::Cancelled, 0, self.sent_at);
+            permit.limiter().feedback.publish(&outcome);
+        }
+    }
+}
+
+impl fmt::Debug for Solo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Solo")
+            .field("settled", &self.permit.is_none())
+            .field("sent_at", &self.sent_at)
+            .finish()
+    }
+}
+
+/// Publishes an error from the inner service, unless it is a local rejection (it never reached
+/// the server), as a slot's dispatch does.
+fn publish_error(permit: &Permit, error: &(dyn Error + 'static), sent_at: Instant) {
+    if is_local_rejection(error) {
+        return;
+    }
+    let feedback = &permit.limiter().feedback;
+    let class = feedback.classifier().classify_error(error);
+    feedback.publish(&Outcome::new(class, 0, sent_at));
+}
+
+/// A response whose head does not settle its class: it gets a slot of its own (held by no
+/// request extensions), which classifies it from its trailers or waits for a word on its body
+/// as any slot does, and holds the permit until the body ends.
+#[cold]
+fn slotted<B: Body>(
+    response: http::Response<B>,
+    permit: Permit,
+    sent_at: Instant,
+) -> http::Response<PermitBody<B>> {
+    let limiter = Arc::clone(permit.limiter());
+    let (slot, end) = Slot::new(&limiter.feedback);
+    let dispatched = slot.dispatch_at(&limiter.feedback, sent_at);
+    permit.hold_in(&slot, Some(sent_at));
+    let streaming = response.status().is_success();
+    let Ok(response) = settle(Ok::<_, BoxError>(response), &dispatched, Some(end)) else {
+        unreachable!("settling a response is a response")
+    };
+    if streaming {
+        slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
+    }
+    PermitBody::wrap(response)
+}
+
+/// The permit of a request sent without a slot, in its response body.
+struct SoloBody {
+    permit: Permit,
+    /// When the response head came back, for a success: the body's holding time counts from
+    /// here. `None` after any other class (its body's time says nothing of the server's work).
+    head_at: Option<Instant>,
+    streaming: bool,
+    /// A poll of the body was pending: its bytes were still coming (as a slot's
+    /// [`SlotEnded::body_waited`](gentlify_core::SlotEnded)).
+    waited: bool,
+}
+
+impl SoloBody {
+    /// The body ended: `read` to its end, or not (an error, dropped). How long it held the
+    /// server after the head counts only when it was read to its end after a success; and a
+    /// body that never made its reader wait was all there at the head: no clock to read.
+    fn end(self, read: bool) {
+        let held = match (read, self.head_at) {
+            (true, Some(head)) if self.waited => {
+                Some(Instant::now().saturating_duration_since(head))
+            }
+            (true, Some(_)) => Some(Duration::ZERO),
+            _ => None,
+        };
+        self.permit.release_solo(self.streaming, held);
+    }
+}
+
+pin_project! {
+    /// The response body of [`AdaptiveConcurrency`](crate::AdaptiveConcurrency): it holds the
+    /// request's concurrency permit until the body reaches its end, fails or is dropped, so a
+    /// streamed LLM answer keeps its permit while it streams.
+    ///
+    /// When the request has a [`Slot`], the permit is in the slot, and this is the slot's
+    /// [`SlotBody`]. A limiter alone on a handle of its own sends requests without a slot, and
+    /// the permit is here (see [`AdaptiveConcurrencyLayer::feedback`]).
+    ///
+    /// ```
+    /// use gentlify_concurrency::AdaptiveConcurrencyLayer;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = AdaptiveConcurrencyLayer::new();
+    /// let service = layer.layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from("answer"))))
+    /// }));
+    /// let response = service.oneshot(http::Request::new(())).await.unwrap();
+    /// assert_eq!(layer.snapshot().in_flight, 1, "held while the body is unread");
+    /// let body = response.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, "answer");
+    /// assert_eq!(layer.snapshot().in_flight, 0, "given back at the end of the body");
+    /// # }
+    /// ```
+    ///
+    /// [`AdaptiveConcurrencyLayer::feedback`]: crate::AdaptiveConcurrencyLayer::feedback
+    pub struct PermitBody<B> {
+        #[pin]
+        inner: SlotBody<B>,
+        solo: Option<SoloBody>,
+    }
+
+    impl<B> PinnedDrop for PermitBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(solo) = this.project().solo.take() {
+                solo.end(false);
+            }
+        }
+    }
+}
+
+impl<B: Body> PermitBody<B> {
+    /// The body of a response whose permit is in its slot.
+    #[inline]
+    pub(crate) fn wrap(response: http::Response<SlotBody<B>>) -> http::Response<PermitBody<B>> {
+        let (head, inner) = response.into_parts();
+        http::Response::from_parts(head, PermitBody { inner, solo: None })
+    }
+
+    /// The body of a request sent without a slot, holding its permit: given back at once when
+    /// there is no body.
+    #[inline]
+    fn solo(body: B, solo: SoloBody) -> Self {
+        let inner = SlotBody::new(body, None, None);
+        if inner.is_end_stream() {
+            solo.end(true);
+            return PermitBody { inner, solo: None };
+        }
+        PermitBody {
+            inner,
+            solo: Some(solo),
+        }
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        self.inner.get_ref()
+    }
+}
+
+impl<B: Body> Body for PermitBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if this.solo.is_none() {
+            return this.inner.poll_frame(cx);
+        }
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let read = match &polled {
+            Poll::Pending => {
+                if let Some(solo) = this.solo.as_mut() {
+                    solo.waited = true;
+                }
+                return polled;
+            }
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => {
+                if !this.inner.is_end_stream() {
+                    return polled;
+                }
+                true
+            }
+            Poll::Ready(Some(Err(_))) => false,
+        };
+        if let Some(solo) = this.solo.take() {
+            solo.end(read);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for PermitBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PermitBody")
+            .field("inner", &self.inner)
+            .field("holds_permit", &self.solo.is_some())
+            .finish()
+    }
+}
