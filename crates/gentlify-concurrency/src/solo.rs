@@ -203,7 +203,7 @@ pin_project! {
     /// [`AdaptiveConcurrencyLayer::feedback`]: crate::AdaptiveConcurrencyLayer::feedback
     pub struct PermitBody<B> {
         #[pin]
-        inner: SlotBody<B>,
+        inner: Inner<B>,
         solo: Option<SoloBody>,
     }
 
@@ -216,11 +216,21 @@ pin_project! {
     }
 }
 
+pin_project! {
+    /// The body: the slot's, or (without a slot) the inner service's as it is.
+    #[project = InnerProj]
+    enum Inner<B> {
+        Slotted { #[pin] body: SlotBody<B> },
+        Solo { #[pin] body: B },
+    }
+}
+
 impl<B: Body> PermitBody<B> {
     /// The body of a response whose permit is in its slot.
     #[inline]
     pub(crate) fn wrap(response: http::Response<SlotBody<B>>) -> http::Response<PermitBody<B>> {
-        let (head, inner) = response.into_parts();
+        let (head, body) = response.into_parts();
+        let inner = Inner::Slotted { body };
         http::Response::from_parts(head, PermitBody { inner, solo: None })
     }
 
@@ -228,20 +238,24 @@ impl<B: Body> PermitBody<B> {
     /// there is no body.
     #[inline]
     fn solo(body: B, solo: SoloBody) -> Self {
-        let inner = SlotBody::new(body, None, None);
-        if inner.is_end_stream() {
+        let solo = if body.is_end_stream() {
             solo.end(true);
-            return PermitBody { inner, solo: None };
-        }
+            None
+        } else {
+            Some(solo)
+        };
         PermitBody {
-            inner,
-            solo: Some(solo),
+            inner: Inner::Solo { body },
+            solo,
         }
     }
 
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
-        self.inner.get_ref()
+        match &self.inner {
+            Inner::Slotted { body } => body.get_ref(),
+            Inner::Solo { body } => body,
+        }
     }
 }
 
@@ -254,21 +268,23 @@ impl<B: Body> Body for PermitBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        if this.solo.is_none() {
-            return this.inner.poll_frame(cx);
-        }
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let this = self.project();
+        let mut body = match this.inner.project() {
+            InnerProj::Slotted { body } => return body.poll_frame(cx),
+            InnerProj::Solo { body } => body,
+        };
+        let polled = body.as_mut().poll_frame(cx);
+        let Some(solo) = this.solo.as_mut() else {
+            return polled;
+        };
         let read = match &polled {
             Poll::Pending => {
-                if let Some(solo) = this.solo.as_mut() {
-                    solo.waited = true;
-                }
+                solo.waited = true;
                 return polled;
             }
             Poll::Ready(None) => true,
             Poll::Ready(Some(Ok(_))) => {
-                if !this.inner.is_end_stream() {
+                if !body.is_end_stream() {
                     return polled;
                 }
                 true
@@ -282,18 +298,28 @@ impl<B: Body> Body for PermitBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Slotted { body } => body.is_end_stream(),
+            Inner::Solo { body } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Slotted { body } => body.size_hint(),
+            Inner::Solo { body } => body.size_hint(),
+        }
     }
 }
 
 impl<B: fmt::Debug> fmt::Debug for PermitBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner: &dyn fmt::Debug = match &self.inner {
+            Inner::Slotted { body } => body,
+            Inner::Solo { body } => body,
+        };
         f.debug_struct("PermitBody")
-            .field("inner", &self.inner)
+            .field("inner", inner)
             .field("holds_permit", &self.solo.is_some())
             .finish()
     }
