@@ -1,7 +1,11 @@
 //! The uncontended admit -> call -> response round trip (body read to its end), against tower's
-//! `ConcurrencyLimit` in the same run, over the same ready upstream. A third line measures the
-//! floor every gentlify layer pays for the shared contract alone (slot, dispatch, outcome
-//! publication, body wrapper), with no limiter, to show which part of the cost is whose.
+//! `ConcurrencyLimit` in the same run, over the same ready upstream. The limiter is alone on a
+//! handle of its own, as a user stacks it alone: it sends without a slot. Beside them, in the
+//! same run: the loop with no limiter (`upstream_alone`); two reads of tokio's clock, which a
+//! limiter measuring each attempt's latency cannot avoid (`two_clock_reads`); and the floor
+//! every gentlify layer pays for the shared contract (slot, dispatch, outcome publication, body
+//! wrapper) with no limiter (`gentlify_core_contract_only`), to show which part of the cost is
+//! whose.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -40,6 +44,22 @@ fn round_trip(c: &mut Criterion) {
     let mut bare = Upstream;
     group.bench_function("upstream_alone", |b| {
         b.iter_custom(|iters| run(&rt, &mut bare, iters))
+    });
+
+    // What a limiter that measures each attempt's latency cannot avoid: two reads of tokio's
+    // clock (the send, the response head), the floor under the gentlify round trip.
+    group.bench_function("two_clock_reads", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let sent = tokio::time::Instant::now();
+                    let now = tokio::time::Instant::now();
+                    std::hint::black_box(now.saturating_duration_since(sent));
+                }
+                start.elapsed()
+            })
+        })
     });
 
     let mut tower_limit = tower::limit::ConcurrencyLimitLayer::new(64).layer(Upstream);

@@ -855,14 +855,25 @@ impl Control {
     /// the sender has not filled the limit since its last change, or while the breaker probes.
     /// Nor does it grow while the permits wait below the limiter more than they are on the wire
     /// ([`Control::on_wire`]).
-    pub(crate) fn on_success(
-        &mut self,
-        settings: &Settings,
-        sent_at: Instant,
-        latency: Duration,
-        may_grow: bool,
-        now: Instant,
-    ) -> Change {
+    /// Whether a success heard while growth is off (the limit not filled since it last changed)
+    /// changes nothing but the smoothed latency and the failure window
+    /// ([`on_idle_success`](Control::on_idle_success)): true for the additive controller, which
+    /// only grows on a success; the gradient controller reads every sample.
+    pub(crate) fn idle_success_is_latency_only(settings: &Settings) -> bool {
+        matches!(settings.algorithm, Algorithm::Aimd(_))
+    }
+
+    /// A success heard while growth was off, under the additive controller: all that
+    /// [`Limiter`](crate::limiter)'s `on_outcome` and [`on_success`](Control::on_success) would
+    /// have done with it (its time on the wire, the failure window, the smoothed latency), so
+    /// that it can be heard without the lock and applied later, in order.
+    pub(crate) fn on_idle_success(&mut self, settings: &Settings, latency: Duration) {
+        self.on_wire_time(latency);
+        self.note_attempt(settings, false);
+        self.smooth_rtt(latency);
+    }
+
+    fn smooth_rtt(&mut self, latency: Duration) {
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.srtt_nanos = if self.srtt_nanos == 0 {
             sample.max(1)
@@ -871,7 +882,18 @@ impl Control {
             let srtt = self.srtt_nanos as i64;
             (srtt + (sample.min(i64::MAX as u64) as i64 - srtt) / 8).max(1) as u64
         };
-        if !may_grow && matches!(settings.algorithm, Algorithm::Aimd(_)) {
+    }
+
+    pub(crate) fn on_success(
+        &mut self,
+        settings: &Settings,
+        sent_at: Instant,
+        latency: Duration,
+        may_grow: bool,
+        now: Instant,
+    ) -> Change {
+        self.smooth_rtt(latency);
+        if !may_grow && Self::idle_success_is_latency_only(settings) {
             // The additive controller only grows on a success; growth is off.
             return Change::None;
         }

@@ -96,6 +96,15 @@ pub(crate) struct Limiter {
     /// nanoseconds plus one; 0 when none. Applied first thing under the lock, so that the
     /// controller sees the samples in the order the permits came back.
     pending_body: AtomicU64,
+    /// Bodies that never made their reader wait, given back without the lock since its last
+    /// holder: each a holding time of 0 for the controller, applied with `pending_body`.
+    zero_bodies: AtomicU64,
+    /// Successes heard without the lock while growth was off under the additive controller
+    /// ([`Control::on_idle_success`]): their latency in nanoseconds plus one, 0 for an empty
+    /// place. Filled from the first empty place, applied in place order by the next holder of
+    /// the lock, first thing: a sender that never fills the limit takes the lock for one success
+    /// in nine rather than for each. (One cache line.)
+    idle_successes: [AtomicU64; IDLE_SUCCESSES],
     /// Permits held by requests whose final response head was a success (their body is being
     /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
     streaming: AtomicUsize,
@@ -141,6 +150,11 @@ const OPEN: u64 = ((1 << 31) - 1) << 32;
 const OPEN_SHIFT: u32 = 32;
 /// [`Limiter::gate`]: [`State::filled`].
 const FILLED: u64 = 1 << 63;
+/// The places for successes heard without the lock ([`Limiter::idle_successes`]).
+const IDLE_SUCCESSES: usize = 8;
+/// The most zero-time bodies applied one by one ([`Limiter::lock`]): after 64, the smoothed
+/// holding time is within 0.02 % of 0, and the rest change nothing.
+const ZERO_BODIES_APPLIED: u64 = 64;
 
 /// The limiter's state under its lock: the gate stays closed until it is dropped, and then opens
 /// again if nothing needs the lock.
@@ -326,6 +340,8 @@ impl Limiter {
             }),
             gate: AtomicU64::new(0),
             pending_body: AtomicU64::new(0),
+            zero_bodies: AtomicU64::new(0),
+            idle_successes: Default::default(),
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
             alone: AtomicBool::new(alone),
@@ -349,6 +365,23 @@ impl Limiter {
             // only the holder of the lock empties it.
             self.pending_body.store(0, Ordering::Relaxed);
             state.control.on_body_end(Duration::from_nanos(pending - 1));
+        }
+        if self.zero_bodies.load(Ordering::Relaxed) != 0 {
+            let zeros = self.zero_bodies.swap(0, Ordering::Acquire);
+            for _ in 0..zeros.min(ZERO_BODIES_APPLIED) {
+                state.control.on_body_end(Duration::ZERO);
+            }
+        }
+        for place in &self.idle_successes {
+            if place.load(Ordering::Relaxed) != 0 {
+                let latency = place.swap(0, Ordering::Acquire);
+                if latency != 0 {
+                    let latency = Duration::from_nanos(latency - 1);
+                    state
+                        .control
+                        .on_idle_success(&self.config.settings, latency);
+                }
+            }
         }
         Locked {
             limiter: self,
@@ -390,7 +423,10 @@ impl Limiter {
         if word & OPEN == 0 {
             return false;
         }
-        if let Some(sample) = *body {
+        if *body == Some(Duration::ZERO) {
+            self.zero_bodies.fetch_add(1, Ordering::Release);
+            *body = None;
+        } else if let Some(sample) = *body {
             let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
             let pending = nanos.min(u64::MAX - 1) + 1;
             if self
@@ -416,6 +452,29 @@ impl Limiter {
                 Err(current) => word = current,
             }
         }
+    }
+
+    /// Hears a success without the lock when it can change nothing but what
+    /// [`Control::on_idle_success`] keeps: under the additive controller, while the gate is open
+    /// and the limit not filled since it last changed (no growth). False when the lock must hear
+    /// it (or every place is taken).
+    #[inline]
+    fn hear_idle_success(&self, latency: Duration) -> bool {
+        if !Control::idle_success_is_latency_only(&self.config.settings) {
+            return false;
+        }
+        let word = self.gate.load(Ordering::Acquire);
+        if word & OPEN == 0 || word & FILLED != 0 {
+            return false;
+        }
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let value = nanos.min(u64::MAX - 1) + 1;
+        self.idle_successes.iter().any(|place| {
+            place.load(Ordering::Relaxed) == 0
+                && place
+                    .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+        })
     }
 
     /// A permit comes back; `body` is how long after its response head a request whose last
@@ -531,6 +590,9 @@ impl Controller for Limiter {
     }
 
     fn on_outcome(&self, outcome: &Outcome) {
+        if outcome.class == Class::Success && self.hear_idle_success(outcome.latency) {
+            return;
+        }
         let failed = match outcome.class {
             Class::Success | Class::Overloaded { .. } => false,
             Class::Failure => true,

@@ -62,8 +62,9 @@ impl Solo {
                 Classified::Ready(class) if !classifier.wants_body(&response) => {
                     let status = response.status();
                     let outcome = Outcome::new(class, 0, self.sent_at).with_status(status);
-                    // Heard before the permit counts as reading its body, as with a slot.
-                    limiter.feedback.publish(&outcome);
+                    // Heard before the permit counts as reading its body, as with a slot; by
+                    // this limiter alone, the only controller on a handle no one else holds.
+                    limiter.feedback.publish_to(&outcome, &**limiter);
                     let streaming = status.is_success();
                     if streaming {
                         limiter.solo_body_started();
@@ -97,7 +98,8 @@ impl Drop for Solo {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             let outcome = Outcome::new(Class::Cancelled, 0, self.sent_at);
-            permit.limiter().feedback.publish(&outcome);
+            let limiter = permit.limiter();
+            limiter.feedback.publish_to(&outcome, &**limiter);
         }
     }
 }
@@ -117,9 +119,10 @@ fn publish_error(permit: &Permit, error: &(dyn Error + 'static), sent_at: Instan
     if is_local_rejection(error) {
         return;
     }
-    let feedback = &permit.limiter().feedback;
-    let class = feedback.classifier().classify_error(error);
-    feedback.publish(&Outcome::new(class, 0, sent_at));
+    let limiter = permit.limiter();
+    let class = limiter.feedback.classifier().classify_error(error);
+    let outcome = Outcome::new(class, 0, sent_at);
+    limiter.feedback.publish_to(&outcome, &**limiter);
 }
 
 /// A response whose head does not settle its class: it gets a slot of its own (held by no

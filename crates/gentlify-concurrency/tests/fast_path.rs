@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{finish, request, Streamed};
 use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd, Pacing};
+use gentlify_core::Class;
 use http_body_util::{BodyExt, Either, Full};
 use tokio::time::advance;
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -135,4 +136,37 @@ async fn permits_taken_and_given_back_on_many_threads_never_exceed_the_limit() {
     assert!(peak.load(Ordering::SeqCst) <= LIMIT);
     let snapshot = layer.snapshot();
     assert_eq!((snapshot.in_flight, snapshot.waiting), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_heard_without_the_lock_still_breaks_a_run_of_failures() {
+    let feedback = gentlify_core::Feedback::new();
+    let layer = AdaptiveConcurrencyLayer::builder()
+        .feedback(feedback.clone())
+        .initial(8)
+        .failure_threshold(0.5)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap();
+    let sent = tokio::time::Instant::now();
+    advance(Duration::from_millis(100)).await;
+    // Nothing in flight, the limit never filled: the success is heard without the lock, and
+    // applied, in its place, by the failure after it.
+    for class in [
+        Class::Failure,
+        Class::Failure,
+        Class::Success,
+        Class::Failure,
+    ] {
+        common::publish(&feedback, class, sent);
+    }
+    assert_eq!(
+        layer.snapshot().decelerations,
+        0,
+        "no three failures in a row"
+    );
+    // Two more make three in a row: a storm, which decelerates.
+    common::publish(&feedback, Class::Failure, sent);
+    common::publish(&feedback, Class::Failure, sent);
+    assert_eq!(layer.snapshot().decelerations, 1);
 }

@@ -277,6 +277,47 @@ impl Feedback {
     /// published once per handle; call this directly only for attempts made outside a gentlify
     /// stack.
     pub fn publish(&self, outcome: &Outcome) {
+        self.count(outcome);
+        for registered in self.read_controllers().iter().filter(|c| c.outcomes) {
+            if let Some(controller) = registered.controller.upgrade() {
+                controller.on_outcome(outcome);
+            }
+        }
+    }
+
+    /// Publishes one attempt's outcome to `controller` alone, counted in the handle's snapshot as
+    /// [`publish`](Feedback::publish) counts it: for a layer whose controller is the only one on a
+    /// handle no one else holds (a concurrency limiter alone on the handle it made), which spares
+    /// the walk over the registered controllers.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// use gentlify_core::{Class, Controller, Feedback, Outcome};
+    ///
+    /// struct Count(AtomicU32);
+    /// impl Controller for Count {
+    ///     fn on_outcome(&self, _: &Outcome) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let feedback = Feedback::new();
+    /// let only = Arc::new(Count(AtomicU32::new(0)));
+    /// feedback.register(&only);
+    /// feedback.publish_to(&Outcome::new(Class::Success, 0, tokio::time::Instant::now()), &*only);
+    /// assert_eq!(only.0.load(Ordering::Relaxed), 1);
+    /// assert_eq!(feedback.snapshot().attempts_success, 1);
+    /// # }
+    /// ```
+    #[inline]
+    pub fn publish_to(&self, outcome: &Outcome, controller: &dyn Controller) {
+        self.count(outcome);
+        controller.on_outcome(outcome);
+    }
+
+    #[inline]
+    fn count(&self, outcome: &Outcome) {
         self.inner.counters.count(&outcome.class);
         tracing::trace!(
             class = outcome.class.as_str(),
@@ -285,11 +326,6 @@ impl Feedback {
             status = outcome.status.map(|s| s.as_u16()),
             "gentlify attempt outcome"
         );
-        for registered in self.read_controllers().iter().filter(|c| c.outcomes) {
-            if let Some(controller) = registered.controller.upgrade() {
-                controller.on_outcome(outcome);
-            }
-        }
     }
 
     /// Publishes what a server said about its limits to every registered controller.

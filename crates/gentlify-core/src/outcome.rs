@@ -101,6 +101,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome of `class` for an attempt sent at `sent_at` and finished now.
+    #[inline]
     pub fn new(class: Class, attempt: u32, sent_at: Instant) -> Self {
         Outcome {
             class,
@@ -130,11 +131,13 @@ impl Outcome {
     /// ```
     ///
     /// [`on_outcome`]: crate::Controller::on_outcome
+    #[inline]
     pub fn finished_at(&self) -> Instant {
         self.sent_at + self.latency
     }
 
     /// The outcome with its status set.
+    #[inline]
     pub fn with_status(mut self, status: http::StatusCode) -> Self {
         self.status = Some(status);
         self
