@@ -65,7 +65,8 @@ impl Solo {
                     // Heard before the permit counts as reading its body, as with a slot; by
                     // this limiter alone, the only controller on a handle no one else holds.
                     limiter.feedback.publish_to(&outcome, &**limiter);
-                    let streaming = status.is_success();
+                    // A body already at its end (none) is not read: its permit comes back below.
+                    let streaming = status.is_success() && !response.body().is_end_stream();
                     if streaming {
                         limiter.solo_body_started();
                     }
