@@ -851,10 +851,6 @@ impl Control {
         Change::Shrank
     }
 
-    /// A success of an attempt sent at `sent_at` that took `latency`. `may_grow` is false while
-    /// the sender has not filled the limit since its last change, or while the breaker probes.
-    /// Nor does it grow while the permits wait below the limiter more than they are on the wire
-    /// ([`Control::on_wire`]).
     /// Whether a success heard while growth is off (the limit not filled since it last changed)
     /// changes nothing but the smoothed latency and the failure window
     /// ([`on_idle_success`](Control::on_idle_success)): true for the additive controller, which
@@ -884,6 +880,10 @@ impl Control {
         };
     }
 
+    /// A success of an attempt sent at `sent_at` that took `latency`. `may_grow` is false while
+    /// the sender has not filled the limit since its last change, or while the breaker probes.
+    /// Nor does it grow while the permits wait below the limiter more than they are on the wire
+    /// ([`Control::on_wire`]).
     pub(crate) fn on_success(
         &mut self,
         settings: &Settings,

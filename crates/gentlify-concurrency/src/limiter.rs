@@ -94,7 +94,8 @@ pub(crate) struct Limiter {
     /// A body's holding time a release without the lock left for the next holder of the lock to
     /// feed to the controller ([`Control::on_body_end`](crate::control::Control)), in
     /// nanoseconds plus one; 0 when none. Applied first thing under the lock, so that the
-    /// controller sees the samples in the order the permits came back.
+    /// controller sees the samples in the order the permits came back (but for `zero_bodies`,
+    /// applied after it).
     pending_body: AtomicU64,
     /// Bodies that never made their reader wait, given back without the lock since its last
     /// holder: each a holding time of 0 for the controller, applied with `pending_body`.
@@ -707,9 +708,7 @@ impl Permit {
             slot.hold_shared(limiter.key, limiter, token);
         }
     }
-}
 
-impl Permit {
     /// The limiter the permit is of.
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {
         self.limiter
@@ -724,13 +723,6 @@ impl Permit {
         if let Some(limiter) = self.limiter.take() {
             limiter.release_permit(streaming, body, 0, 0, None);
         }
-    }
-}
-
-impl Limiter {
-    /// A request sent without a slot got a successful response head: its body is being read.
-    pub(crate) fn solo_body_started(&self) {
-        self.streaming.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -784,6 +776,11 @@ impl Limiter {
             *token |= STREAMING;
             self.streaming.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A request sent without a slot got a successful response head: its body is being read.
+    pub(crate) fn solo_body_started(&self) {
+        self.streaming.fetch_add(1, Ordering::Relaxed);
     }
 }
 
