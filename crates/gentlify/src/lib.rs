@@ -176,7 +176,7 @@ pub use toggle::Toggled;
 
 pub use gentlify_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use gentlify_budget::{Limit, TokenBudget, TokenBudgetLayer};
-pub use gentlify_concurrency::{AdaptiveConcurrency, AdaptiveConcurrencyLayer};
+pub use gentlify_concurrency::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, PermitBody};
 pub use gentlify_core::{BoxError, Class, Controller, Feedback, Outcome, Slot, SlotBody, Snapshot};
 pub use gentlify_headers::{HeaderFeedback, HeaderFeedbackLayer};
 pub use gentlify_retry::{Retry, RetryLayer};
