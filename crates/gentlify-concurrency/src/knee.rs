@@ -206,6 +206,9 @@ pub(crate) struct Knee {
     /// Answers report their usage: the bands keep latency relative to what the fit predicts
     /// for each answer's length, recorded when the answer ends, not raw latency at its head.
     pub(crate) by_usage: bool,
+    /// A band above a knee held answered markedly faster than the knee's: the server's
+    /// capacity grew since the knee was measured (taken by [`Knee::take_grew`]).
+    grew: bool,
 }
 
 impl Knee {
@@ -224,6 +227,7 @@ impl Knee {
             reference: None,
             fit: Fit::default(),
             by_usage: false,
+            grew: false,
         }
     }
 
@@ -304,6 +308,12 @@ impl Knee {
             self.reference = None;
         }
         rose
+    }
+
+    /// Whether, since the last call, a band above a knee held answered markedly faster than
+    /// the knee's (the server's capacity grew; see [`Knee::better_below`]).
+    pub(crate) fn take_grew(&mut self) -> bool {
+        std::mem::take(&mut self.grew)
     }
 
     /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
@@ -531,6 +541,28 @@ impl Knee {
             let base = band_of(level as usize);
             if current > base {
                 if let Some(b) = self.bands.iter().find(|b| b.index == base && fresh(b)) {
+                    // A probe above a knee held (its band measured during the hold) that
+                    // answers markedly faster than the knee (by `ROSE_BY` and `Z_ROSE`
+                    // standard errors, as a held level measured afresh): a server's latency
+                    // does not fall as its load grows, so its capacity grew since the hold,
+                    // which `capacity_rose` could not see once the hold had relaxed. The knee
+                    // and the base are forgotten. Only above a knee held: a base an overload's
+                    // cut went to may have been measured while the load before the cut still
+                    // weighed on the server (`gentlify-sim`'s large-backlog, C = 100: four
+                    // runs in twelve saw a level above the base answer faster, and their
+                    // goodput fell by up to 0.028 × oracle when that restarted slow start).
+                    let fall = b.mean - here.mean;
+                    let spread =
+                        (b.standard_error().powi(2) + here.standard_error().powi(2)).sqrt();
+                    let knee_held = self.found.is_some_and(|(f, _)| band_of(f as usize) == base);
+                    if knee_held && fall > ROSE_BY * b.mean && fall > Z_ROSE * spread {
+                        self.found = None;
+                        self.base = None;
+                        self.reference = None;
+                        self.cleared = false;
+                        self.grew = true;
+                        return None;
+                    }
                     if b.throughput() >= here.throughput() {
                         return Some(level);
                     }
