@@ -432,6 +432,19 @@ const MEASURE_ROUND_TRIPS: u32 = 3;
 /// 0.908, 1.13 0.961 / 0.909).
 const PROBE_RATIO: f64 = 1.1;
 
+/// How much faster (the relative fall of its mean latency) the knee's level, or a probe above
+/// it, must answer than the knee did for the limit to go back to slow start when the server's
+/// capacity grew (and not only end the hold). A capacity that triples (`gentlify-sim`'s
+/// capacity-step, 20 → 60, 12 seeds) showed falls of 18 to 40 %; levels held long at a
+/// constant capacity showed false rises of 13 % (large-backlog, C = 100, 2 seeds of 12), each
+/// an overshoot to twice the cap when it restarted slow start. Slow start finds a tripled
+/// capacity in a few round trips where additive growth takes tens (capacity-step, goodput ×
+/// oracle, 6 seeds: limiter alone 0.908 → 0.921, full stack 0.907 → 0.922). The fall is the
+/// one measured when it first became significant: a band that mixes answers from before and
+/// after the rise shows less than the whole of it, and the limit then grows additively, as
+/// after a small rise.
+const SLOW_START_AFTER_RISE: f64 = 0.15;
+
 /// An exponential moving average that starts as a plain mean over its first `window` samples.
 #[derive(Debug, Clone, Copy)]
 struct Ema {
@@ -938,40 +951,34 @@ impl Control {
             return Change::None;
         }
         let cooling = self.state(now) == ControlState::Cooling;
-        if self.knee.as_mut().is_some_and(Knee::take_grew) {
-            // A probe above a knee held answered faster than the knee: the server's capacity
-            // grew, as when the held level itself answers faster (below), once the hold has
-            // relaxed (`gentlify-sim`'s capacity-step, seed 1, limiter alone: the capacity
-            // tripled 5 s after the hold at 14 relaxed; goodput 0.920 → 0.933 × oracle).
-            self.ceiling = None;
-            if matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start) {
-                self.slow_start = true;
-            }
-        }
-        if self.ceiling.is_some() {
+        // A probe above a knee held answered faster than the knee (`Knee::better_below`).
+        let mut rose = self.knee.as_mut().and_then(Knee::take_grew);
+        if self.ceiling.is_some() && rose.is_none() {
             let level = effective(self.limit);
             let stale = Self::knee_stale(settings);
-            if let Some(knee) = self.knee.as_mut() {
-                if knee.capacity_rose(level, stale, now) {
-                    // The held level answers faster than when the hold began: the server
-                    // can carry more, and the hold ends. How much more is unknown (the
-                    // capacity of `gentlify-sim`'s capacity-step triples): the limit doubles
-                    // per round trip until the first overload, as at the start, when slow
-                    // start is on. Additive growth takes tens of round trips to find a
-                    // tripled capacity (capacity-step, 6 seeds, goodput × oracle: limiter
-                    // alone 0.908 → 0.919, full stack 0.907 → 0.922). A false rise costs
-                    // one overshoot: large-backlog's seed 2 (C = 100) saw one, its limit
-                    // doubled from 72 to 143 and came back (goodput 0.962 → 0.959).
-                    self.ceiling = None;
-                    if matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start) {
-                        self.slow_start = true;
-                    }
-                    tracing::debug!(
-                        at = self.limit,
-                        "gentlify concurrency: the knee's level answers faster, the hold ends"
-                    );
-                }
+            // The held level answers faster than when the hold began.
+            rose = self
+                .knee
+                .as_mut()
+                .and_then(|k| k.capacity_rose(level, stale, now));
+        }
+        if let Some(fall) = rose {
+            // The held level answers faster than when the hold began, or, once the hold has
+            // relaxed, a probe above the knee answers faster than the knee did: the server can
+            // carry more. How much more is unknown; answering markedly faster
+            // ([`SLOW_START_AFTER_RISE`]), far more, and with slow start on, the limit doubles
+            // per round trip until the next overload, as at the start.
+            self.ceiling = None;
+            if fall >= SLOW_START_AFTER_RISE
+                && matches!(settings.algorithm, Algorithm::Aimd(a) if a.slow_start)
+            {
+                self.slow_start = true;
             }
+            tracing::debug!(
+                at = self.limit,
+                fall,
+                "gentlify concurrency: the server answers faster at the knee, the hold ends"
+            );
         }
         // The ceiling relaxes a period after it was set; a knee hold (the last to set it)
         // lasts longer each time the knee is found again where it was.
@@ -1625,6 +1632,51 @@ mod tests {
         assert_eq!(successes(&mut c, &s, 60, 0.7, Instant::now()), Change::None);
         assert_eq!(one_more_later(&mut c, &s, 0.7).await, Change::Grew);
         assert_eq!(effective(c.limit), 66, "doubled");
+    }
+
+    /// `n` successes sent at `sent_at`, each `latency` s (no spread), heard when they end.
+    fn even_successes(c: &mut Control, s: &Settings, n: usize, latency: f64, sent_at: Instant) {
+        let latency = Duration::from_secs_f64(latency);
+        for _ in 0..n {
+            c.on_success(s, sent_at, latency, true, sent_at + latency);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_level_that_answers_a_little_faster_ends_the_hold_without_slow_start() {
+        let pinned = settings(40.0);
+        let s = Settings {
+            algorithm: Algorithm::Aimd(Aimd::new()),
+            ..settings(256.0)
+        };
+        // A knee at 30 (1 s), 40 beyond it (2 s), every answer alike.
+        let mut c = Control::new(30.0, &pinned);
+        let t0 = Instant::now();
+        c.set(&pinned, 30.0, t0);
+        even_successes(&mut c, &pinned, 60, 1.0, t0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.set(&pinned, 40.0, Instant::now());
+        even_successes(&mut c, &pinned, 60, 2.0, Instant::now());
+        assert_eq!(one_more_later(&mut c, &pinned, 2.0).await, Change::Shrank);
+        assert_eq!(effective(c.limit), 30);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        even_successes(&mut c, &pinned, 60, 1.0, Instant::now());
+        // 10 % faster: the server can carry somewhat more. The hold ends before its period
+        // (20 s, 15 s from here), the knee is forgotten, and the limit grows a step.
+        for second in 1..=12u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            let latency = Duration::from_secs_f64(0.9);
+            for _ in 0..8 {
+                if c.on_success(&s, now, latency, true, now + latency) == Change::Grew {
+                    assert_eq!(effective(c.limit), 31, "after {second} s");
+                    assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+                    assert!(!c.slow_start);
+                    return;
+                }
+            }
+        }
+        panic!("the hold did not end: {}", c.limit);
     }
 
     #[tokio::test(start_paused = true)]

@@ -207,8 +207,9 @@ pub(crate) struct Knee {
     /// for each answer's length, recorded when the answer ends, not raw latency at its head.
     pub(crate) by_usage: bool,
     /// A band above a knee held answered markedly faster than the knee's: the server's
-    /// capacity grew since the knee was measured (taken by [`Knee::take_grew`]).
-    grew: bool,
+    /// capacity grew since the knee was measured (taken by [`Knee::take_grew`]); the relative
+    /// fall of the mean latency.
+    grew: Option<f64>,
 }
 
 impl Knee {
@@ -227,7 +228,7 @@ impl Knee {
             reference: None,
             fit: Fit::default(),
             by_usage: false,
-            grew: false,
+            grew: None,
         }
     }
 
@@ -283,26 +284,35 @@ impl Knee {
     /// afresh since the hold began ([`MIN_SAMPLES`]` / 2` answers or more), fell well below
     /// what it was then (by [`ROSE_BY`] and [`Z_ROSE`] standard errors). A server with a knee
     /// answers faster at the same level when it can carry more. The knee is then forgotten.
-    pub(crate) fn capacity_rose(&mut self, level: usize, stale: Duration, now: Instant) -> bool {
-        let Some((index, mean, se)) = self.reference else {
-            return false;
-        };
+    /// The relative fall of the mean latency when it did (the largest, if several bands
+    /// qualify).
+    pub(crate) fn capacity_rose(
+        &mut self,
+        level: usize,
+        stale: Duration,
+        now: Instant,
+    ) -> Option<f64> {
+        let (index, mean, se) = self.reference?;
         if band_of(level) != index {
-            return false;
+            return None;
         }
         self.settle(stale, now);
         let moved_at = self.moved_at;
-        let rose = self.bands.iter().any(|b| {
-            b.index == index
-                && b.count >= MIN_SAMPLES / 2
-                && moved_at.is_none_or(|m| b.sent >= m)
-                && {
-                    let fall = mean - b.mean;
-                    let spread = (se * se + b.standard_error().powi(2)).sqrt();
-                    fall > ROSE_BY * mean && fall > Z_ROSE * spread
-                }
-        });
-        if rose {
+        let rose = self
+            .bands
+            .iter()
+            .filter(|b| {
+                b.index == index
+                    && b.count >= MIN_SAMPLES / 2
+                    && moved_at.is_none_or(|m| b.sent >= m)
+            })
+            .filter_map(|b| {
+                let fall = mean - b.mean;
+                let spread = (se * se + b.standard_error().powi(2)).sqrt();
+                (fall > ROSE_BY * mean && fall > Z_ROSE * spread).then_some(fall / mean)
+            })
+            .max_by(f64::total_cmp);
+        if rose.is_some() {
             self.found = None;
             self.base = None;
             self.reference = None;
@@ -311,9 +321,10 @@ impl Knee {
     }
 
     /// Whether, since the last call, a band above a knee held answered markedly faster than
-    /// the knee's (the server's capacity grew; see [`Knee::better_below`]).
-    pub(crate) fn take_grew(&mut self) -> bool {
-        std::mem::take(&mut self.grew)
+    /// the knee's (the server's capacity grew; see [`Knee::better_below`]): the relative fall
+    /// of the mean latency.
+    pub(crate) fn take_grew(&mut self) -> Option<f64> {
+        self.grew.take()
     }
 
     /// How many relaxation periods the current hold lasts: 1, doubled for each time in a row
@@ -560,7 +571,7 @@ impl Knee {
                         self.base = None;
                         self.reference = None;
                         self.cleared = false;
-                        self.grew = true;
+                        self.grew = Some(fall / b.mean);
                         return None;
                     }
                     if b.throughput() >= here.throughput() {
