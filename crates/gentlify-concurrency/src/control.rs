@@ -74,7 +74,7 @@ impl Aimd {
     }
 
     /// Whether the limit doubles per round trip until the first overload (default: yes), and
-    /// again after a held knee's level answers markedly faster (see [`Aimd::knee`]).
+    /// again when the knee's level answers far faster than it did (see [`Aimd::knee`]).
     pub fn slow_start(mut self, on: bool) -> Self {
         self.slow_start = on;
         self
@@ -105,10 +105,11 @@ impl Aimd {
     /// refusal, and confirms the knee as finding it again does (the hold lasts twice as long);
     /// a refusal below the knee (the server's capacity fell) forgets it, and so does a held
     /// level that answers markedly faster than when the hold began (the server's capacity
-    /// grew: the hold ends at once, and with slow start on the limit doubles per round trip
-    /// again until the next overload: how much the capacity grew is unknown); so does, after
-    /// the hold relaxed, a probe above the knee that answers markedly faster than the knee did.
-    /// Statistics older than three relaxation periods are forgotten.
+    /// grew: the hold ends at once), or, once the hold has relaxed, a probe above the knee
+    /// that answers markedly faster than the knee did. When the answers come 15 % faster or
+    /// more, the capacity grew by far, by how much is unknown, and with slow start on the
+    /// limit doubles per round trip again until the next overload. Statistics older than
+    /// three relaxation periods are forgotten.
     ///
     /// Above the level an overload's cut went to (or a knee held), the burden of proof lies
     /// with the levels above: the limit climbs in steps of about 10 % (or half the way to a
