@@ -1635,6 +1635,23 @@ mod tests {
         assert_eq!(effective(c.limit), 66, "doubled");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_above_a_knee_that_answers_a_little_faster_forgets_the_knee() {
+        let (pinned, s) = (settings(40.0), settings(256.0));
+        let mut c = Control::new(30.0, &pinned);
+        find_the_knee(&mut c, &pinned).await;
+        until_growth(&mut c, &s, 60)
+            .await
+            .expect("the hold relaxes");
+        assert_eq!(effective(c.limit), 33);
+        // 33 in flight answer in 0.87 s ± 30 %, 30 did in 1 s ± 30 %: faster by between two
+        // and three standard errors of the difference.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        successes(&mut c, &s, 60, 0.87, Instant::now());
+        one_more_later(&mut c, &s, 0.87).await;
+        assert_eq!(c.knee.as_ref().and_then(Knee::found_level), None);
+    }
+
     /// `n` successes sent at `sent_at`, each `latency` s (no spread), heard when they end.
     fn even_successes(c: &mut Control, s: &Settings, n: usize, latency: f64, sent_at: Instant) {
         let latency = Duration::from_secs_f64(latency);
