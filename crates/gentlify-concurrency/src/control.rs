@@ -440,7 +440,8 @@ const PROBE_RATIO: f64 = 1.1;
 /// constant capacity showed false rises of 13 % (large-backlog, C = 100, 2 seeds of 12), each
 /// an overshoot to twice the cap when it restarted slow start. Slow start finds a tripled
 /// capacity in a few round trips where additive growth takes tens (capacity-step, goodput ×
-/// oracle, 6 seeds: limiter alone 0.908 → 0.921, full stack 0.907 → 0.922). The fall is the
+/// oracle, seeds 1-6: limiter alone 0.908 → 0.923, full stack 0.907 → 0.924; seeds 7-12:
+/// 0.911 → 0.923, 0.912 → 0.931). The fall is the
 /// one measured when it first became significant: a band that mixes answers from before and
 /// after the rise shows less than the whole of it, and the limit then grows additively, as
 /// after a small rise.
