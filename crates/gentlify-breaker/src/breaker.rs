@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 
 use gentlify_core::error::CircuitOpen;
@@ -112,7 +113,12 @@ fn code(state: CircuitState) -> u8 {
 pub(crate) enum Admission {
     Pass,
     Probe(ProbePermit),
-    Reject(CircuitOpen),
+    /// Refused; `generation` is the breaker's [`Machine::generation`] when refused (`None`: a
+    /// manual state, not worth waiting for).
+    Reject {
+        error: CircuitOpen,
+        generation: Option<u64>,
+    },
 }
 
 impl fmt::Debug for Admission {
@@ -120,7 +126,7 @@ impl fmt::Debug for Admission {
         match self {
             Admission::Pass => f.write_str("Pass"),
             Admission::Probe(p) => write!(f, "Probe({})", p.id),
-            Admission::Reject(e) => write!(f, "Reject({e})"),
+            Admission::Reject { error, .. } => write!(f, "Reject({error})"),
         }
     }
 }
@@ -148,6 +154,14 @@ struct Machine {
     probes: Vec<(u64, Instant)>,
     next_probe_id: u64,
     probe_counts: Counts,
+    /// Bumped by every transition and every probe given back: what a waiting call waits for.
+    generation: u64,
+    /// The calls waiting for admission ([`CircuitBreakerBuilder::wait_while_open`]), one entry
+    /// per waiting service (keyed by its id), woken and cleared when `generation` moves.
+    ///
+    /// [`CircuitBreakerBuilder::wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
+    waiters: Vec<(u64, Waker)>,
+    next_waiter_id: u64,
 }
 
 impl Breaker {
@@ -173,6 +187,9 @@ impl Breaker {
                 probes: Vec::new(),
                 next_probe_id: 0,
                 probe_counts: Counts::default(),
+                generation: 0,
+                waiters: Vec::new(),
+                next_waiter_id: 0,
             }),
             config,
         });
@@ -215,7 +232,10 @@ impl Breaker {
             let now = Instant::now();
             if m.state == CircuitState::Open {
                 if let Some(wait) = self.still_open(&mut m, now) {
-                    return Admission::Reject(CircuitOpen::new(wait));
+                    return Admission::Reject {
+                        error: CircuitOpen::new(wait),
+                        generation: Some(m.generation),
+                    };
                 }
                 transition = Some(self.enter(
                     &mut m,
@@ -226,9 +246,10 @@ impl Breaker {
             }
             match m.state {
                 CircuitState::HalfOpen => self.take_probe(&mut m, now),
-                CircuitState::Open | CircuitState::ForcedOpen => {
-                    Admission::Reject(CircuitOpen::new(Duration::MAX))
-                }
+                CircuitState::Open | CircuitState::ForcedOpen => Admission::Reject {
+                    error: CircuitOpen::new(Duration::MAX),
+                    generation: None,
+                },
                 _ => Admission::Pass,
             }
         };
@@ -273,13 +294,60 @@ impl Breaker {
             .map(|&(_, started)| expiry(started, deadline).saturating_duration_since(now))
             .min()
             .unwrap_or_default();
-        Admission::Reject(CircuitOpen::new(wait))
+        Admission::Reject {
+            error: CircuitOpen::new(wait),
+            generation: Some(m.generation),
+        }
     }
 
     fn release_probe(&self, id: u64) {
         let mut m = self.lock();
         if let Some(i) = m.probes.iter().position(|&(p, _)| p == id) {
             m.probes.swap_remove(i);
+            // A probe's place is free: a waiting call may take it.
+            Self::changed(&mut m);
+        }
+    }
+
+    /// How long a refused call waits for admission, when it does.
+    pub(crate) fn open_wait(&self) -> Option<Duration> {
+        self.config.open_wait
+    }
+
+    /// A new id for a waiting service.
+    pub(crate) fn waiter_id(&self) -> u64 {
+        let mut m = self.lock();
+        m.next_waiter_id += 1;
+        m.next_waiter_id
+    }
+
+    /// Registers `waker` (under `id`) to be woken at the next transition or freed probe, unless
+    /// one happened since the refusal that saw `generation` (then returns `false`: admit again).
+    pub(crate) fn wait(&self, id: u64, generation: u64, waker: &Waker) -> bool {
+        let mut m = self.lock();
+        if m.generation != generation {
+            return false;
+        }
+        match m.waiters.iter_mut().find(|(w, _)| *w == id) {
+            Some((_, old)) => old.clone_from(waker),
+            None => m.waiters.push((id, waker.clone())),
+        }
+        true
+    }
+
+    /// Forgets a waiting service's waker (it was admitted, refused for good, or dropped).
+    pub(crate) fn unwait(&self, id: u64) {
+        let mut m = self.lock();
+        if let Some(i) = m.waiters.iter().position(|(w, _)| *w == id) {
+            m.waiters.swap_remove(i);
+        }
+    }
+
+    /// Moves the generation on and wakes every waiting call (they admit themselves again).
+    fn changed(m: &mut Machine) {
+        m.generation = m.generation.wrapping_add(1);
+        for (_, waker) in m.waiters.drain(..) {
+            waker.wake();
         }
     }
 
@@ -325,6 +393,7 @@ impl Breaker {
         }
         m.probes.clear();
         m.probe_counts = Counts::default();
+        Self::changed(m);
         m.state = to;
         m.entered_at = now;
         self.state.store(code(to), Ordering::Release);
@@ -501,7 +570,7 @@ impl Breaker {
 const MAX_OPEN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `start + period`, saturated at [`MAX_OPEN`] from `start`.
-fn expiry(start: Instant, period: Duration) -> Instant {
+pub(crate) fn expiry(start: Instant, period: Duration) -> Instant {
     start.checked_add(period.min(MAX_OPEN)).unwrap_or(start)
 }
 

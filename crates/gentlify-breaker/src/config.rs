@@ -67,6 +67,7 @@ pub(crate) struct Config {
     pub(crate) open_jitter: f64,
     pub(crate) half_open_probes: usize,
     pub(crate) probe_deadline: Duration,
+    pub(crate) open_wait: Option<Duration>,
     pub(crate) overloaded: Verdict,
     pub(crate) fatal: Verdict,
     pub(crate) cancelled: Verdict,
@@ -101,6 +102,7 @@ impl Default for Config {
             open_jitter: 0.0,
             half_open_probes: 3,
             probe_deadline: Duration::from_secs(60),
+            open_wait: None,
             overloaded: Verdict::Ignore,
             fatal: Verdict::Ignore,
             cancelled: Verdict::Ignore,
@@ -124,6 +126,7 @@ impl fmt::Debug for Config {
             .field("open_jitter", &self.open_jitter)
             .field("half_open_probes", &self.half_open_probes)
             .field("probe_deadline", &self.probe_deadline)
+            .field("open_wait", &self.open_wait)
             .field("overloaded", &self.overloaded)
             .field("fatal", &self.fatal)
             .field("cancelled", &self.cancelled)
@@ -249,6 +252,28 @@ impl CircuitBreakerBuilder {
     /// (default 60 s).
     pub fn probe_deadline(mut self, deadline: Duration) -> Self {
         self.config.probe_deadline = deadline;
+        self
+    }
+
+    /// Makes a call that finds the breaker open (or half-open with every probe out) wait for
+    /// admission instead of failing at once: the service's `poll_ready` stays pending until the
+    /// open period ends, a probe's place frees up or the breaker closes, and a call still refused
+    /// after `max` fails with [`CircuitOpen`](gentlify_core::error::CircuitOpen) as it would
+    /// have at once (`Duration::MAX`: no bound, as a concurrency limiter's queue). Only probes
+    /// reach the upstream either way; what changes is the caller's view. A closed-loop batch
+    /// (workers each taking the next job when the last one ends) whose calls fail at once would
+    /// turn the whole remaining batch into rejections the moment the breaker opens; waiting holds
+    /// it until the upstream answers again. Forced open still refuses at once. Default: off
+    /// (fail fast), see [`fail_fast`](Self::fail_fast).
+    pub fn wait_while_open(mut self, max: Duration) -> Self {
+        self.config.open_wait = Some(max);
+        self
+    }
+
+    /// Refuses a call at once while open (the default): the caller gets
+    /// [`CircuitOpen`](gentlify_core::error::CircuitOpen), with the time until the next probe.
+    pub fn fail_fast(mut self) -> Self {
+        self.config.open_wait = None;
         self
     }
 

@@ -60,7 +60,10 @@
 //!   [`CircuitOpen`](gentlify_core::error::CircuitOpen), which says how long until the next
 //!   probe. The open period ([`open_for`], 30 s by default) doubles each time probing fails, up to
 //!   5× by default, with optional jitter; a server-directed pause on the handle (a `Retry-After`
-//!   seen by another layer) holds it open longer.
+//!   seen by another layer) holds it open longer. With [`wait_while_open`], a call waits for
+//!   admission instead (its `poll_ready` stays pending until the period ends, a probe's place
+//!   frees up or the breaker closes, up to a bound): only probes reach the upstream either way,
+//!   but a closed-loop batch is held rather than drained into rejections.
 //! - **Half-open**: up to [`half_open_probes`] calls at once go through as probes. A probe holds
 //!   its permit in the request's slot until the response body ends; a dropped probe gives it back;
 //!   a probe still in flight after [`probe_deadline`] is replaced. Once that many probes have
@@ -97,6 +100,7 @@
 //! [`open_for`]: CircuitBreakerBuilder::open_for
 //! [`half_open_probes`]: CircuitBreakerBuilder::half_open_probes
 //! [`probe_deadline`]: CircuitBreakerBuilder::probe_deadline
+//! [`wait_while_open`]: CircuitBreakerBuilder::wait_while_open
 //! [`on_transition`]: CircuitBreakerBuilder::on_transition
 
 #![forbid(unsafe_code)]

@@ -1,14 +1,17 @@
 //! The service.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use gentlify_core::{BoxError, Slot, SlotBody, Tracked};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::breaker::{Admission, Breaker, CircuitBreakerHandle};
+use crate::breaker::{expiry, Admission, Breaker, CircuitBreakerHandle};
 use crate::future::ResponseFuture;
 
 /// A circuit breaker around `S`: fails fast with a
@@ -28,6 +31,35 @@ pub struct CircuitBreaker<S> {
     inner: S,
     breaker: Arc<Breaker>,
     admission: Option<Admission>,
+    /// While a call waits for an open breaker ([`wait_while_open`]): its deadline and timer.
+    ///
+    /// [`wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
+    wait: Option<Box<Wait>>,
+}
+
+/// One call's wait for admission: its registration with the breaker (withdrawn on drop), its
+/// deadline, and the timer for the next moment the breaker may admit it on its own (the open
+/// period's end, a hung probe's deadline) or the deadline, whichever is first.
+struct Wait {
+    breaker: Arc<Breaker>,
+    id: u64,
+    deadline: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        self.breaker.unwait(self.id);
+    }
+}
+
+impl fmt::Debug for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
 }
 
 impl<S> CircuitBreaker<S> {
@@ -36,6 +68,7 @@ impl<S> CircuitBreaker<S> {
             inner,
             breaker,
             admission: None,
+            wait: None,
         }
     }
 
@@ -69,6 +102,7 @@ impl<S: Clone> Clone for CircuitBreaker<S> {
             inner: self.inner.clone(),
             breaker: Arc::clone(&self.breaker),
             admission: None,
+            wait: None,
         }
     }
 }
@@ -79,6 +113,7 @@ impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
             .field("inner", &self.inner)
             .field("breaker", &self.breaker)
             .field("admission", &self.admission)
+            .field("wait", &self.wait)
             .finish()
     }
 }
@@ -94,11 +129,51 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let admission = self.admission.get_or_insert_with(|| self.breaker.admit());
-        if let Admission::Reject(_) = admission {
-            return Poll::Ready(Ok(()));
+        loop {
+            let admission = self.admission.get_or_insert_with(|| self.breaker.admit());
+            let (retry_in, generation) = match admission {
+                Admission::Reject { error, generation } => (error.retry_in(), *generation),
+                _ => {
+                    self.wait = None;
+                    return self.inner.poll_ready(cx).map_err(Into::into);
+                }
+            };
+            let (Some(max), Some(generation)) = (self.breaker.open_wait(), generation) else {
+                // Fail fast (or forced open): `call` gives the rejection.
+                self.wait = None;
+                return Poll::Ready(Ok(()));
+            };
+            let now = tokio::time::Instant::now();
+            let wait = self.wait.get_or_insert_with(|| {
+                let deadline = expiry(now, max);
+                Box::new(Wait {
+                    id: self.breaker.waiter_id(),
+                    breaker: Arc::clone(&self.breaker),
+                    deadline,
+                    timer: Box::pin(tokio::time::sleep_until(deadline)),
+                })
+            });
+            if now >= wait.deadline {
+                // Waited long enough: `call` gives the last rejection.
+                self.wait = None;
+                return Poll::Ready(Ok(()));
+            }
+            // Wake when the breaker could admit on its own (at least 1 ms on, so that a refusal
+            // with nothing to wait for cannot spin), or at the deadline.
+            let wake_at = expiry(now, retry_in.max(Duration::from_millis(1))).min(wait.deadline);
+            if wait.timer.deadline() != wake_at {
+                wait.timer.as_mut().reset(wake_at);
+            }
+            // A refusal is only ever kept for `call`: a pending call admits itself again.
+            if wait.timer.as_mut().poll(cx).is_ready()
+                || !self.breaker.wait(wait.id, generation, cx.waker())
+            {
+                self.admission = None;
+                continue;
+            }
+            self.admission = None;
+            return Poll::Pending;
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     #[inline]
@@ -108,7 +183,7 @@ where
             .take()
             .unwrap_or_else(|| self.breaker.admit());
         let permit = match admission {
-            Admission::Reject(rejection) => return ResponseFuture::rejected(rejection),
+            Admission::Reject { error, .. } => return ResponseFuture::rejected(error),
             Admission::Pass => None,
             Admission::Probe(permit) => Some(permit),
         };
