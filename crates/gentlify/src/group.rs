@@ -110,7 +110,7 @@ where
         ThrottleGroupBuilder {
             make: Box::new(make),
             budget: None,
-            breaker: Some(CircuitBreakerBuilder::default()),
+            breaker: Some(crate::throttle::default_breaker()),
             breaker_layer: None,
             max_keys: DEFAULT_MAX_KEYS,
         }
@@ -215,13 +215,16 @@ where
         self
     }
 
-    /// Configures the breaker all keys share (the default: one breaker with its defaults, on a
-    /// handle of the group's own).
+    /// Configures the breaker all keys share (the default: one breaker with the presets'
+    /// settings, which wait while open (see [`Throttle`](crate::Throttle#a-call-that-finds-the-breaker-open-waits)),
+    /// on a handle of the group's own).
     pub fn breaker(
         mut self,
         f: impl FnOnce(CircuitBreakerBuilder) -> CircuitBreakerBuilder,
     ) -> Self {
-        self.breaker = Some(f(self.breaker.unwrap_or_default()));
+        self.breaker = Some(f(self
+            .breaker
+            .unwrap_or_else(crate::throttle::default_breaker)));
         self.breaker_layer = None;
         self
     }

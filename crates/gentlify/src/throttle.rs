@@ -56,6 +56,21 @@ enum Provider {
 /// everything and never paces (it stays in the stack while the header layer may pause dispatch).
 const UNLIMITED: usize = 1 << 30;
 
+/// The breaker of every preset and of a [`ThrottleGroup`](crate::ThrottleGroup): the breaker's
+/// defaults, except that a call finding it open waits for admission (without bound, as in the
+/// limiter's queue) instead of failing at once.
+///
+/// A caller of these stacks is most often a batch (workers taking the next job when the last
+/// one ends): failing fast turns the whole remaining batch into rejections the moment the
+/// breaker opens (the simulator's outage-5xx with a 60 s outage: 1594-1606 of 2000 requests on
+/// each of six seeds, where the limiter alone lost none). Waiting keeps what the breaker is for
+/// (only its probes reach a failing upstream) and matches the limiter, which queues rather than
+/// refuses. A caller that would rather be refused sets `.breaker(|b| b.fail_fast())`, or bounds
+/// the wait with `.breaker(|b| b.wait_while_open(max))`.
+pub(crate) fn default_breaker() -> CircuitBreakerBuilder {
+    CircuitBreakerBuilder::default().wait_while_open(Duration::MAX)
+}
+
 /// Builds the full gentlify stack on **one** [`Feedback`] handle, as one [`ThrottleLayer`].
 ///
 /// The order, outermost first, is the one DESIGN.md recommends:
@@ -76,6 +91,20 @@ const UNLIMITED: usize = 1 << 30;
 /// retry layer sends each request once but still reads a 429's body for the markers of a quota
 /// gone for good, and the limiter, pinned at 2³⁰, still holds dispatch while the server's pause
 /// (set by the header layer) is in force — it is left out too when the header layer is off.
+///
+/// # A call that finds the breaker open waits
+///
+/// In every preset the breaker holds a call while it is open (its `poll_ready` is pending until
+/// the open period ends and a probe's answer closes it), where the breaker on its own refuses it
+/// at once with [`CircuitOpen`](crate::core::error::CircuitOpen). Only probes reach a failing
+/// upstream either way. A caller of these stacks is most often a batch, workers each taking the
+/// next job when the last one ends: refusing at once turns the whole remaining batch into
+/// rejections the moment the breaker opens (the simulator's outage-5xx with a 60 s outage lost
+/// 1594 to 1606 of its 2000 requests that way on each of six seeds, where the limiter alone lost
+/// none). Waiting matches the limiter, which queues rather than refuses. A caller that would
+/// rather be refused (to answer its own users at once) sets `.breaker(|b| b.fail_fast())`, or
+/// bounds the wait with `.breaker(|b| b.wait_while_open(max))`; a timeout around the stack
+/// bounds it too.
 ///
 /// [`build`](Throttle::build) checks everything and reports a [`ConfigError`]. It gives a
 /// [`ThrottleLayer`]: clone *that* to throttle several services together (every clone shares
@@ -129,7 +158,7 @@ impl Throttle {
             feedback: None,
             name: None,
             provider: Provider::Generic,
-            breaker: Part::Build(CircuitBreakerBuilder::default()),
+            breaker: Part::Build(default_breaker()),
             concurrency: Part::Build(AdaptiveConcurrencyBuilder::default()),
             retry: Part::Build(RetryLayerBuilder::default()),
             limits: TokenBudgetBuilder::default(),
@@ -243,12 +272,19 @@ impl<E> Throttle<E> {
         self
     }
 
-    /// Configures the circuit breaker (outermost).
+    /// Configures the circuit breaker (outermost). Starts from the breaker's defaults except
+    /// one: a call that finds it open **waits** for admission (`wait_while_open(Duration::MAX)`),
+    /// see [the type's docs](Throttle#a-call-that-finds-the-breaker-open-waits); `b.fail_fast()`
+    /// gives the breaker's own default back.
     pub fn breaker(
         mut self,
         f: impl FnOnce(CircuitBreakerBuilder) -> CircuitBreakerBuilder,
     ) -> Self {
-        self.breaker = Part::Build(f(self.breaker.builder()));
+        let builder = match self.breaker {
+            Part::Build(b) => b,
+            Part::Given(_) | Part::Off => default_breaker(),
+        };
+        self.breaker = Part::Build(f(builder));
         self
     }
 

@@ -19,7 +19,8 @@ async fn on_event_hears_what_the_stack_does() {
     let events = Arc::new(Mutex::new(Vec::<String>::new()));
     let throttle = Throttle::openai()
         .no_retry()
-        .breaker(|b| b.consecutive_failures(1).minimum_calls(100))
+        // Refused at once (the presets wait while open), so that the rejection's event is heard.
+        .breaker(|b| b.consecutive_failures(1).minimum_calls(100).fail_fast())
         .on_event({
             let events = events.clone();
             move |event: &Event<'_>| {

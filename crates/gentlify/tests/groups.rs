@@ -109,7 +109,8 @@ async fn a_group_holds_at_most_max_keys_stacks() {
 #[tokio::test(start_paused = true)]
 async fn failures_on_one_key_open_the_breaker_for_every_key() {
     let group = ThrottleGroup::builder(|_path: &String| Throttle::new().no_retry())
-        .breaker(|b| b.consecutive_failures(2).minimum_calls(100))
+        // Refused at once (a group's breaker waits while open by default).
+        .breaker(|b| b.consecutive_failures(2).minimum_calls(100).fail_fast())
         .build()
         .unwrap();
     let client = ServiceBuilder::new()

@@ -101,8 +101,21 @@ async fn serve(scenario: &str) -> (SocketAddr, SimUpstream, tokio::task::JoinHan
 /// outlast a 0.6 s outage and delays (backoff, cooling and pacing after a cut) scaled to a
 /// loopback server answering in tens of ms (the defaults are scaled to LLM calls of seconds).
 /// The breaker opens after 4 failures in a row and probes after 100 ms; every transition is
-/// recorded as `"<from>-><to>"`.
+/// recorded as `"<from>-><to>"`. A call that finds it open waits (the presets' default).
 fn throttle() -> (ThrottleLayer, Transitions) {
+    throttle_with(|b| b)
+}
+
+/// As [`throttle`], with a breaker that refuses a call at once while open.
+fn fail_fast_throttle() -> (ThrottleLayer, Transitions) {
+    throttle_with(|b| b.fail_fast())
+}
+
+fn throttle_with(
+    breaker: impl FnOnce(
+        gentlify::breaker::CircuitBreakerBuilder,
+    ) -> gentlify::breaker::CircuitBreakerBuilder,
+) -> (ThrottleLayer, Transitions) {
     let transitions = Transitions::default();
     let layer = Throttle::openai_compatible()
         .name("loopback")
@@ -137,8 +150,10 @@ fn throttle() -> (ThrottleLayer, Transitions) {
                 .wait_for_probe(Duration::from_secs(10))
         })
         .breaker(|b| {
-            b.open_for(Duration::from_millis(100))
-                .consecutive_failures(4)
+            breaker(
+                b.open_for(Duration::from_millis(100))
+                    .consecutive_failures(4),
+            )
         })
         .build()
         .unwrap();
@@ -317,12 +332,14 @@ struct Tally {
 }
 
 /// Sends `REQUESTS` through the stack while the server answers 500 to everything, then serves
-/// again: the breaker must open, reject fast with `CircuitOpen`, probe, and close.
+/// again: the breaker must open, reject fast with `CircuitOpen` (`fail_fast`) or hold the calls
+/// until it closes (the default: then no caller ever sees `CircuitOpen`), probe, and close.
 async fn outage_opens_and_closes_the_breaker<S, B>(
     client: S,
     (throttle, transitions): (ThrottleLayer, Transitions),
     api: SimUpstream,
     url: String,
+    fail_fast: bool,
 ) where
     S: Service<http::Request<String>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
@@ -405,8 +422,12 @@ async fn outage_opens_and_closes_the_breaker<S, B>(
     assert!(seen(500) > 0, "the outage happened: {context}");
 
     // The breaker opened, failed requests fast with its typed error (they never reached the
-    // server: the server's count of attempts is the stack's), probed, and closed.
-    assert!(total.circuit_open > 0, "fast failures: {context}");
+    // server: the server's count of attempts is the stack's) or held them, probed, and closed.
+    if fail_fast {
+        assert!(total.circuit_open > 0, "fast failures: {context}");
+    } else {
+        assert_eq!(total.circuit_open, 0, "held, never refused: {context}");
+    }
     let at = |t: &str| transitions.iter().position(|x| x == t);
     let opened = at("closed->open").unwrap_or_else(|| panic!("opened: {context}"));
     let probed = at("open->half_open").unwrap_or_else(|| panic!("probed: {context}"));
@@ -447,7 +468,16 @@ async fn outage_opens_and_closes_the_breaker<S, B>(
 async fn reqwest_client_breaker_opens_fails_fast_probes_and_closes_over_an_outage_of_500s() {
     let (addr, api, server) = serve(&outage_500()).await;
     let url = format!("http://{addr}/v1/chat/completions");
-    outage_opens_and_closes_the_breaker(reqwest_client(), throttle(), api, url).await;
+    outage_opens_and_closes_the_breaker(reqwest_client(), fail_fast_throttle(), api, url, true)
+        .await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_client_calls_wait_for_the_breaker_to_probe_and_close_over_an_outage_of_500s() {
+    let (addr, api, server) = serve(&outage_500()).await;
+    let url = format!("http://{addr}/v1/chat/completions");
+    outage_opens_and_closes_the_breaker(reqwest_client(), throttle(), api, url, false).await;
     server.abort();
 }
 
@@ -455,6 +485,7 @@ async fn reqwest_client_breaker_opens_fails_fast_probes_and_closes_over_an_outag
 async fn hyper_util_client_breaker_opens_fails_fast_probes_and_closes_over_an_outage_of_500s() {
     let (addr, api, server) = serve(&outage_500()).await;
     let url = format!("http://{addr}/v1/chat/completions");
-    outage_opens_and_closes_the_breaker(hyper_util_client(), throttle(), api, url).await;
+    outage_opens_and_closes_the_breaker(hyper_util_client(), fail_fast_throttle(), api, url, true)
+        .await;
     server.abort();
 }

@@ -57,7 +57,8 @@ async fn a_stack_records_its_metrics_under_its_name() {
         .name("chat")
         .tokens_per_minute(100_000)
         .concurrency(|c| c.initial(8))
-        .breaker(|b| b.consecutive_failures(3).minimum_calls(100))
+        // Refused at once (the presets wait while open), to count the rejection.
+        .breaker(|b| b.consecutive_failures(3).minimum_calls(100).fail_fast())
         .metrics(true)
         .build()
         .unwrap();
