@@ -134,7 +134,9 @@ where
             let (retry_in, generation) = match admission {
                 Admission::Reject { error, generation } => (error.retry_in(), *generation),
                 _ => {
-                    self.wait = None;
+                    if self.wait.is_some() {
+                        self.wait = None;
+                    }
                     return self.inner.poll_ready(cx).map_err(Into::into);
                 }
             };
