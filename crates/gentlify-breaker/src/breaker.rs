@@ -113,12 +113,7 @@ fn code(state: CircuitState) -> u8 {
 pub(crate) enum Admission {
     Pass,
     Probe(ProbePermit),
-    /// Refused; `generation` is the breaker's [`Machine::generation`] when refused (`None`: a
-    /// manual state, not worth waiting for).
-    Reject {
-        error: CircuitOpen,
-        generation: Option<u64>,
-    },
+    Reject(CircuitOpen),
 }
 
 impl fmt::Debug for Admission {
@@ -126,7 +121,7 @@ impl fmt::Debug for Admission {
         match self {
             Admission::Pass => f.write_str("Pass"),
             Admission::Probe(p) => write!(f, "Probe({})", p.id),
-            Admission::Reject { error, .. } => write!(f, "Reject({error})"),
+            Admission::Reject(e) => write!(f, "Reject({e})"),
         }
     }
 }
@@ -232,10 +227,7 @@ impl Breaker {
             let now = Instant::now();
             if m.state == CircuitState::Open {
                 if let Some(wait) = self.still_open(&mut m, now) {
-                    return Admission::Reject {
-                        error: CircuitOpen::new(wait),
-                        generation: Some(m.generation),
-                    };
+                    return Admission::Reject(CircuitOpen::new(wait));
                 }
                 transition = Some(self.enter(
                     &mut m,
@@ -246,10 +238,9 @@ impl Breaker {
             }
             match m.state {
                 CircuitState::HalfOpen => self.take_probe(&mut m, now),
-                CircuitState::Open | CircuitState::ForcedOpen => Admission::Reject {
-                    error: CircuitOpen::new(Duration::MAX),
-                    generation: None,
-                },
+                CircuitState::Open | CircuitState::ForcedOpen => {
+                    Admission::Reject(CircuitOpen::new(Duration::MAX))
+                }
                 _ => Admission::Pass,
             }
         };
@@ -294,10 +285,7 @@ impl Breaker {
             .map(|&(_, started)| expiry(started, deadline).saturating_duration_since(now))
             .min()
             .unwrap_or_default();
-        Admission::Reject {
-            error: CircuitOpen::new(wait),
-            generation: Some(m.generation),
-        }
+        Admission::Reject(CircuitOpen::new(wait))
     }
 
     fn release_probe(&self, id: u64) {
@@ -314,6 +302,11 @@ impl Breaker {
         self.config.open_wait
     }
 
+    /// The count of transitions and freed probes so far (see [`wait`](Self::wait)).
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// A new id for a waiting service.
     pub(crate) fn waiter_id(&self) -> u64 {
         let mut m = self.lock();
@@ -322,7 +315,8 @@ impl Breaker {
     }
 
     /// Registers `waker` (under `id`) to be woken at the next transition or freed probe, unless
-    /// one happened since the refusal that saw `generation` (then returns `false`: admit again).
+    /// one happened since `generation` was read, before the refusal (then returns `false`:
+    /// admit again).
     pub(crate) fn wait(&self, id: u64, generation: u64, waker: &Waker) -> bool {
         let mut m = self.lock();
         if m.generation != generation {

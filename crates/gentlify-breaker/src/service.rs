@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use gentlify_core::{BoxError, Slot, SlotBody, Tracked};
+use gentlify_core::{BoxError, CircuitState, Slot, SlotBody, Tracked};
 use http_body::Body;
 use tower_service::Service;
 
@@ -20,13 +20,15 @@ use crate::future::ResponseFuture;
 ///
 /// Admission is decided in `poll_ready`, as tower's `load_shed` does: when the breaker rejects,
 /// `poll_ready` is ready at once and `call` returns a future that fails at once, without calling
-/// the inner service. While closed, admission is one atomic load. The outcomes that move the
+/// the inner service (under [`wait_while_open`], `poll_ready` is pending until the breaker admits
+/// the call or the wait's bound is reached). While closed, admission is one atomic load. The outcomes that move the
 /// breaker are not read from this service's futures but heard on the [`Feedback`] handle, so
 /// every attempt counts, including the attempts of a retry layer below the breaker.
 ///
 /// Made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); clones share the breaker.
 ///
 /// [`Feedback`]: gentlify_core::Feedback
+/// [`wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
 pub struct CircuitBreaker<S> {
     inner: S,
     breaker: Arc<Breaker>,
@@ -69,6 +71,67 @@ impl<S> CircuitBreaker<S> {
             breaker,
             admission: None,
             wait: None,
+        }
+    }
+
+    /// After a refusal: `Some` to return (ready, `call` gives the refusal; or pending, waiting
+    /// for admission under [`wait_while_open`]), `None` once admitted after a wait.
+    ///
+    /// [`wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
+    /// Admitted after a wait: withdraws it (out of the admitted path, which only tests for it).
+    #[cold]
+    #[inline(never)]
+    fn end_wait(&mut self) {
+        self.wait = None;
+    }
+
+    #[cold]
+    fn poll_refused(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<(), BoxError>>> {
+        let Some(max) = self.breaker.open_wait() else {
+            // Fail fast: `call` gives the rejection.
+            return Some(Poll::Ready(Ok(())));
+        };
+        loop {
+            // Read before the admission it may wait on, so that no change after it is missed.
+            let generation = self.breaker.generation();
+            let admission = self.admission.insert(self.breaker.admit());
+            let Admission::Reject(error) = admission else {
+                self.wait = None;
+                return None;
+            };
+            let retry_in = error.retry_in();
+            if self.breaker.state() == CircuitState::ForcedOpen {
+                self.wait = None;
+                return Some(Poll::Ready(Ok(())));
+            }
+            let now = tokio::time::Instant::now();
+            let wait = self.wait.get_or_insert_with(|| {
+                let deadline = expiry(now, max);
+                Box::new(Wait {
+                    id: self.breaker.waiter_id(),
+                    breaker: Arc::clone(&self.breaker),
+                    deadline,
+                    timer: Box::pin(tokio::time::sleep_until(deadline)),
+                })
+            });
+            if now >= wait.deadline {
+                // Waited long enough: `call` gives the last rejection.
+                self.wait = None;
+                return Some(Poll::Ready(Ok(())));
+            }
+            // Wake when the breaker could admit on its own (at least 1 ms on, so that a refusal
+            // with nothing to wait for cannot spin), or at the deadline.
+            let wake_at = expiry(now, retry_in.max(Duration::from_millis(1))).min(wait.deadline);
+            if wait.timer.deadline() != wake_at {
+                wait.timer.as_mut().reset(wake_at);
+            }
+            if wait.timer.as_mut().poll(cx).is_pending()
+                && self.breaker.wait(wait.id, generation, cx.waker())
+            {
+                // A refusal is only kept for `call`: a pending call admits itself again.
+                self.admission = None;
+                return Some(Poll::Pending);
+            }
         }
     }
 
@@ -128,54 +191,17 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            let admission = self.admission.get_or_insert_with(|| self.breaker.admit());
-            let (retry_in, generation) = match admission {
-                Admission::Reject { error, generation } => (error.retry_in(), *generation),
-                _ => {
-                    if self.wait.is_some() {
-                        self.wait = None;
-                    }
-                    return self.inner.poll_ready(cx).map_err(Into::into);
-                }
-            };
-            let (Some(max), Some(generation)) = (self.breaker.open_wait(), generation) else {
-                // Fail fast (or forced open): `call` gives the rejection.
-                self.wait = None;
-                return Poll::Ready(Ok(()));
-            };
-            let now = tokio::time::Instant::now();
-            let wait = self.wait.get_or_insert_with(|| {
-                let deadline = expiry(now, max);
-                Box::new(Wait {
-                    id: self.breaker.waiter_id(),
-                    breaker: Arc::clone(&self.breaker),
-                    deadline,
-                    timer: Box::pin(tokio::time::sleep_until(deadline)),
-                })
-            });
-            if now >= wait.deadline {
-                // Waited long enough: `call` gives the last rejection.
-                self.wait = None;
-                return Poll::Ready(Ok(()));
+        let admission = self.admission.get_or_insert_with(|| self.breaker.admit());
+        if let Admission::Reject(_) = admission {
+            if let Some(ready) = self.poll_refused(cx) {
+                return ready;
             }
-            // Wake when the breaker could admit on its own (at least 1 ms on, so that a refusal
-            // with nothing to wait for cannot spin), or at the deadline.
-            let wake_at = expiry(now, retry_in.max(Duration::from_millis(1))).min(wait.deadline);
-            if wait.timer.deadline() != wake_at {
-                wait.timer.as_mut().reset(wake_at);
-            }
-            // A refusal is only ever kept for `call`: a pending call admits itself again.
-            if wait.timer.as_mut().poll(cx).is_ready()
-                || !self.breaker.wait(wait.id, generation, cx.waker())
-            {
-                self.admission = None;
-                continue;
-            }
-            self.admission = None;
-            return Poll::Pending;
+        } else if self.wait.is_some() {
+            self.end_wait();
         }
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     #[inline]
@@ -185,7 +211,7 @@ where
             .take()
             .unwrap_or_else(|| self.breaker.admit());
         let permit = match admission {
-            Admission::Reject { error, .. } => return ResponseFuture::rejected(error),
+            Admission::Reject(rejection) => return ResponseFuture::rejected(rejection),
             Admission::Pass => None,
             Admission::Probe(permit) => Some(permit),
         };
