@@ -510,6 +510,24 @@ impl Breaker {
                     ),
                 })
             }
+            // An attempt sent after the breaker opened (by a request admitted before, still
+            // queued below it) came back well: the upstream answers again. The open period ends
+            // now, so the next call goes as a probe (half-open still decides), instead of every
+            // call waiting, or being refused, until a timer set during the outage runs out.
+            CircuitState::Open if !failed => {
+                let now = Instant::now();
+                if self.still_open(&mut m, now).is_some()
+                    && self
+                        .feedback
+                        .pause_gate()
+                        .paused_until()
+                        .is_none_or(|p| p <= now)
+                {
+                    m.open_until = now;
+                    Self::changed(&mut m);
+                }
+                None
+            }
             _ => None,
         }
     }
@@ -579,7 +597,7 @@ impl Controller for Breaker {
 
     fn on_outcome(&self, outcome: &Outcome) {
         let s = self.state.load(Ordering::Acquire);
-        if s != CLOSED && s != HALF_OPEN {
+        if s == FORCED_OPEN || s == DISABLED {
             return;
         }
         if let Some(t) = self.record(outcome) {

@@ -60,7 +60,9 @@
 //!   [`CircuitOpen`](gentlify_core::error::CircuitOpen), which says how long until the next
 //!   probe. The open period ([`open_for`], 30 s by default) doubles each time probing fails, up to
 //!   5× by default, with optional jitter; a server-directed pause on the handle (a `Retry-After`
-//!   seen by another layer) holds it open longer. With [`wait_while_open`], a call waits for
+//!   seen by another layer) holds it open longer. An attempt sent after the breaker opened
+//!   (by a request admitted before, still queued below it) that comes back well ends the open
+//!   period at once: the next call goes as a probe. With [`wait_while_open`], a call waits for
 //!   admission instead (its `poll_ready` stays pending until the period ends, a probe's place
 //!   frees up or the breaker closes, up to a bound): only probes reach the upstream either way,
 //!   but a closed-loop batch is held rather than drained into rejections.

@@ -173,3 +173,74 @@ async fn a_waiting_call_dropped_leaves_the_breaker_working() {
     assert_eq!(h.call(200).await.ok(), Some(200), "the probe goes");
     assert_eq!(h.state(), CircuitState::Closed);
 }
+
+/// A call admitted while closed and sent after the breaker opened (as a request queued below the
+/// breaker is) comes back well: the open period ends at once.
+#[tokio::test(start_paused = true)]
+async fn a_success_sent_after_the_opening_ends_the_open_period() {
+    let mut h = harness(builder());
+    let mut early = h.svc.clone();
+    std::future::poll_fn(|cx| early.poll_ready(cx))
+        .await
+        .expect("admitted while closed");
+    h.calls(3, 500).await;
+    assert_eq!(h.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(h.rejected().await, OPEN_FOR - Duration::from_secs(1));
+    let answer = early.call(http::Request::new(Answer::status(200))).await;
+    assert_eq!(answer.unwrap().status(), 200);
+    // The next call goes now, as the probe, and its success closes the breaker.
+    assert_eq!(h.call(200).await.ok(), Some(200));
+    assert_eq!(
+        h.path(),
+        [
+            (CircuitState::Closed, CircuitState::Open),
+            (CircuitState::Open, CircuitState::HalfOpen),
+            (CircuitState::HalfOpen, CircuitState::Closed),
+        ]
+    );
+}
+
+/// The same success wakes the calls waiting for the breaker, which go at once.
+#[tokio::test(start_paused = true)]
+async fn a_success_sent_after_the_opening_wakes_the_waiting_calls() {
+    let mut h = harness(builder().wait_while_open(Duration::MAX));
+    let mut early = h.svc.clone();
+    std::future::poll_fn(|cx| early.poll_ready(cx))
+        .await
+        .expect("admitted while closed");
+    h.calls(3, 500).await;
+    let start = Instant::now();
+    let mut waiting = h.svc.clone();
+    let waiter = tokio::spawn(async move {
+        let svc = waiting.ready().await.unwrap();
+        let status = svc
+            .call(http::Request::new(Answer::status(200)))
+            .await
+            .unwrap()
+            .status();
+        (status, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.sent(), 3, "the waiting call is held");
+    let answer = early.call(http::Request::new(Answer::status(200))).await;
+    assert_eq!(answer.unwrap().status(), 200);
+    let (status, at) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(at.duration_since(start), Duration::from_secs(2));
+    assert_eq!(h.state(), CircuitState::Closed);
+}
+
+/// A failure sent after the opening changes nothing: the period runs to its end.
+#[tokio::test(start_paused = true)]
+async fn a_failure_sent_after_the_opening_keeps_the_period() {
+    let mut h = harness(builder());
+    let mut early = h.svc.clone();
+    std::future::poll_fn(|cx| early.poll_ready(cx))
+        .await
+        .expect("admitted while closed");
+    h.calls(3, 500).await;
+    let answer = early.call(http::Request::new(Answer::status(500))).await;
+    assert_eq!(answer.unwrap().status(), 500);
+    assert_eq!(h.rejected().await, OPEN_FOR);
+}
