@@ -422,6 +422,7 @@ const BUILTIN: &[(&str, &str)] = builtin![
     "tpm-mixed-sizes.toml",
     "capacity-step.toml",
     "outage-5xx.toml",
+    "outage-5xx-long.toml",
     "burst-529.toml",
     "streaming-long-bodies.toml",
     "sender-limited.toml",

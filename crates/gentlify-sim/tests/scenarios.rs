@@ -57,6 +57,7 @@ scenario_tests! {
     tpm_mixed_sizes_loses_nothing => "tpm-mixed-sizes",
     capacity_step_loses_nothing => "capacity-step",
     outage_5xx_loses_nothing => "outage-5xx",
+    outage_5xx_long_loses_nothing => "outage-5xx-long",
     burst_529_loses_nothing => "burst-529",
     streaming_long_bodies_loses_nothing => "streaming-long-bodies",
     sender_limited_loses_nothing => "sender-limited",
