@@ -21,9 +21,10 @@ use crate::future::ResponseFuture;
 /// Admission is decided in `poll_ready`, as tower's `load_shed` does: when the breaker rejects,
 /// `poll_ready` is ready at once and `call` returns a future that fails at once, without calling
 /// the inner service (under [`wait_while_open`], `poll_ready` is pending until the breaker admits
-/// the call or the wait's bound is reached). While closed, admission is one atomic load. The outcomes that move the
-/// breaker are not read from this service's futures but heard on the [`Feedback`] handle, so
-/// every attempt counts, including the attempts of a retry layer below the breaker.
+/// the call or the wait's bound is reached). While closed, admission is one atomic load. The
+/// outcomes that move the breaker are not read from this service's futures but heard on the
+/// [`Feedback`] handle, so every attempt counts, including the attempts of a retry layer below
+/// the breaker.
 ///
 /// Made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); clones share the breaker.
 ///
@@ -74,10 +75,6 @@ impl<S> CircuitBreaker<S> {
         }
     }
 
-    /// After a refusal: `Some` to return (ready, `call` gives the refusal; or pending, waiting
-    /// for admission under [`wait_while_open`]), `None` once admitted after a wait.
-    ///
-    /// [`wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
     /// Admitted after a wait: withdraws it (out of the admitted path, which only tests for it).
     #[cold]
     #[inline(never)]
@@ -85,6 +82,10 @@ impl<S> CircuitBreaker<S> {
         self.wait = None;
     }
 
+    /// After a refusal: `Some` to return (ready, `call` gives the refusal; or pending, waiting
+    /// for admission under [`wait_while_open`]), `None` once admitted after a wait.
+    ///
+    /// [`wait_while_open`]: crate::CircuitBreakerBuilder::wait_while_open
     #[cold]
     fn poll_refused(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<(), BoxError>>> {
         let Some(max) = self.breaker.open_wait() else {
