@@ -23,6 +23,25 @@ fn builder() -> gentlify_breaker::CircuitBreakerBuilder {
         .half_open_probes(1)
 }
 
+/// A clone of the harness's service admitted while the breaker is closed, then the breaker
+/// opened by three failures: the clone's call goes out after the opening, as that of a request
+/// queued below the breaker would.
+async fn admitted_then_opened<S>(h: &mut support::Harness<S>) -> S
+where
+    S: Service<
+            http::Request<Answer>,
+            Response = support::Response,
+            Error = gentlify_core::BoxError,
+        > + Clone,
+{
+    let mut early = h.svc.clone();
+    std::future::poll_fn(|cx| early.poll_ready(cx))
+        .await
+        .expect("admitted while closed");
+    h.calls(3, 500).await;
+    early
+}
+
 /// 20 workers share 60 jobs, each worker taking the next job when its last one ends (a batch
 /// over a job queue). Returns the jobs that failed and the instants of the successes.
 async fn closed_loop<S>(svc: S, jobs: usize) -> (usize, Vec<Instant>)
@@ -179,11 +198,7 @@ async fn a_waiting_call_dropped_leaves_the_breaker_working() {
 #[tokio::test(start_paused = true)]
 async fn a_success_sent_after_the_opening_ends_the_open_period() {
     let mut h = harness(builder());
-    let mut early = h.svc.clone();
-    std::future::poll_fn(|cx| early.poll_ready(cx))
-        .await
-        .expect("admitted while closed");
-    h.calls(3, 500).await;
+    let mut early = admitted_then_opened(&mut h).await;
     assert_eq!(h.state(), CircuitState::Open);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(h.rejected().await, OPEN_FOR - Duration::from_secs(1));
@@ -205,11 +220,7 @@ async fn a_success_sent_after_the_opening_ends_the_open_period() {
 #[tokio::test(start_paused = true)]
 async fn a_success_sent_after_the_opening_wakes_the_waiting_calls() {
     let mut h = harness(builder().wait_while_open(Duration::MAX));
-    let mut early = h.svc.clone();
-    std::future::poll_fn(|cx| early.poll_ready(cx))
-        .await
-        .expect("admitted while closed");
-    h.calls(3, 500).await;
+    let mut early = admitted_then_opened(&mut h).await;
     let start = Instant::now();
     let mut waiting = h.svc.clone();
     let waiter = tokio::spawn(async move {
@@ -235,11 +246,7 @@ async fn a_success_sent_after_the_opening_wakes_the_waiting_calls() {
 #[tokio::test(start_paused = true)]
 async fn a_failure_sent_after_the_opening_keeps_the_period() {
     let mut h = harness(builder());
-    let mut early = h.svc.clone();
-    std::future::poll_fn(|cx| early.poll_ready(cx))
-        .await
-        .expect("admitted while closed");
-    h.calls(3, 500).await;
+    let mut early = admitted_then_opened(&mut h).await;
     let answer = early.call(http::Request::new(Answer::status(500))).await;
     assert_eq!(answer.unwrap().status(), 500);
     assert_eq!(h.rejected().await, OPEN_FOR);
