@@ -1640,6 +1640,16 @@ mod tests {
         assert_eq!(after_a_rise(false).await, (31, 32));
     }
 
+    /// A knee found at 30 under `pinned`, then, under `s`, the hold relaxed and the limit
+    /// probing two bands above it (33).
+    async fn probing_above_the_knee(pinned: &Settings, s: &Settings) -> Control {
+        let mut c = Control::new(30.0, pinned);
+        find_the_knee(&mut c, pinned).await;
+        until_growth(&mut c, s, 60).await.expect("the hold relaxes");
+        assert_eq!(effective(c.limit), 33);
+        c
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_probe_above_a_knee_that_answers_faster_than_the_knee_goes_back_to_slow_start() {
         let pinned = settings(40.0);
@@ -1647,13 +1657,8 @@ mod tests {
             algorithm: Algorithm::Aimd(Aimd::new()),
             ..settings(256.0)
         };
-        let mut c = Control::new(30.0, &pinned);
-        find_the_knee(&mut c, &pinned).await;
         // The hold relaxes; the limit probes two bands above the knee.
-        until_growth(&mut c, &s, 60)
-            .await
-            .expect("the hold relaxes");
-        assert_eq!(effective(c.limit), 33);
+        let mut c = probing_above_the_knee(&pinned, &s).await;
         // The server's capacity grew meanwhile: 33 in flight answer in 0.7 s, 30 did in 1 s.
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(successes(&mut c, &s, 60, 0.7, Instant::now()), Change::None);
@@ -1664,12 +1669,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_probe_above_a_knee_that_answers_a_little_faster_forgets_the_knee() {
         let (pinned, s) = (settings(40.0), settings(256.0));
-        let mut c = Control::new(30.0, &pinned);
-        find_the_knee(&mut c, &pinned).await;
-        until_growth(&mut c, &s, 60)
-            .await
-            .expect("the hold relaxes");
-        assert_eq!(effective(c.limit), 33);
+        let mut c = probing_above_the_knee(&pinned, &s).await;
         // 33 in flight answer in 0.87 s ± 30 %, 30 did in 1 s ± 30 %: faster by between two
         // and three standard errors of the difference.
         tokio::time::advance(Duration::from_secs(2)).await;
