@@ -261,7 +261,7 @@ impl State {
         })
     }
 
-    /// Closes every open credit (see [`Credit`]) at `now`: what was left of it goes back to its
+    /// Closes every open credit (see [`Credits`]) at `now`: what was left of it goes back to its
     /// window. Done under the lock before anything reads or checks the windows' room, so that
     /// credit drawn for the lock-free path never makes a request wait or shows as used.
     fn settle(&mut self, shared: &Shared, now: Tick) {

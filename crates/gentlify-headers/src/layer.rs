@@ -88,7 +88,7 @@ impl HeaderFeedbackLayer {
 
     /// Bounds every pause the layer sets (default [`DEFAULT_MAX_PAUSE`]); `Duration::ZERO` sets
     /// none, while still publishing the quotas. Delays of 24 h or more
-    /// ([`MAX_SERVER_DELAY`](gentlify_core::MAX_SERVER_DELAY)) are ignored as absurd whatever
+    /// ([`MAX_SERVER_DELAY`]) are ignored as absurd whatever
     /// this bound.
     pub fn max_pause(mut self, max_pause: Duration) -> Self {
         self.max_pause = max_pause.min(MAX_SERVER_DELAY);

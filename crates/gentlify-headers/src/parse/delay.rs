@@ -56,7 +56,7 @@ impl fmt::Display for DelaySource {
 ///
 /// Numbers go through gentlify-core's [`parse_millis`] and [`parse_retry_after`], dates through
 /// the `httpdate` crate. Every delay is at most
-/// [`MAX_SERVER_DELAY`](gentlify_core::MAX_SERVER_DELAY) (24 h); negative, `NaN`, infinite and
+/// [`MAX_SERVER_DELAY`] (24 h); negative, `NaN`, infinite and
 /// malformed values are ignored (the next header in the list is tried). A header sent twice
 /// counts its longest valid delay.
 ///

@@ -9,7 +9,7 @@
 //! Every parser is total: any header value (empty, negative, `NaN`, 40 digits, non-UTF-8 bytes,
 //! a date in the year 9999, the header sent twice) gives either a sensible reading or nothing,
 //! never a panic and never a `Duration` overflow. Durations are clamped to
-//! [`MAX_SERVER_DELAY`](gentlify_core::MAX_SERVER_DELAY) (24 h) at most; each parser documents
+//! [`MAX_SERVER_DELAY`] (24 h) at most; each parser documents
 //! its own, tighter, bound on resets.
 
 use std::fmt;

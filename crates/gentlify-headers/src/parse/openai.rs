@@ -139,7 +139,7 @@ impl ParseHeaders for OpenAiHeaders {
 /// is read whole, so `ms` is never taken for `m`. A bare number is read as seconds (lenient:
 /// Go itself accepts only `0`). Negative durations mean unknown: `None`; so do unknown units,
 /// empty strings and anything else malformed. Clamped to
-/// [`MAX_SERVER_DELAY`](gentlify_core::MAX_SERVER_DELAY).
+/// [`MAX_SERVER_DELAY`].
 ///
 /// ```
 /// use std::time::Duration;
