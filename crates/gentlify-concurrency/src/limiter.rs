@@ -726,6 +726,19 @@ impl Permit {
     }
 }
 
+/// How long a successful response's body held the server after its head (at `head`), and when
+/// it ended. A body that never made its reader wait (`waited` false) was all there at the head:
+/// 0, ended at the head, and no clock to read. Both ways a permit comes back (from a slot, or
+/// from the body of a request sent without one) use it.
+pub(crate) fn body_held(head: Instant, waited: bool) -> (Duration, Instant) {
+    if waited {
+        let now = Instant::now();
+        (now.saturating_duration_since(head), now)
+    } else {
+        (Duration::ZERO, head)
+    }
+}
+
 /// An answer's attempt: its dispatch, its latency to the head, its output tokens, and when its
 /// body ended.
 type UsageSample = (Instant, Duration, u64, Instant);
@@ -790,16 +803,7 @@ impl SharedHold for Limiter {
         if let Some(outcome) = ended.last_outcome {
             let read = matches!(ended.reason, EndReason::BodyEnded | EndReason::NoBody);
             if read && matches!(outcome.class, Class::Success) {
-                // How long the body held the server after the response head (from the
-                // dispatch, less the latency: no instant to build for the head). A body that
-                // never made its reader wait was all there at the head: no clock to read.
-                let (held, now) = if ended.body_waited {
-                    let now = Instant::now();
-                    let since_sent = now.saturating_duration_since(outcome.sent_at);
-                    (since_sent.saturating_sub(outcome.latency), now)
-                } else {
-                    (Duration::ZERO, outcome.finished_at())
-                };
+                let (held, now) = body_held(outcome.finished_at(), ended.body_waited);
                 body = Some(held);
                 if let Some(recorded) = ended.usage {
                     // The same instant for the knee's sample: one clock read per release.

@@ -14,7 +14,6 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use gentlify_core::error::is_local_rejection;
 use gentlify_core::{settle, BoxError, Class, Classified, Outcome, Slot, SlotBody};
@@ -22,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::limiter::Permit;
+use crate::limiter::{body_held, Permit};
 
 /// The attempt of a request sent without a slot, while its response is awaited. Dropped before
 /// the response came (the caller went away), it publishes the attempt as cancelled and gives
@@ -164,14 +163,11 @@ struct SoloBody {
 
 impl SoloBody {
     /// The body ended: `read` to its end, or not (an error, dropped). How long it held the
-    /// server after the head counts only when it was read to its end after a success; and a
-    /// body that never made its reader wait was all there at the head: no clock to read.
+    /// server after the head ([`body_held`]) counts only when it was read to its end after a
+    /// success.
     fn end(self, read: bool) {
         let held = match (read, self.head_at) {
-            (true, Some(head)) if self.waited => {
-                Some(Instant::now().saturating_duration_since(head))
-            }
-            (true, Some(_)) => Some(Duration::ZERO),
+            (true, Some(head)) => Some(body_held(head, self.waited).0),
             _ => None,
         };
         self.permit.release_solo(self.streaming, held);
