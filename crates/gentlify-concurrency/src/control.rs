@@ -623,6 +623,25 @@ impl Control {
                 || self.failures_in_a_row >= FAILURES_IN_A_ROW)
     }
 
+    /// [`note_attempt`](Control::note_attempt)`(false)` `n` times: `n` successes the limiter did
+    /// not time (see `solo`), heard for the failure window only.
+    pub(crate) fn on_untimed_successes(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        self.failure_share *= (1.0 - 1.0 / FAILURE_WINDOW).powi(n);
+        self.failures_in_a_row = 0;
+    }
+
+    /// The latest instant an attempt's send time is compared with (the last deceleration, or the
+    /// end of its drain). A request sent without a clock read takes as its send time an instant
+    /// the limiter knew of when it was sent, which is never earlier than this one if it was sent
+    /// after it (see `Limiter::seen`).
+    pub(crate) fn compared_since(&self) -> Option<Instant> {
+        self.last_decel.max(self.recovered_at)
+    }
+
     /// Whether the last deceleration still waits for in-flight to come down to the new limit.
     pub(crate) fn draining(&self) -> bool {
         self.draining

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -106,11 +106,31 @@ pub(crate) struct Limiter {
     /// the lock, first thing: a sender that never fills the limit takes the lock for one success
     /// in nine rather than for each. (One cache line.)
     idle_successes: [AtomicU64; IDLE_SUCCESSES],
+    /// Successes of requests sent without a clock read ([`Limiter::send_time`]) heard
+    /// without the lock, for the next holder of the lock to feed to the failure window
+    /// ([`Control::on_untimed_successes`]).
+    untimed: AtomicU64,
+    /// Requests sent without a slot while the limit was not filled, for
+    /// [`Limiter::send_time`]: counted without a read-modify-write (a lost count only moves
+    /// which request is timed).
+    turns: AtomicU32,
+    /// A recent instant the limiter knew of, in nanoseconds since [`Limiter::base`]: the latest
+    /// of the timed dispatches' clock reads and the instants the controller compares send times
+    /// with ([`Control::compared_since`]), stored before the lock is given back. A request sent
+    /// without a clock read takes it as its send time: no later than the true one, and not
+    /// earlier than any of those instants that came before it, so the controller tells as it
+    /// would with the true one whether it was sent before or after a deceleration.
+    seen: AtomicU64,
     /// Permits held by requests whose final response head was a success (their body is being
     /// read). Outside the lock: counted on the response's path, read when an outcome is heard.
     streaming: AtomicUsize,
-    /// The origin of the call instants kept in permit tokens ([`Limiter::called_token`]).
+    /// The origin of the call instants kept in permit tokens ([`Limiter::called_token`]) and
+    /// of [`Limiter::seen`].
     base: Instant,
+    /// One request in [`TIMED_EVERY`] sent without a slot while the limit is not filled reads
+    /// the clock ([`Limiter::send_time`]): false when every request must (the gradient
+    /// controller reads every latency).
+    sample_times: bool,
     /// True while no one but this limiter can reach its handle: the layer made it and has not
     /// handed it out ([`AdaptiveConcurrencyLayer::feedback`](crate::AdaptiveConcurrencyLayer)).
     /// No other gentlify layer can then share a request with this one, so a request that comes
@@ -133,6 +153,8 @@ struct State {
     filled: bool,
     next_dispatch: Option<Instant>,
     control: Control,
+    /// The last [`Control::compared_since`] stored in [`Limiter::seen`].
+    seen_compared: Option<Instant>,
     /// Permits whose retry waits for in-flight to come down to the limit
     /// ([`Limiter::poll_redispatch`](SharedHold::poll_redispatch)), by park id, with the waker to wake when it may have.
     /// At most one entry per permit in flight.
@@ -156,6 +178,13 @@ const IDLE_SUCCESSES: usize = 8;
 /// The most zero-time bodies applied one by one ([`Limiter::lock`]): after 64, the smoothed
 /// holding time is within 0.02 % of 0, and the rest change nothing.
 const ZERO_BODIES_APPLIED: u64 = 64;
+/// One request in this many is timed while the sender does not fill the limit under the
+/// additive controller ([`Limiter::send_time`]); a power of two. While the sender does not fill the
+/// limit, a success can change nothing but the smoothed latency and the body's holding time
+/// (gain 1/8 each) and the failure window: one latency in sixteen keeps them, and the others'
+/// two clock reads (about 45 ns of a 230 ns round trip, `benches/round_trip.rs`) are saved.
+const TIMED_EVERY: u32 = 16;
+const _: () = assert!(TIMED_EVERY.is_power_of_two());
 
 /// The limiter's state under its lock: the gate stays closed until it is dropped, and then opens
 /// again if nothing needs the lock.
@@ -180,6 +209,14 @@ impl DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        let compared = self.state.control.compared_since();
+        if compared != self.state.seen_compared {
+            // Before the gate opens: a request sent without a clock read after this sees it.
+            self.state.seen_compared = compared;
+            if let Some(at) = compared {
+                self.limiter.see(at);
+            }
+        }
         // Still under the lock (the guard is dropped after this): nobody else writes the gate
         // while it is closed.
         self.limiter
@@ -337,14 +374,19 @@ impl Limiter {
                 filled: false,
                 next_dispatch: None,
                 control,
+                seen_compared: None,
                 parked: Vec::new(),
             }),
             gate: AtomicU64::new(0),
             pending_body: AtomicU64::new(0),
             zero_bodies: AtomicU64::new(0),
             idle_successes: Default::default(),
+            untimed: AtomicU64::new(0),
+            turns: AtomicU32::new(0),
+            seen: AtomicU64::new(0),
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
+            sample_times: Control::idle_success_is_latency_only(&config.settings),
             alone: AtomicBool::new(alone),
         });
         drop(limiter.lock());
@@ -373,6 +415,10 @@ impl Limiter {
                 state.control.on_body_end(Duration::ZERO);
             }
         }
+        if self.untimed.load(Ordering::Relaxed) != 0 {
+            let untimed = self.untimed.swap(0, Ordering::Acquire);
+            state.control.on_untimed_successes(untimed);
+        }
         for place in &self.idle_successes {
             if place.load(Ordering::Relaxed) != 0 {
                 let latency = place.swap(0, Ordering::Acquire);
@@ -390,15 +436,18 @@ impl Limiter {
         }
     }
 
-    /// Takes a permit without the lock, when the gate is open and in-flight is under its limit.
-    fn try_acquire_fast(&self) -> bool {
+    /// Takes a permit without the lock, when the gate is open and in-flight is under its limit:
+    /// `Some(far_below)`, true when the limit has not been filled since it last changed and
+    /// in-flight (this permit included) is at most half of it: the sender, not the limit,
+    /// bounds the load, and the limit is not about to be tested.
+    fn try_acquire_fast(&self) -> Option<bool> {
         let mut word = self.gate.load(Ordering::Acquire);
         loop {
             let limit = (word & OPEN) >> OPEN_SHIFT;
             let in_flight = word & IN_FLIGHT;
             if in_flight >= limit {
                 // Closed (0), or full: the queue decides, under the lock.
-                return false;
+                return None;
             }
             let mut next = word + 1;
             if in_flight + 1 >= limit {
@@ -408,10 +457,63 @@ impl Limiter {
                 .gate
                 .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(next & FILLED == 0 && 2 * (in_flight + 1) <= limit),
                 Err(current) => word = current,
             }
         }
+    }
+
+    /// When a request sent without a slot is sent: `far_below` when its permit was taken far
+    /// below the limit ([`Limiter::try_acquire_fast`]). Such requests read the clock once in
+    /// [`TIMED_EVERY`];
+    /// the others take [`Limiter::seen`] as their send time, their success is heard for the
+    /// failure window only ([`Limiter::hear_untimed_success`]), and any other outcome is timed
+    /// from that send time (its latency then an upper bound).
+    #[inline]
+    pub(crate) fn send_time(&self, far_below: bool) -> Sent {
+        if far_below && self.sample_times {
+            let turn = self.turns.load(Ordering::Relaxed);
+            self.turns.store(turn.wrapping_add(1), Ordering::Relaxed);
+            if turn & (TIMED_EVERY - 1) != 0 {
+                return Sent::Untimed(self.seen.load(Ordering::Acquire));
+            }
+            let now = Instant::now();
+            self.see(now);
+            return Sent::Timed(now);
+        }
+        Sent::Timed(Instant::now())
+    }
+
+    /// The instant a request was sent at (for one not timed, the instant the limiter knew of
+    /// then).
+    pub(crate) fn sent_at(&self, sent: Sent) -> Instant {
+        match sent {
+            Sent::Timed(at) => at,
+            Sent::Untimed(nanos) => self
+                .base
+                .checked_add(Duration::from_nanos(nanos))
+                .unwrap_or(self.base),
+        }
+    }
+
+    /// Notes an instant read from the clock (or compared with): see [`Limiter::seen`].
+    pub(crate) fn see(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.base).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+        self.seen.fetch_max(nanos, Ordering::Release);
+    }
+
+    /// Hears a success of a request sent without a clock read: for the failure window only,
+    /// without the lock while the gate is open and the limit not filled (the same success,
+    /// timed, would have been heard without it too, [`Limiter::hear_idle_success`]).
+    #[inline]
+    pub(crate) fn hear_untimed_success(&self) {
+        let word = self.gate.load(Ordering::Acquire);
+        if word & OPEN != 0 && word & FILLED == 0 {
+            self.untimed.fetch_add(1, Ordering::Release);
+            return;
+        }
+        self.lock().control.on_untimed_successes(1);
     }
 
     /// Gives a permit back without the lock, when the gate is open: nobody waits for it, and
@@ -719,9 +821,17 @@ impl Permit {
     /// Gives back the permit of a request sent without a slot: `streaming` when its response
     /// head was a success ([`Limiter::solo_body_started`]); `body`, how long its body held the
     /// permit after the head, when it was read to its end after a success.
-    pub(crate) fn release_solo(mut self, streaming: bool, body: Option<Duration>) {
+    #[inline]
+    pub(crate) fn release_solo(mut self, streaming: bool, mut body: Option<Duration>) {
         if let Some(limiter) = self.limiter.take() {
-            limiter.release_permit(streaming, body, 0, 0, None);
+            // Nothing left to drop.
+            std::mem::forget(self);
+            if streaming {
+                limiter.streaming.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !limiter.try_release_fast(&mut body) {
+                limiter.release_locked(body, 0, 0, None);
+            }
         }
     }
 }
@@ -737,6 +847,15 @@ pub(crate) fn body_held(head: Instant, waited: bool) -> (Duration, Instant) {
     } else {
         (Duration::ZERO, head)
     }
+}
+
+/// When a request sent without a slot was sent ([`Limiter::send_time`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sent {
+    /// Read from the clock.
+    Timed(Instant),
+    /// Not timed: [`Limiter::seen`] then ([`Limiter::sent_at`] makes it an instant).
+    Untimed(u64),
 }
 
 /// An answer's attempt: its dispatch, its latency to the head, its output tokens, and when its
@@ -900,7 +1019,7 @@ impl Acquire {
 
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Admit, Rejection>> {
         let limiter = &*self.limiter;
-        if self.id == 0 && limiter.try_acquire_fast() {
+        if self.id == 0 && limiter.try_acquire_fast().is_some() {
             return Poll::Ready(Ok((self.permit(), None)));
         }
         let config = &limiter.config;
@@ -970,9 +1089,14 @@ impl Acquire {
     }
 
     /// A permit taken at once without the lock, when not queued and one is free with nobody
-    /// waiting and no pacing (so no dispatch instant to reserve).
-    pub(crate) fn try_acquire_fast(&self) -> Option<Permit> {
-        (self.id == 0 && self.limiter.try_acquire_fast()).then(|| self.permit())
+    /// waiting and no pacing (so no dispatch instant to reserve); with whether it was taken far
+    /// below the limit ([`Limiter::try_acquire_fast`]).
+    pub(crate) fn try_acquire_fast(&self) -> Option<(Permit, bool)> {
+        if self.id != 0 {
+            return None;
+        }
+        let far_below = self.limiter.try_acquire_fast()?;
+        Some((self.permit(), far_below))
     }
 
     fn permit(&self) -> Permit {

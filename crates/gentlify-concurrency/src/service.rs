@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 
 use gentlify_core::{BoxError, Feedback, PauseWait, Slot};
 use http_body::Body;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -39,6 +39,9 @@ pub struct AdaptiveConcurrency<S> {
     /// `poll_ready` is taken to be its retry's and admitted without a second permit.
     last_slot: Option<Slot>,
     pause: Option<PauseWait>,
+    /// The permit admitted was taken without the lock far below the limit: sent without a
+    /// slot, its request may go without a clock read ([`Limiter::send_time`]).
+    far_below: bool,
 }
 
 enum Admission {
@@ -62,6 +65,7 @@ impl<S> AdaptiveConcurrency<S> {
             admission: Admission::Idle,
             last_slot: None,
             pause: None,
+            far_below: false,
         }
     }
 
@@ -140,15 +144,17 @@ where
                 && !self.last_request_holds()
             {
                 // The common path: a new request, no pause, a permit free without the lock.
-                if let Some(permit) = self.acquire.try_acquire_fast() {
+                if let Some((permit, far_below)) = self.acquire.try_acquire_fast() {
                     let idle =
                         std::mem::replace(&mut self.admission, Admission::Admitted(Some(permit)));
                     // `Idle` (matched above) owns nothing: no drop glue to run for it.
                     std::mem::forget(idle);
+                    self.far_below = far_below;
                     return self.inner.poll_ready(cx).map_err(Into::into);
                 }
             }
         }
+        self.far_below = false;
         // The pause gate holds everyone, admitted or not: the server said wait.
         ready!(poll_pause(
             &self.acquire.limiter().feedback,
@@ -199,7 +205,8 @@ where
             {
                 // No other layer can share this request: no slot to make (see `solo`).
                 self.last_slot = None;
-                let solo = Solo::new(permit, Instant::now());
+                let sent = limiter.send_time(std::mem::take(&mut self.far_below));
+                let solo = Solo::new(permit, sent);
                 return ResponseFuture::solo(self.inner.call(request), solo);
             }
             permit => permit,
@@ -252,6 +259,7 @@ impl<S: Clone> Clone for AdaptiveConcurrency<S> {
             // `Retry` does) is still recognised.
             last_slot: self.last_slot.clone(),
             pause: None,
+            far_below: false,
         }
     }
 }

@@ -21,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::limiter::{body_held, Permit};
+use crate::limiter::{body_held, Permit, Sent};
 
 /// The attempt of a request sent without a slot, while its response is awaited. Dropped before
 /// the response came (the caller went away), it publishes the attempt as cancelled and gives
@@ -29,15 +29,16 @@ use crate::limiter::{body_held, Permit};
 pub(crate) struct Solo {
     /// `None` once settled.
     permit: Option<Permit>,
-    sent_at: Instant,
+    /// Not timed: a success is heard without its latency ([`Limiter::send_time`]).
+    sent: Sent,
 }
 
 impl Solo {
     #[inline]
-    pub(crate) fn new(permit: Permit, sent_at: Instant) -> Self {
+    pub(crate) fn new(permit: Permit, sent: Sent) -> Self {
         Solo {
             permit: Some(permit),
-            sent_at,
+            sent,
         }
     }
 
@@ -61,16 +62,25 @@ impl Solo {
             Ok(response) => match classifier.classify_response(&response) {
                 Classified::Ready(class) if !classifier.wants_body(&response) => {
                     let status = response.status();
-                    let outcome = Outcome::new(class, 0, self.sent_at).with_status(status);
                     // Heard before the permit counts as reading its body, as with a slot; by
                     // this limiter alone, the only controller on a handle no one else holds.
-                    limiter.feedback.publish_to(&outcome, &**limiter);
+                    let timed = matches!(self.sent, Sent::Timed(_));
+                    let head_at = if class == Class::Success && !timed {
+                        // Neither its latency nor its body's holding time is known.
+                        limiter.feedback.count_untimed(&class, Some(status));
+                        limiter.hear_untimed_success();
+                        None
+                    } else {
+                        let sent_at = limiter.sent_at(self.sent);
+                        let outcome = Outcome::new(class, 0, sent_at).with_status(status);
+                        limiter.feedback.publish_to(&outcome, &**limiter);
+                        matches!(class, Class::Success).then(|| outcome.finished_at())
+                    };
                     // A body already at its end (none) is not read: its permit comes back below.
                     let streaming = status.is_success() && !response.body().is_end_stream();
                     if streaming {
                         limiter.solo_body_started();
                     }
-                    let head_at = matches!(class, Class::Success).then(|| outcome.finished_at());
                     let (head, body) = response.into_parts();
                     let solo = SoloBody {
                         permit,
@@ -83,11 +93,14 @@ impl Solo {
                         PermitBody::solo(body, solo),
                     ))
                 }
-                _ => Ok(slotted(response, permit, self.sent_at)),
+                _ => {
+                    let sent_at = limiter.sent_at(self.sent);
+                    Ok(slotted(response, permit, sent_at))
+                }
             },
             Err(error) => {
                 let error = error.into();
-                publish_error(&permit, &*error, self.sent_at);
+                publish_error(&permit, &*error, limiter.sent_at(self.sent));
                 permit.release_solo(false, None);
                 Err(error)
             }
@@ -98,8 +111,8 @@ impl Solo {
 impl Drop for Solo {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            let outcome = Outcome::new(Class::Cancelled, 0, self.sent_at);
             let limiter = permit.limiter();
+            let outcome = Outcome::new(Class::Cancelled, 0, limiter.sent_at(self.sent));
             limiter.feedback.publish_to(&outcome, &**limiter);
         }
     }
@@ -109,7 +122,7 @@ impl fmt::Debug for Solo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Solo")
             .field("settled", &self.permit.is_none())
-            .field("sent_at", &self.sent_at)
+            .field("sent", &self.sent)
             .finish()
     }
 }
@@ -152,8 +165,9 @@ fn slotted<B: Body>(
 /// The permit of a request sent without a slot, in its response body.
 struct SoloBody {
     permit: Permit,
-    /// When the response head came back, for a success: the body's holding time counts from
-    /// here. `None` after any other class (its body's time says nothing of the server's work).
+    /// When the response head came back, for a timed success: the body's holding time counts
+    /// from here. `None` after any other class (its body's time says nothing of the server's
+    /// work), or when the request was not timed.
     head_at: Option<Instant>,
     streaming: bool,
     /// A poll of the body was pending: its bytes were still coming (as a slot's

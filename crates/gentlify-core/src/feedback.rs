@@ -316,6 +316,31 @@ impl Feedback {
         controller.on_outcome(outcome);
     }
 
+    /// Counts one attempt that ended in `class` in the handle's snapshot, as
+    /// [`publish`](Feedback::publish) counts it, without an [`Outcome`] and without calling any
+    /// controller: for a layer that hears its only controller itself and did not time the
+    /// attempt (a concurrency limiter alone on its handle times one success in sixteen while the
+    /// sender does not fill its limit). Every attempt is counted once: by `publish`,
+    /// `publish_to` or this.
+    ///
+    /// ```
+    /// use gentlify_core::{Class, Feedback};
+    ///
+    /// let feedback = Feedback::new();
+    /// feedback.count_untimed(&Class::Success, Some(http::StatusCode::OK));
+    /// assert_eq!(feedback.snapshot().attempts_success, 1);
+    /// ```
+    #[inline]
+    pub fn count_untimed(&self, class: &Class, status: Option<http::StatusCode>) {
+        self.inner.counters.count(class);
+        tracing::trace!(
+            class = class.as_str(),
+            attempt = 0,
+            status = status.map(|s| s.as_u16()),
+            "gentlify attempt outcome (untimed)"
+        );
+    }
+
     #[inline]
     fn count(&self, outcome: &Outcome) {
         self.inner.counters.count(&outcome.class);
