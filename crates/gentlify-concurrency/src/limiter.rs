@@ -482,7 +482,7 @@ impl Limiter {
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
     /// the head, output tokens and body end, when a layer recorded its usage.
-    #[inline]
+    #[inline(always)]
     fn release_permit(
         &self,
         streaming: bool,
@@ -719,8 +719,11 @@ impl Permit {
     /// Gives back the permit of a request sent without a slot: `streaming` when its response
     /// head was a success ([`Limiter::solo_body_started`]); `body`, how long its body held the
     /// permit after the head, when it was read to its end after a success.
+    #[inline]
     pub(crate) fn release_solo(mut self, streaming: bool, body: Option<Duration>) {
         if let Some(limiter) = self.limiter.take() {
+            // Nothing left to drop: one fewer drop per request.
+            std::mem::forget(self);
             limiter.release_permit(streaming, body, 0, 0, None);
         }
     }
