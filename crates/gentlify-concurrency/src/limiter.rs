@@ -584,7 +584,7 @@ impl Limiter {
     /// attempt succeeded kept it; `waited`, how long a request sent in one attempt waited below
     /// the limiter before it was sent, in nanoseconds; `usage`, a success's dispatch, latency to
     /// the head, output tokens and body end, when a layer recorded its usage.
-    #[inline]
+    #[inline(always)]
     fn release_permit(
         &self,
         streaming: bool,
@@ -822,16 +822,11 @@ impl Permit {
     /// head was a success ([`Limiter::solo_body_started`]); `body`, how long its body held the
     /// permit after the head, when it was read to its end after a success.
     #[inline]
-    pub(crate) fn release_solo(mut self, streaming: bool, mut body: Option<Duration>) {
+    pub(crate) fn release_solo(mut self, streaming: bool, body: Option<Duration>) {
         if let Some(limiter) = self.limiter.take() {
-            // Nothing left to drop.
+            // Nothing left to drop: one fewer drop per request.
             std::mem::forget(self);
-            if streaming {
-                limiter.streaming.fetch_sub(1, Ordering::Relaxed);
-            }
-            if !limiter.try_release_fast(&mut body) {
-                limiter.release_locked(body, 0, 0, None);
-            }
+            limiter.release_permit(streaming, body, 0, 0, None);
         }
     }
 }
