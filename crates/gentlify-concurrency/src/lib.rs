@@ -56,6 +56,14 @@
 //!   A request that already carries a slot (a gentlify layer outside) keeps using it, and the
 //!   inner service finds no slot in a request sent without one. (`benches/round_trip.rs`:
 //!   figures in the README.)
+//! - **Alone and far below its limit, it times one request in sixteen**: while the limit has
+//!   not been filled since it last changed and at most half of it is in flight, under the
+//!   additive controller, a success can change nothing but the smoothed latency and body time
+//!   (which one sample in sixteen keeps) and the failure window (which hears every success).
+//!   The other requests save two reads of the clock. They take as their send time the latest
+//!   instant the limiter knew of, so that a refusal or failure among them is still heard once
+//!   per round trip; the latency it publishes is then an upper bound. Near the limit, with a
+//!   slot, or under the gradient controller, every attempt is timed.
 //! - **Retries keep the permit**, whatever the order of the layers. A retry layer inside this one
 //!   never comes back here. A retry layer outside (tower's `Retry`, say) calls `poll_ready` again
 //!   for the next attempt while the request's slot holds the permit: the instance remembers the

@@ -110,9 +110,8 @@ pub(crate) struct Limiter {
     /// without the lock, for the next holder of the lock to feed to the failure window
     /// ([`Control::on_untimed_successes`]).
     untimed: AtomicU64,
-    /// Requests sent without a slot while the limit was not filled, for
-    /// [`Limiter::send_time`]: counted without a read-modify-write (a lost count only moves
-    /// which request is timed).
+    /// Requests sent without a slot far below the limit, for [`Limiter::send_time`]: counted
+    /// without a read-modify-write (a count lost to a race only moves which request is timed).
     turns: AtomicU32,
     /// A recent instant the limiter knew of, in nanoseconds since [`Limiter::base`]: the latest
     /// of the timed dispatches' clock reads and the instants the controller compares send times
@@ -127,9 +126,9 @@ pub(crate) struct Limiter {
     /// The origin of the call instants kept in permit tokens ([`Limiter::called_token`]) and
     /// of [`Limiter::seen`].
     base: Instant,
-    /// One request in [`TIMED_EVERY`] sent without a slot while the limit is not filled reads
-    /// the clock ([`Limiter::send_time`]): false when every request must (the gradient
-    /// controller reads every latency).
+    /// Only one request in [`TIMED_EVERY`] sent without a slot far below the limit reads the
+    /// clock ([`Limiter::send_time`]): false when every request must (the gradient controller
+    /// reads every latency).
     sample_times: bool,
     /// True while no one but this limiter can reach its handle: the layer made it and has not
     /// handed it out ([`AdaptiveConcurrencyLayer::feedback`](crate::AdaptiveConcurrencyLayer)).
@@ -178,11 +177,11 @@ const IDLE_SUCCESSES: usize = 8;
 /// The most zero-time bodies applied one by one ([`Limiter::lock`]): after 64, the smoothed
 /// holding time is within 0.02 % of 0, and the rest change nothing.
 const ZERO_BODIES_APPLIED: u64 = 64;
-/// One request in this many is timed while the sender does not fill the limit under the
-/// additive controller ([`Limiter::send_time`]); a power of two. While the sender does not fill the
-/// limit, a success can change nothing but the smoothed latency and the body's holding time
-/// (gain 1/8 each) and the failure window: one latency in sixteen keeps them, and the others'
-/// two clock reads (about 45 ns of a 230 ns round trip, `benches/round_trip.rs`) are saved.
+/// One request in this many is timed far below the limit under the additive controller
+/// ([`Limiter::send_time`]); a power of two. There, a success can change nothing but the
+/// smoothed latency and the body's holding time (gain 1/8 each) and the failure window: one
+/// latency in sixteen keeps them, and the others' two clock reads (about 45 ns of a 230 ns
+/// round trip, `benches/round_trip.rs`) are saved.
 const TIMED_EVERY: u32 = 16;
 const _: () = assert!(TIMED_EVERY.is_power_of_two());
 
@@ -465,10 +464,9 @@ impl Limiter {
 
     /// When a request sent without a slot is sent: `far_below` when its permit was taken far
     /// below the limit ([`Limiter::try_acquire_fast`]). Such requests read the clock once in
-    /// [`TIMED_EVERY`];
-    /// the others take [`Limiter::seen`] as their send time, their success is heard for the
-    /// failure window only ([`Limiter::hear_untimed_success`]), and any other outcome is timed
-    /// from that send time (its latency then an upper bound).
+    /// [`TIMED_EVERY`]; the others take [`Limiter::seen`] as their send time, their success is
+    /// heard for the failure window only ([`Limiter::hear_untimed_success`]), and any other
+    /// outcome is timed from that send time (its latency then an upper bound).
     #[inline]
     pub(crate) fn send_time(&self, far_below: bool) -> Sent {
         if far_below && self.sample_times {
@@ -504,8 +502,9 @@ impl Limiter {
     }
 
     /// Hears a success of a request sent without a clock read: for the failure window only,
-    /// without the lock while the gate is open and the limit not filled (the same success,
-    /// timed, would have been heard without it too, [`Limiter::hear_idle_success`]).
+    /// without the lock while the gate is open and the limit not filled (as
+    /// [`Limiter::hear_idle_success`] hears a timed one), under it otherwise (the limit filled
+    /// while the request was out: this success cannot make it grow, having no latency).
     #[inline]
     pub(crate) fn hear_untimed_success(&self) {
         let word = self.gate.load(Ordering::Acquire);
