@@ -229,13 +229,14 @@ pin_project! {
     pub struct PermitBody<B> {
         #[pin]
         inner: Inner<B>,
-        solo: Option<SoloBody>,
     }
 
     impl<B> PinnedDrop for PermitBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(solo) = this.project().solo.take() {
-                solo.end(false);
+            if let InnerProj::Solo { solo, .. } = this.project().inner.project() {
+                if let Some(solo) = solo.take() {
+                    solo.end(false);
+                }
             }
         }
     }
@@ -246,7 +247,8 @@ pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
         Slotted { #[pin] body: SlotBody<B> },
-        Solo { #[pin] body: B },
+        // The permit, until the body ends (`None` then).
+        Solo { #[pin] body: B, solo: Option<SoloBody> },
     }
 }
 
@@ -256,7 +258,7 @@ impl<B: Body> PermitBody<B> {
     pub(crate) fn wrap(response: http::Response<SlotBody<B>>) -> http::Response<PermitBody<B>> {
         let (head, body) = response.into_parts();
         let inner = Inner::Slotted { body };
-        http::Response::from_parts(head, PermitBody { inner, solo: None })
+        http::Response::from_parts(head, PermitBody { inner })
     }
 
     /// The body of a request sent without a slot, holding its permit: given back at once when
@@ -270,8 +272,7 @@ impl<B: Body> PermitBody<B> {
             Some(solo)
         };
         PermitBody {
-            inner: Inner::Solo { body },
-            solo,
+            inner: Inner::Solo { body, solo },
         }
     }
 
@@ -279,7 +280,7 @@ impl<B: Body> PermitBody<B> {
     pub fn get_ref(&self) -> &B {
         match &self.inner {
             Inner::Slotted { body } => body.get_ref(),
-            Inner::Solo { body } => body,
+            Inner::Solo { body, .. } => body,
         }
     }
 }
@@ -293,13 +294,12 @@ impl<B: Body> Body for PermitBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let mut body = match this.inner.project() {
+        let (mut body, permit) = match self.project().inner.project() {
             InnerProj::Slotted { body } => return body.poll_frame(cx),
-            InnerProj::Solo { body } => body,
+            InnerProj::Solo { body, solo } => (body, solo),
         };
         let polled = body.as_mut().poll_frame(cx);
-        let Some(solo) = this.solo.as_mut() else {
+        let Some(solo) = permit.as_mut() else {
             return polled;
         };
         let read = match &polled {
@@ -316,7 +316,7 @@ impl<B: Body> Body for PermitBody<B> {
             }
             Poll::Ready(Some(Err(_))) => false,
         };
-        if let Some(solo) = this.solo.take() {
+        if let Some(solo) = permit.take() {
             solo.end(read);
         }
         polled
@@ -325,14 +325,14 @@ impl<B: Body> Body for PermitBody<B> {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Slotted { body } => body.is_end_stream(),
-            Inner::Solo { body } => body.is_end_stream(),
+            Inner::Solo { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Slotted { body } => body.size_hint(),
-            Inner::Solo { body } => body.size_hint(),
+            Inner::Solo { body, .. } => body.size_hint(),
         }
     }
 }
@@ -341,11 +341,14 @@ impl<B: fmt::Debug> fmt::Debug for PermitBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner: &dyn fmt::Debug = match &self.inner {
             Inner::Slotted { body } => body,
-            Inner::Solo { body } => body,
+            Inner::Solo { body, .. } => body,
         };
         f.debug_struct("PermitBody")
             .field("inner", inner)
-            .field("holds_permit", &self.solo.is_some())
+            .field(
+                "holds_permit",
+                &matches!(&self.inner, Inner::Solo { solo: Some(_), .. }),
+            )
             .finish()
     }
 }
