@@ -4,8 +4,9 @@
 //! same run: the loop with no limiter (`upstream_alone`); two reads of tokio's clock, which a
 //! limiter measuring each attempt's latency cannot avoid (`two_clock_reads`); and the floor
 //! every gentlify layer pays for the shared contract (slot, dispatch, outcome publication, body
-//! wrapper) with no limiter (`gentlify_core_contract_only`), to show which part of the cost is
-//! whose.
+//! wrapper) with no limiter (`gentlify_core_contract_only`); and tower's semaphore permit held to
+//! the end of the body instead of the response head, with nothing else
+//! (`semaphore_held_to_body_end`), to show which part of the cost is whose.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service};
 
 mod support;
-use support::{limiter, round_trips, SlotOnly, Upstream};
+use support::{limiter, round_trips, HeldToBodyEnd, SlotOnly, Upstream};
 
 fn run<S, B>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
 where
@@ -65,6 +66,14 @@ fn round_trip(c: &mut Criterion) {
     let mut tower_limit = tower::limit::ConcurrencyLimitLayer::new(64).layer(Upstream);
     group.bench_function("tower_concurrency_limit", |b| {
         b.iter_custom(|iters| run(&rt, &mut tower_limit, iters))
+    });
+
+    // A reference, not a limiter anyone ships: tower's semaphore permit held to the end of the
+    // body (as gentlify's is) rather than to the response head. What holding the permit that long
+    // costs, with nothing else (no timing, classification or publication).
+    let mut held = HeldToBodyEnd::new(Upstream, 64);
+    group.bench_function("semaphore_held_to_body_end", |b| {
+        b.iter_custom(|iters| run(&rt, &mut held, iters))
     });
 
     let mut adaptive = limiter().layer(Upstream);

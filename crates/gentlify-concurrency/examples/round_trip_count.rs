@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p gentlify-concurrency --example round_trip_count
-//! valgrind --tool=callgrind target/release/examples/round_trip_count <tower|gentlify|contract> <iterations>
+//! valgrind --tool=callgrind target/release/examples/round_trip_count <tower|held|gentlify|contract> <iterations>
 //! ```
 //!
 //! Run it at two iteration counts and divide the difference of the totals by the difference of
@@ -29,6 +29,10 @@ fn main() {
         match which.as_str() {
             "tower" => {
                 let mut svc = tower::limit::ConcurrencyLimitLayer::new(64).layer(Upstream);
+                round_trips(&mut svc, iterations).await;
+            }
+            "held" => {
+                let mut svc = support::HeldToBodyEnd::new(Upstream, 64);
                 round_trips(&mut svc, iterations).await;
             }
             "contract" => {

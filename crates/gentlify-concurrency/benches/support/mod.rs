@@ -89,3 +89,107 @@ impl Service<http::Request<()>> for Upstream {
         )))))
     }
 }
+
+/// The least a limiter that holds its permit to the end of the response body does, for a
+/// reference: tower's `ConcurrencyLimit` (a tokio semaphore permit taken in `poll_ready`), with
+/// the permit moved into the response body and given back at its end instead of when the
+/// response future resolves. No timing, no classification, no publication. Uncontended only:
+/// `poll_ready` fails when no permit is free.
+pub(crate) struct HeldToBodyEnd<S> {
+    pub(crate) inner: S,
+    pub(crate) semaphore: std::sync::Arc<tokio::sync::Semaphore>,
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<S> HeldToBodyEnd<S> {
+    pub(crate) fn new(inner: S, permits: usize) -> Self {
+        HeldToBodyEnd {
+            inner,
+            semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
+            permit: None,
+        }
+    }
+}
+
+impl<S, B> Service<http::Request<()>> for HeldToBodyEnd<S>
+where
+    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
+    B: Body,
+{
+    type Response = http::Response<HeldBody<B>>;
+    type Error = BoxError;
+    type Future = HeldFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.permit.is_none() {
+            let permit = std::sync::Arc::clone(&self.semaphore)
+                .try_acquire_owned()
+                .map_err(|_| "no permit free (this reference is for the uncontended case)")?;
+            self.permit = Some(permit);
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<()>) -> Self::Future {
+        HeldFuture {
+            inner: self.inner.call(req),
+            permit: self.permit.take(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct HeldFuture<F> {
+        #[pin]
+        inner: F,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
+}
+
+impl<F, B> std::future::Future for HeldFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, Infallible>>,
+{
+    type Output = Result<http::Response<HeldBody<B>>, BoxError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx)).map_err(BoxError::from)?;
+        let permit = this.permit.take();
+        Poll::Ready(Ok(response.map(|inner| HeldBody { inner, permit })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct HeldBody<B> {
+        #[pin]
+        inner: B,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
+}
+
+impl<B: Body> Body for HeldBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Pending => false,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+        };
+        if ended {
+            this.permit.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
