@@ -137,7 +137,8 @@
 //!   hold.
 //! - **Every attempt counts**: the limiter is a [`Controller`](gentlify_core::Controller) on the
 //!   handle and hears each attempt's outcome, including attempts a retry later turns into a
-//!   success, with latency measured per attempt.
+//!   success, with latency measured per attempt (far below the limit of a limiter alone, one
+//!   attempt in sixteen: see above).
 //! - **Pacing**: a minimum interval between dispatches that widens on deceleration and narrows on
 //!   reacceleration ([`Pacing`]); and the handle's pause gate (the server said wait) holds all
 //!   dispatch. An overload that names a delay (`retry-after`) sets the pause gate for it, so

@@ -69,44 +69,48 @@ impl Solo {
         let limiter = permit.limiter();
         let classifier = limiter.feedback.classifier();
         match result {
-            Ok(response) => match classifier.classify_response(&response) {
-                Classified::Ready(class) if !classifier.wants_body(&response) => {
-                    let status = response.status();
-                    // Heard before the permit counts as reading its body, as with a slot; by
-                    // this limiter alone, the only controller on a handle no one else holds.
-                    let timed = matches!(self.sent, Sent::Timed(_));
-                    let head_at = if class == Class::Success && !timed {
-                        // Neither its latency nor its body's holding time is known.
-                        limiter.feedback.count_untimed(&class, Some(status));
-                        limiter.hear_untimed_success();
-                        None
-                    } else {
-                        let sent_at = limiter.sent_at(self.sent);
-                        let outcome = Outcome::new(class, 0, sent_at).with_status(status);
-                        limiter.feedback.publish_to(&outcome, &**limiter);
-                        matches!(class, Class::Success).then(|| outcome.finished_at())
-                    };
-                    // A body already at its end (none) is not read: its permit comes back below.
-                    let streaming = status.is_success() && !response.body().is_end_stream();
-                    if streaming {
-                        limiter.solo_body_started();
+            // Classified from its head apart: the head is small enough to be moved without a
+            // call to `memcpy`, the whole response is not.
+            Ok(response) => match response.into_parts() {
+                (head, body) => match classifier.classify_response(&head) {
+                    Classified::Ready(class) if !classifier.wants_body(&head) => {
+                        let status = head.status;
+                        // Heard before the permit counts as reading its body, as with a slot; by
+                        // this limiter alone, the only controller on a handle no one else holds.
+                        let timed = matches!(self.sent, Sent::Timed(_));
+                        let head_at = if class == Class::Success && !timed {
+                            // Neither its latency nor its body's holding time is known.
+                            limiter.feedback.count_untimed(&class, Some(status));
+                            limiter.hear_untimed_success();
+                            None
+                        } else {
+                            let sent_at = limiter.sent_at(self.sent);
+                            let outcome = Outcome::new(class, 0, sent_at).with_status(status);
+                            limiter.feedback.publish_to(&outcome, &**limiter);
+                            matches!(class, Class::Success).then(|| outcome.finished_at())
+                        };
+                        // A body already at its end (none) is not read: its permit comes back below.
+                        let streaming = status.is_success() && !body.is_end_stream();
+                        if streaming {
+                            limiter.solo_body_started();
+                        }
+                        let solo = SoloBody {
+                            permit,
+                            head_at,
+                            streaming,
+                            waited: false,
+                        };
+                        Ok(http::Response::from_parts(
+                            head,
+                            PermitBody::solo(body, solo),
+                        ))
                     }
-                    let (head, body) = response.into_parts();
-                    let solo = SoloBody {
-                        permit,
-                        head_at,
-                        streaming,
-                        waited: false,
-                    };
-                    Ok(http::Response::from_parts(
-                        head,
-                        PermitBody::solo(body, solo),
-                    ))
-                }
-                _ => {
-                    let sent_at = limiter.sent_at(self.sent);
-                    Ok(slotted(response, permit, sent_at))
-                }
+                    _ => {
+                        let sent_at = limiter.sent_at(self.sent);
+                        let response = http::Response::from_parts(head, body);
+                        Ok(slotted(response, permit, sent_at))
+                    }
+                },
             },
             Err(error) => {
                 let error = error.into();
