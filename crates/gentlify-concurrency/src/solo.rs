@@ -71,8 +71,9 @@ impl Solo {
         match result {
             // Classified from its head apart: the head is small enough to be moved without a
             // call to `memcpy`, the whole response is not.
-            Ok(response) => match response.into_parts() {
-                (head, body) => match classifier.classify_response(&head) {
+            Ok(response) => {
+                let (head, body) = response.into_parts();
+                match classifier.classify_response(&head) {
                     Classified::Ready(class) if !classifier.wants_body(&head) => {
                         let status = head.status;
                         // Heard before the permit counts as reading its body, as with a slot; by
@@ -110,8 +111,8 @@ impl Solo {
                         let response = http::Response::from_parts(head, body);
                         Ok(slotted(response, permit, sent_at))
                     }
-                },
-            },
+                }
+            }
             Err(error) => {
                 let error = error.into();
                 publish_error(&permit, &*error, limiter.sent_at(self.sent));
