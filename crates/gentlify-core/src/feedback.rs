@@ -363,6 +363,7 @@ impl Feedback {
     }
 
     /// The pause gate: no new dispatch before the instant it holds.
+    #[inline]
     pub fn pause_gate(&self) -> &PauseGate {
         &self.inner.pause
     }

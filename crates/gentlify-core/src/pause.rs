@@ -52,11 +52,17 @@ impl PauseGate {
     }
 
     /// The instant until which dispatch is held, if that is still in the future.
+    #[inline]
     pub fn paused_until(&self) -> Option<Instant> {
+        // Checked on every request's way in: never paused is one load, inlined.
         let nanos = self.until_nanos.load(Ordering::Acquire);
         if nanos == 0 {
             return None;
         }
+        self.paused_until_set(nanos)
+    }
+
+    fn paused_until_set(&self, nanos: u64) -> Option<Instant> {
         let until = self.base.checked_add(Duration::from_nanos(nanos))?;
         (until > Instant::now()).then_some(until)
     }

@@ -449,6 +449,7 @@ impl Slot {
     }
 
     /// The slot in `extensions`, if a gentlify layer put one there.
+    #[inline]
     pub fn from_extensions(extensions: &Extensions) -> Option<&Slot> {
         extensions.get::<Slot>()
     }
