@@ -634,6 +634,13 @@ impl Control {
         self.failures_in_a_row = 0;
     }
 
+    /// Whether a success heard once the limit is filled may be needed in full to grow it: in
+    /// slow start (doubling per round trip, each success adding to the next limit), below the
+    /// maximum.
+    pub(crate) fn grows_per_success(&self, settings: &Settings) -> bool {
+        self.slow_start && self.limit < settings.max
+    }
+
     /// The latest instant an attempt's send time is compared with (the last deceleration, or the
     /// end of its drain). A request sent without a clock read takes as its send time an instant
     /// the limiter knew of when it was sent, which is never earlier than this one if it was sent

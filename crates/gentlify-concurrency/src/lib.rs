@@ -58,12 +58,16 @@
 //!   figures in the README.)
 //! - **Alone and far below its limit, it times one request in sixteen**: while the limit has
 //!   not been filled since it last changed and at most half of it is in flight, under the
-//!   additive controller, a success can change nothing but the smoothed latency and body time
-//!   (which one sample in sixteen keeps) and the failure window (which hears every success).
+//!   additive controller out of slow start (or at its maximum), a success can change nothing
+//!   but the smoothed latency and body time (which one sample in sixteen keeps) and the failure
+//!   window (which hears every success).
 //!   The other requests save two reads of the clock. They take as their send time the latest
 //!   instant the limiter knew of, so that a refusal or failure among them is still heard once
-//!   per round trip; the latency it publishes is then an upper bound. Near the limit, with a
-//!   slot, or under the gradient controller, every attempt is timed.
+//!   per round trip; the latency it publishes is then an upper bound. Near the limit, in slow
+//!   start below the maximum (the first requests of a burst are sent far below the limit and
+//!   answered at it, where their latency feeds the knee), with a slot, or under the gradient
+//!   controller, every attempt is timed. The simulator's figures are the same with and without
+//!   it.
 //! - **Retries keep the permit**, whatever the order of the layers. A retry layer inside this one
 //!   never comes back here. A retry layer outside (tower's `Retry`, say) calls `poll_ready` again
 //!   for the next attempt while the request's slot holds the permit: the instance remembers the

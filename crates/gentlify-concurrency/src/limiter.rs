@@ -130,6 +130,11 @@ pub(crate) struct Limiter {
     /// clock ([`Limiter::send_time`]): false when every request must (the gradient controller
     /// reads every latency).
     sample_times: bool,
+    /// [`Limiter::sample_times`], unless the limit is in slow start below its maximum: each
+    /// success heard once the limit fills then makes it grow, and one not timed would not (the
+    /// first requests of a burst are sent far below the limit and answered at it). Stored with
+    /// the gate when the lock is given back.
+    untimed_ok: AtomicBool,
     /// True while no one but this limiter can reach its handle: the layer made it and has not
     /// handed it out ([`AdaptiveConcurrencyLayer::feedback`](crate::AdaptiveConcurrencyLayer)).
     /// No other gentlify layer can then share a request with this one, so a request that comes
@@ -177,8 +182,8 @@ const IDLE_SUCCESSES: usize = 8;
 /// The most zero-time bodies applied one by one ([`Limiter::lock`]): after 64, the smoothed
 /// holding time is within 0.02 % of 0, and the rest change nothing.
 const ZERO_BODIES_APPLIED: u64 = 64;
-/// One request in this many is timed far below the limit under the additive controller
-/// ([`Limiter::send_time`]); a power of two. There, a success can change nothing but the
+/// One request in this many is timed far below the limit under the additive controller, out of
+/// slow start ([`Limiter::send_time`]); a power of two. There, a success can change nothing but the
 /// smoothed latency and the body's holding time (gain 1/8 each) and the failure window: one
 /// latency in sixteen keeps them, and the others' two clock reads (about 45 ns of a 230 ns
 /// round trip, `benches/round_trip.rs`) are saved.
@@ -216,6 +221,10 @@ impl Drop for Locked<'_> {
                 self.limiter.see(at);
             }
         }
+        let settings = &self.limiter.config.settings;
+        let untimed_ok =
+            self.limiter.sample_times && !self.state.control.grows_per_success(settings);
+        self.limiter.untimed_ok.store(untimed_ok, Ordering::Relaxed);
         // Still under the lock (the guard is dropped after this): nobody else writes the gate
         // while it is closed.
         self.limiter
@@ -386,6 +395,7 @@ impl Limiter {
             streaming: AtomicUsize::new(0),
             base: Instant::now(),
             sample_times: Control::idle_success_is_latency_only(&config.settings),
+            untimed_ok: AtomicBool::new(false),
             alone: AtomicBool::new(alone),
         });
         drop(limiter.lock());
@@ -463,13 +473,13 @@ impl Limiter {
     }
 
     /// When a request sent without a slot is sent: `far_below` when its permit was taken far
-    /// below the limit ([`Limiter::try_acquire_fast`]). Such requests read the clock once in
-    /// [`TIMED_EVERY`]; the others take [`Limiter::seen`] as their send time, their success is
+    /// below the limit ([`Limiter::try_acquire_fast`]). Such requests, when they may go untimed
+    /// ([`Limiter::untimed_ok`]), read the clock once in [`TIMED_EVERY`]; the others take [`Limiter::seen`] as their send time, their success is
     /// heard for the failure window only ([`Limiter::hear_untimed_success`]), and any other
     /// outcome is timed from that send time (its latency then an upper bound).
     #[inline]
     pub(crate) fn send_time(&self, far_below: bool) -> Sent {
-        if far_below && self.sample_times {
+        if far_below && self.untimed_ok.load(Ordering::Relaxed) {
             let turn = self.turns.load(Ordering::Relaxed);
             self.turns.store(turn.wrapping_add(1), Ordering::Relaxed);
             if turn & (TIMED_EVERY - 1) != 0 {

@@ -10,8 +10,8 @@
 //! its own there.
 //!
 //! Far below the limit (not filled since it last changed, at most half of it in flight), under
-//! the additive controller, only one request in sixteen reads the clock: the others save the
-//! two reads, about a fifth of the round trip. There a success can change nothing but the
+//! the additive controller out of slow start (or at its maximum), only one request in sixteen
+//! reads the clock: the others save the two reads, about a fifth of the round trip. There a success can change nothing but the
 //! smoothed latency and body time, which one sample in sixteen keeps, and the failure window,
 //! which hears every success. A request not timed takes as its send time the latest instant the
 //! limiter knew of (no later than the true one, and after any deceleration it was sent after),

@@ -1,20 +1,25 @@
-//! A limiter alone, far below its limit, reads the clock for one request in sixteen: the others
-//! are still counted, still heard by the failure window, and still decelerate at most once per
-//! round trip.
+//! A limiter alone, far below its limit and out of slow start, reads the clock for one request
+//! in sixteen: the others are still counted, still heard by the failure window, and still
+//! decelerate at most once per round trip.
 
 mod common;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{finish, request, Upstream};
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Pacing};
+use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd, Gradient, Pacing};
 use tower::{Layer, ServiceExt};
+use tracing_subscriber::fmt::MakeWriter;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A limit of 20, out of slow start (in slow start below the maximum every request is timed).
 fn far_below() -> AdaptiveConcurrencyLayer {
     AdaptiveConcurrencyLayer::builder()
         .initial(20)
+        .aimd(Aimd::new().slow_start(false))
         .pacing(Pacing::disabled())
         .build()
         .unwrap()
@@ -87,4 +92,81 @@ async fn far_below_the_limit_an_untimed_refusal_decelerates_once_per_round_trip(
     );
     finish(d.await.unwrap().unwrap()).await;
     assert_eq!(layer.snapshot().decelerations, 2, "D was sent after it");
+}
+
+/// The outcome events a run wrote: all of them, and those of untimed attempts.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// 32 requests one at a time through `layer` (far below its limit of 20): how many attempts
+/// were published, and how many of them untimed.
+async fn timed_and_untimed(layer: AdaptiveConcurrencyLayer) -> (usize, usize) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let service = layer.layer(Upstream::ok_after(SECOND));
+    for i in 0..32 {
+        finish(
+            service
+                .clone()
+                .oneshot(request(&i.to_string()))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (
+        text.matches("gentlify attempt outcome").count(),
+        text.matches("gentlify attempt outcome (untimed)").count(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_request_in_sixteen_is_timed_far_below_the_limit_out_of_slow_start_only() {
+    assert_eq!(timed_and_untimed(far_below()).await, (32, 30));
+    // In slow start below the maximum (the default at first), every success heard once the
+    // limit fills may grow it, and feeds the knee: every request is timed.
+    let slow_start = AdaptiveConcurrencyLayer::builder()
+        .initial(20)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap();
+    assert_eq!(timed_and_untimed(slow_start).await, (32, 0));
+    // At the maximum, slow start cannot grow the limit.
+    let at_max = AdaptiveConcurrencyLayer::builder()
+        .initial(20)
+        .max(20)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap();
+    assert_eq!(timed_and_untimed(at_max).await, (32, 30));
+    // The gradient controller reads every latency.
+    let gradient = AdaptiveConcurrencyLayer::builder()
+        .initial(20)
+        .gradient(Gradient::new())
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap();
+    assert_eq!(timed_and_untimed(gradient).await, (32, 0));
 }
