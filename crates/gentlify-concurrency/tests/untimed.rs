@@ -8,37 +8,54 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{finish, request, Upstream};
-use gentlify_concurrency::{AdaptiveConcurrencyLayer, Aimd, Gradient, Pacing};
+use gentlify_concurrency::{
+    AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer, Aimd, Gradient, Pacing, PermitBody,
+};
+use http_body_util::Full;
 use tower::{Layer, ServiceExt};
 use tracing_subscriber::fmt::MakeWriter;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A limit of 20 without pacing, set up further by `with`.
+fn limit_20(
+    with: impl FnOnce(AdaptiveConcurrencyBuilder) -> AdaptiveConcurrencyBuilder,
+) -> AdaptiveConcurrencyLayer {
+    with(
+        AdaptiveConcurrencyLayer::builder()
+            .initial(20)
+            .pacing(Pacing::disabled()),
+    )
+    .build()
+    .unwrap()
+}
+
 /// A limit of 20, out of slow start (in slow start below the maximum every request is timed).
 fn far_below() -> AdaptiveConcurrencyLayer {
-    AdaptiveConcurrencyLayer::builder()
-        .initial(20)
-        .aimd(Aimd::new().slow_start(false))
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap()
+    limit_20(|b| b.aimd(Aimd::new().slow_start(false)))
+}
+
+/// `n` requests one at a time, each read to its end.
+async fn one_at_a_time<S>(service: &S, n: usize)
+where
+    S: tower::Service<
+            http::Request<String>,
+            Response = http::Response<PermitBody<Full<Bytes>>>,
+            Error = tower::BoxError,
+        > + Clone,
+{
+    for i in 0..n {
+        let response = service.clone().oneshot(request(&i.to_string()));
+        finish(response.await.unwrap()).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn far_below_the_limit_every_attempt_is_still_counted() {
     let layer = far_below();
-    let service = layer.layer(Upstream::ok_after(SECOND));
-    for i in 0..40 {
-        finish(
-            service
-                .clone()
-                .oneshot(request(&i.to_string()))
-                .await
-                .unwrap(),
-        )
-        .await;
-    }
+    one_at_a_time(&layer.layer(Upstream::ok_after(SECOND)), 40).await;
     assert_eq!(layer.feedback().snapshot().attempts_success, 40);
 }
 
@@ -124,17 +141,7 @@ async fn timed_and_untimed(layer: AdaptiveConcurrencyLayer) -> (usize, usize) {
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let service = layer.layer(Upstream::ok_after(SECOND));
-    for i in 0..32 {
-        finish(
-            service
-                .clone()
-                .oneshot(request(&i.to_string()))
-                .await
-                .unwrap(),
-        )
-        .await;
-    }
+    one_at_a_time(&layer.layer(Upstream::ok_after(SECOND)), 32).await;
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     (
         text.matches("gentlify attempt outcome").count(),
@@ -147,26 +154,10 @@ async fn one_request_in_sixteen_is_timed_far_below_the_limit_out_of_slow_start_o
     assert_eq!(timed_and_untimed(far_below()).await, (32, 30));
     // In slow start below the maximum (the default at first), every success heard once the
     // limit fills may grow it, and feeds the knee: every request is timed.
-    let slow_start = AdaptiveConcurrencyLayer::builder()
-        .initial(20)
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap();
-    assert_eq!(timed_and_untimed(slow_start).await, (32, 0));
+    assert_eq!(timed_and_untimed(limit_20(|b| b)).await, (32, 0));
     // At the maximum, slow start cannot grow the limit.
-    let at_max = AdaptiveConcurrencyLayer::builder()
-        .initial(20)
-        .max(20)
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap();
-    assert_eq!(timed_and_untimed(at_max).await, (32, 30));
+    assert_eq!(timed_and_untimed(limit_20(|b| b.max(20))).await, (32, 30));
     // The gradient controller reads every latency.
-    let gradient = AdaptiveConcurrencyLayer::builder()
-        .initial(20)
-        .gradient(Gradient::new())
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap();
+    let gradient = limit_20(|b| b.gradient(Gradient::new()));
     assert_eq!(timed_and_untimed(gradient).await, (32, 0));
 }
