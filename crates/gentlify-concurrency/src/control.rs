@@ -634,10 +634,9 @@ impl Control {
         self.failures_in_a_row = 0;
     }
 
-    /// Whether a success heard once the limit is filled may be needed in full to grow it: in
-    /// slow start (doubling per round trip, each success adding to the next limit), below the
-    /// maximum.
-    pub(crate) fn grows_per_success(&self, settings: &Settings) -> bool {
+    /// Whether the limit is ramping up: in slow start (doubling per round trip), below the
+    /// maximum. Its successes then feed the knee estimator and the growth at each new level.
+    pub(crate) fn ramping(&self, settings: &Settings) -> bool {
         self.slow_start && self.limit < settings.max
     }
 
