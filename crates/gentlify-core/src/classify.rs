@@ -161,10 +161,37 @@ impl Classify for DefaultClassifier {
     }
 }
 
+impl DefaultClassifier {
+    /// What [`classify_response`](Classify::classify_response) and
+    /// [`wants_body`](Classify::wants_body) say of a response together: its class when its head
+    /// settles it and its body could not change it, `None` otherwise (a gRPC class in the
+    /// trailers, a 429 whose body may say the quota is gone). Written out for the handle's fast
+    /// path ([`Feedback::classify_head`](crate::Feedback::classify_head)): the status first, one
+    /// header lookup at most on a success.
+    #[inline]
+    pub(crate) fn head_class(response: &dyn ResponseParts) -> Option<Class> {
+        let headers = response.headers();
+        if is_grpc(headers) {
+            return match GrpcClassifier.classify_response(response) {
+                Classified::Ready(class) => Some(class),
+                Classified::AtEndOfStream => None,
+            };
+        }
+        match response.status() {
+            status if status.is_success() => Some(Class::Success),
+            StatusCode::TOO_MANY_REQUESTS => None,
+            status => Some(classify_status(status, headers)),
+        }
+    }
+}
+
+#[inline]
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    // No header, no lookup: `HeaderMap::get` is not inlined.
+    !headers.is_empty()
+        && headers
+            .get(&http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The HTTP table of DESIGN.md: 429 / 503 / 529 are overloaded (with the server's delay),

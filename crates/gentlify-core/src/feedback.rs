@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use crate::classify::{Classify, DefaultClassifier};
+use crate::classify::{Classified, Classify, DefaultClassifier, ResponseParts};
 use crate::outcome::{Class, Outcome};
 use crate::pause::PauseGate;
 use crate::quota::QuotaReport;
@@ -167,6 +167,9 @@ struct Inner {
     id: u64,
     name: Option<Box<str>>,
     classifier: Arc<dyn Classify>,
+    /// The classifier is the [`DefaultClassifier`]: [`Feedback::classify_head`] calls it
+    /// without the vtable.
+    default_classifier: bool,
     controllers: RwLock<Vec<Registered>>,
     pause: PauseGate,
     circuit: AtomicU8,
@@ -226,6 +229,43 @@ impl Feedback {
     /// The classifier every layer on this handle uses.
     pub fn classifier(&self) -> &dyn Classify {
         &*self.inner.classifier
+    }
+
+    /// The class of a response from its head alone, when the head settles it and its body could
+    /// not change it: what a layer that does not read bodies can publish at once. `None` when
+    /// the classifier says [`Classified::AtEndOfStream`] (a gRPC class in the trailers) or wants
+    /// the body ([`Classify::wants_body`]: a 429 that may say the quota is gone for good).
+    ///
+    /// ```
+    /// use gentlify_core::{Class, Feedback};
+    ///
+    /// let feedback = Feedback::new();
+    /// let ok = http::Response::new(());
+    /// assert_eq!(feedback.classify_head(&ok), Some(Class::Success));
+    /// let too_many = http::Response::builder().status(429).body(()).unwrap();
+    /// assert_eq!(feedback.classify_head(&too_many), None, "its body may say more");
+    /// ```
+    #[inline]
+    pub fn classify_head(&self, response: &dyn ResponseParts) -> Option<Class> {
+        if self.inner.default_classifier {
+            return DefaultClassifier::head_class(response);
+        }
+        let classifier = &*self.inner.classifier;
+        match classifier.classify_response(response) {
+            Classified::Ready(class) if !classifier.wants_body(response) => Some(class),
+            _ => None,
+        }
+    }
+
+    /// [`classify_head`](Feedback::classify_head) when the classifier is the default one, `None`
+    /// otherwise (and when the default's head does not settle the class).
+    #[inline]
+    pub(crate) fn default_head_class(&self, response: &dyn ResponseParts) -> Option<Class> {
+        if self.inner.default_classifier {
+            DefaultClassifier::head_class(response)
+        } else {
+            None
+        }
     }
 
     /// The handle's name, if it was given one (used in logs and metrics labels).
@@ -482,8 +522,10 @@ impl fmt::Debug for FeedbackBuilder {
 
 impl FeedbackBuilder {
     /// Replaces the [`DefaultClassifier`] for every layer built on the handle.
-    pub fn classifier(mut self, classifier: impl Classify) -> Self {
-        self.classifier = Some(Arc::new(classifier));
+    pub fn classifier<C: Classify>(mut self, classifier: C) -> Self {
+        // The default given by name is still the default: it keeps its fast path.
+        self.classifier = (TypeId::of::<C>() != TypeId::of::<DefaultClassifier>())
+            .then(|| Arc::new(classifier) as Arc<dyn Classify>);
         self
     }
 
@@ -499,6 +541,7 @@ impl FeedbackBuilder {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 name: self.name,
+                default_classifier: self.classifier.is_none(),
                 classifier: self
                     .classifier
                     .unwrap_or_else(|| Arc::new(DefaultClassifier)),

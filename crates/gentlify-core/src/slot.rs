@@ -1177,17 +1177,24 @@ impl Dispatched {
                 return Classified::Ready(class);
             }
         }
-        let classifier = self.feedback().classifier();
-        let Classified::Ready(class) = classifier.classify_response(response) else {
-            return match self.slot.is_published(self.other.as_ref(), self.attempt) {
-                Some(class) => Classified::Ready(class),
-                None => Classified::AtEndOfStream,
-            };
+        let feedback = self.feedback();
+        let (class, defer) = match feedback.default_head_class(response) {
+            // The common case, settled by the head: the default classifier without its vtable.
+            Some(class) => (class, false),
+            None => {
+                let classifier = feedback.classifier();
+                let Classified::Ready(class) = classifier.classify_response(response) else {
+                    return match self.slot.is_published(self.other.as_ref(), self.attempt) {
+                        Some(class) => Classified::Ready(class),
+                        None => Classified::AtEndOfStream,
+                    };
+                };
+                // A layer that reads the body (the retry layer) may refine the class when the
+                // classifier says it could: keep the outcome until it does, the next attempt is
+                // sent, or the slot ends.
+                (class, classifier.wants_body(response))
+            }
         };
-        // A layer that reads the body (the retry layer) may refine the class when the classifier
-        // says it could: keep the outcome until it does, the next attempt is sent, or the slot
-        // ends.
-        let defer = classifier.wants_body(response);
         let status = Some(response.status());
         Classified::Ready(self.slot.settle(
             self.other.as_ref(),

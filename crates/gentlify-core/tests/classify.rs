@@ -313,3 +313,120 @@ fn an_http_date_is_a_delay_from_the_given_wall_clock() {
         Some(Duration::ZERO)
     );
 }
+
+/// What a layer that does not read bodies may publish from the head: the classifier's
+/// `classify_response` and `wants_body` together.
+fn head_class_the_long_way(
+    classifier: &dyn Classify,
+    response: &http::Response<()>,
+) -> Option<Class> {
+    match classifier.classify_response(response) {
+        Classified::Ready(class) if !classifier.wants_body(response) => Some(class),
+        _ => None,
+    }
+}
+
+/// Heads of every kind the default classifier tells apart.
+fn heads() -> Vec<http::Response<()>> {
+    const GRPC: (&str, &str) = ("content-type", "application/grpc");
+    let mut heads = Vec::new();
+    for status in [
+        200, 201, 204, 301, 404, 408, 409, 429, 500, 502, 503, 504, 529, 599,
+    ] {
+        heads.push(resp(status, &[]));
+        heads.push(resp(status, &[("content-type", "application/json")]));
+        heads.push(resp(
+            status,
+            &[("retry-after", "2"), ("x-request-id", "abc")],
+        ));
+        heads.push(resp(status, &[GRPC]));
+        heads.push(resp(status, &[GRPC, ("grpc-status", "0")]));
+        heads.push(resp(
+            status,
+            &[
+                GRPC,
+                ("grpc-status", "8"),
+                ("grpc-retry-pushback-ms", "250"),
+            ],
+        ));
+        heads.push(resp(
+            status,
+            &[
+                ("content-type", "application/grpc+proto"),
+                ("grpc-status", "14"),
+            ],
+        ));
+    }
+    heads
+}
+
+#[test]
+fn classify_head_says_what_the_default_classifier_says_from_a_head() {
+    // The default handle, and one given the default by name, take a path of their own.
+    for feedback in [
+        gentlify_core::Feedback::new(),
+        gentlify_core::Feedback::builder()
+            .classifier(DefaultClassifier)
+            .build(),
+    ] {
+        for head in heads() {
+            assert_eq!(
+                feedback.classify_head(&head),
+                head_class_the_long_way(&DefaultClassifier, &head),
+                "{:?} {:?}",
+                head.status(),
+                head.headers()
+            );
+        }
+    }
+    assert_eq!(
+        gentlify_core::Feedback::new().classify_head(&resp(200, &[])),
+        Some(Class::Success)
+    );
+    assert_eq!(
+        gentlify_core::Feedback::new().classify_head(&resp(429, &[])),
+        None
+    );
+    let grpc_stream = resp(200, &[("content-type", "application/grpc")]);
+    assert_eq!(
+        gentlify_core::Feedback::new().classify_head(&grpc_stream),
+        None
+    );
+}
+
+#[test]
+fn classify_head_asks_a_custom_classifier() {
+    /// Everything is overloaded, and the body of a 200 is wanted.
+    struct Contrary;
+    impl Classify for Contrary {
+        fn classify_response(&self, _: &dyn gentlify_core::ResponseParts) -> Classified {
+            Classified::Ready(Class::Overloaded { retry_after: None })
+        }
+        fn wants_body(&self, response: &dyn gentlify_core::ResponseParts) -> bool {
+            response.status() == http::StatusCode::OK
+        }
+    }
+    let feedback = gentlify_core::Feedback::builder()
+        .classifier(Contrary)
+        .build();
+    for head in heads() {
+        assert_eq!(
+            feedback.classify_head(&head),
+            head_class_the_long_way(&Contrary, &head)
+        );
+    }
+    assert_eq!(feedback.classify_head(&resp(200, &[])), None);
+    assert_eq!(
+        feedback.classify_head(&resp(204, &[])),
+        Some(overloaded(None))
+    );
+    // A custom classifier replaced by the default again is the default.
+    let feedback = gentlify_core::Feedback::builder()
+        .classifier(Contrary)
+        .classifier(DefaultClassifier)
+        .build();
+    assert_eq!(
+        feedback.classify_head(&resp(204, &[])),
+        Some(Class::Success)
+    );
+}
