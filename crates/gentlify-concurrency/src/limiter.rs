@@ -822,6 +822,7 @@ impl Permit {
     }
 
     /// The limiter the permit is of.
+    #[inline]
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {
         self.limiter
             .as_ref()

@@ -188,8 +188,39 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let permit = match std::mem::replace(&mut self.admission, Admission::Idle) {
+    #[inline]
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        match std::mem::replace(&mut self.admission, Admission::Idle) {
+            Admission::Admitted(Some(permit))
+                if self.limiter().alone()
+                    && Slot::from_extensions(request.extensions()).is_none() =>
+            {
+                // No other layer can share this request: no slot to make (see `solo`). Written
+                // here, inlined, so that the response future is built where it goes.
+                self.last_slot = None;
+                let far_below = std::mem::take(&mut self.far_below);
+                let sent = self.limiter().send_time(far_below);
+                let solo = Solo::new(permit, sent);
+                ResponseFuture::solo(self.inner.call(request), solo)
+            }
+            admission => self.call_slotted(admission, request),
+        }
+    }
+}
+
+impl<S> AdaptiveConcurrency<S> {
+    /// `call` for every request but a limiter alone's with its permit: the request gets a slot
+    /// (or has one), and the permit goes into it.
+    #[inline(never)]
+    fn call_slotted<ReqBody, ResBody>(
+        &mut self,
+        admission: Admission,
+        mut request: http::Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, S, http::Request<ReqBody>>
+    where
+        S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
+    {
+        let permit = match admission {
             Admission::Rejected(rejection) => return ResponseFuture::rejected(rejection.into()),
             Admission::Admitted(permit) | Admission::Pacing(permit, _) => permit,
             Admission::Idle | Admission::Acquiring => {
@@ -198,19 +229,8 @@ where
                 None
             }
         };
+        self.far_below = false;
         let limiter = self.acquire.limiter();
-        let permit = match permit {
-            Some(permit)
-                if limiter.alone() && Slot::from_extensions(request.extensions()).is_none() =>
-            {
-                // No other layer can share this request: no slot to make (see `solo`).
-                self.last_slot = None;
-                let sent = limiter.send_time(std::mem::take(&mut self.far_below));
-                let solo = Solo::new(permit, sent);
-                return ResponseFuture::solo(self.inner.call(request), solo);
-            }
-            permit => permit,
-        };
         let (mut slot, mut end) = Slot::get_or_insert(request.extensions_mut(), &limiter.feedback);
         if end.is_none() && slot.is_ended() {
             // A request cloned with the extensions of one whose slot already ended (a retry

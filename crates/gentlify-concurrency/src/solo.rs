@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use gentlify_core::error::is_local_rejection;
-use gentlify_core::{settle, BoxError, Class, Classified, Outcome, Slot, SlotBody};
+use gentlify_core::{settle, BoxError, Class, Outcome, Slot, SlotBody};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -67,14 +67,13 @@ impl Solo {
             return Err("response future polled after completion".into());
         };
         let limiter = permit.limiter();
-        let classifier = limiter.feedback.classifier();
         match result {
             // Classified from its head apart: the head is small enough to be moved without a
             // call to `memcpy`, the whole response is not.
             Ok(response) => {
                 let (head, body) = response.into_parts();
-                match classifier.classify_response(&head) {
-                    Classified::Ready(class) if !classifier.wants_body(&head) => {
+                match limiter.feedback.classify_head(&head) {
+                    Some(class) => {
                         let status = head.status;
                         // Heard before the permit counts as reading its body, as with a slot; by
                         // this limiter alone, the only controller on a handle no one else holds.
@@ -106,7 +105,7 @@ impl Solo {
                             PermitBody::solo(body, solo),
                         ))
                     }
-                    _ => {
+                    None => {
                         let sent_at = limiter.sent_at(self.sent);
                         let response = http::Response::from_parts(head, body);
                         Ok(slotted(response, permit, sent_at))
@@ -124,6 +123,7 @@ impl Solo {
 }
 
 impl Drop for Solo {
+    #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             let limiter = permit.limiter();
