@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Slot, SlotEnd};
+use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Sending, Slot, SlotEnd};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -36,35 +36,113 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
-        // `Tracked`'s parts, apart so that the slot comes from the dispatch (no clone of it to
-        // keep), and the limiter whose permit that slot holds: the permit counts as reading
-        // its body once a success's head is in (`None` once marked).
-        Called {
+        // Sent: the inner service's future, and what settles its attempt.
+        Sent {
             #[pin]
             future: F,
-            dispatched: Dispatched,
-            end: Option<SlotEnd>,
-            limiter: Option<Arc<Limiter>>,
-        },
-        // Sent without a slot (a limiter alone): the permit is here until the response comes.
-        Solo {
-            #[pin]
-            future: F,
-            solo: Solo,
+            attempt: Attempt,
         },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
     }
 }
 
-struct Waiting<S, Req> {
+/// What settles an attempt once its response comes.
+pub(crate) enum Attempt {
+    /// Sent without a slot (a limiter alone): the permit is here until the response comes.
+    Solo(Solo),
+    /// `Tracked`'s parts, apart so that the slot comes from the dispatch (no clone of it to
+    /// keep), and the limiter whose permit that slot holds: the permit counts as reading its
+    /// body once a success's head is in (`None` once marked).
+    Slotted {
+        dispatched: Dispatched,
+        end: Option<SlotEnd>,
+        limiter: Option<Arc<Limiter>>,
+    },
+}
+
+impl Attempt {
+    pub(crate) fn slotted(
+        dispatched: Dispatched,
+        end: Option<SlotEnd>,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Attempt::Slotted {
+            dispatched,
+            end,
+            limiter: Some(limiter),
+        }
+    }
+
+    /// While the inner service's `call` runs, the layers inside share the slot's dispatch
+    /// ([`Dispatched::sending`]); a request without a slot has nothing to share.
+    #[inline]
+    pub(crate) fn sending(&self) -> Option<Sending<'_>> {
+        match self {
+            Attempt::Solo(_) => None,
+            Attempt::Slotted { dispatched, .. } => Some(dispatched.sending()),
+        }
+    }
+
+    /// Publishes the attempt's outcome, and wraps the body so that the permit comes back at its
+    /// end (with the slot's end, when it has one).
+    #[inline]
+    fn settle<B: Body, E: Into<BoxError>>(
+        &mut self,
+        polled: Result<http::Response<B>, E>,
+    ) -> Result<http::Response<PermitBody<B>>, BoxError> {
+        let (dispatched, end, limiter) = match self {
+            Attempt::Solo(solo) => return solo.settle(polled),
+            Attempt::Slotted {
+                dispatched,
+                end,
+                limiter,
+            } => (dispatched, end, limiter),
+        };
+        let success = matches!(&polled, Ok(response) if response.status().is_success());
+        // Settled first: the outcome is heard before the permit counts as reading its body.
+        let result = settle(polled, dispatched, end.take());
+        if let (true, Some(limiter)) = (success, limiter.take()) {
+            // The body is read from here until the permit comes back.
+            let slot = dispatched.slot();
+            slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
+        }
+        result.map(PermitBody::wrap)
+    }
+}
+
+pub(crate) struct Waiting<S, Req> {
     acquire: Acquire,
     service: S,
+    /// Given by `call` ([`ResponseFuture::waiting`]), which keeps the request until it knows
+    /// where it goes; taken when it is sent.
     request: Option<Req>,
     slot: Slot,
     end: Option<SlotEnd>,
     phase: Phase,
     pause: Option<PauseWait>,
+}
+
+impl<S, Req> Waiting<S, Req> {
+    /// A request admitted without a permit that is not a retry (an instance reused for another
+    /// request): it waits for its permit in the response future, in the FIFO queue, then is
+    /// sent with `service` (a ready clone).
+    pub(crate) fn new(
+        limiter: &Arc<Limiter>,
+        service: S,
+        slot: Slot,
+        end: Option<SlotEnd>,
+    ) -> Box<Self> {
+        Box::new(Waiting {
+            acquire: Acquire::new(limiter),
+            service,
+            request: None,
+            slot,
+            end,
+            phase: Phase::Acquiring,
+            pause: None,
+        })
+    }
 }
 
 enum Phase {
@@ -75,26 +153,9 @@ enum Phase {
 
 impl<F, S, Req> ResponseFuture<F, S, Req> {
     #[inline]
-    pub(crate) fn called(
-        future: F,
-        dispatched: Dispatched,
-        end: Option<SlotEnd>,
-        limiter: Arc<Limiter>,
-    ) -> Self {
+    pub(crate) fn sent(future: F, attempt: Attempt) -> Self {
         ResponseFuture {
-            state: State::Called {
-                future,
-                dispatched,
-                end,
-                limiter: Some(limiter),
-            },
-        }
-    }
-
-    #[inline]
-    pub(crate) fn solo(future: F, solo: Solo) -> Self {
-        ResponseFuture {
-            state: State::Solo { future, solo },
+            state: State::Sent { future, attempt },
         }
     }
 
@@ -104,25 +165,10 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         }
     }
 
-    pub(crate) fn waiting(
-        limiter: Arc<Limiter>,
-        service: S,
-        request: Req,
-        slot: Slot,
-        end: Option<SlotEnd>,
-    ) -> Self {
+    pub(crate) fn waiting(mut waiting: Box<Waiting<S, Req>>, request: Req) -> Self {
+        waiting.request = Some(request);
         ResponseFuture {
-            state: State::Waiting {
-                waiting: Box::new(Waiting {
-                    acquire: Acquire::new(&limiter),
-                    service,
-                    request: Some(request),
-                    slot,
-                    end,
-                    phase: Phase::Acquiring,
-                    pause: None,
-                }),
-            },
+            state: State::Waiting { waiting },
         }
     }
 }
@@ -186,31 +232,20 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let StateProj::Solo { future, solo } = self.as_mut().project().state.project() {
+        if let StateProj::Sent {
+            future,
+            attempt: Attempt::Solo(solo),
+        } = self.as_mut().project().state.project()
+        {
             // The response is written where it goes, not moved through the loop below.
             return future.poll(cx).map(|polled| solo.settle(polled));
         }
         loop {
             let (future, dispatched, end, limiter) = match self.as_mut().project().state.project() {
-                StateProj::Called {
-                    future,
-                    dispatched,
-                    end,
-                    limiter,
-                } => {
+                StateProj::Sent { future, attempt } => {
                     let polled = ready!(future.poll(cx));
-                    let success = matches!(&polled, Ok(response) if response.status().is_success());
-                    // Settled first: the outcome is heard before the permit counts as reading
-                    // its body.
-                    let result = settle(polled, dispatched, end.take());
-                    if let (true, Some(limiter)) = (success, limiter.take()) {
-                        // The body is read from here until the permit comes back.
-                        let slot = dispatched.slot();
-                        slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
-                    }
-                    return Poll::Ready(result.map(PermitBody::wrap));
+                    return Poll::Ready(attempt.settle(polled));
                 }
-                StateProj::Solo { .. } => unreachable!("answered above"),
                 StateProj::Rejected { error } => {
                     return Poll::Ready(Err(error
                         .take()
@@ -218,11 +253,9 @@ where
                 }
                 StateProj::Waiting { waiting } => ready!(waiting.poll_send(cx))?,
             };
-            self.as_mut().project().state.set(State::Called {
+            self.as_mut().project().state.set(State::Sent {
                 future,
-                dispatched,
-                end,
-                limiter: Some(limiter),
+                attempt: Attempt::slotted(dispatched, end, limiter),
             });
         }
     }
@@ -231,8 +264,14 @@ where
 impl<F, S, Req> fmt::Debug for ResponseFuture<F, S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Called { .. } => "called",
-            State::Solo { .. } => "called (no slot)",
+            State::Sent {
+                attempt: Attempt::Slotted { .. },
+                ..
+            } => "called",
+            State::Sent {
+                attempt: Attempt::Solo(_),
+                ..
+            } => "called (no slot)",
             State::Waiting { .. } => "waiting",
             State::Rejected { .. } => "rejected",
         };

@@ -11,7 +11,7 @@ use http_body::Body;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Attempt, ResponseFuture, Waiting};
 use crate::limiter::{Acquire, ConcurrencySnapshot, Limiter, Permit, Rejection};
 use crate::solo::{PermitBody, Solo};
 
@@ -189,39 +189,54 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         match std::mem::replace(&mut self.admission, Admission::Idle) {
             Admission::Admitted(Some(permit))
                 if self.limiter().alone()
                     && Slot::from_extensions(request.extensions()).is_none() =>
             {
-                // No other layer can share this request: no slot to make (see `solo`). Written
-                // here, inlined, so that the response future is built where it goes.
+                // No other layer can share this request: no slot to make (see `solo`).
                 self.last_slot = None;
                 let far_below = std::mem::take(&mut self.far_below);
                 let sent = self.limiter().send_time(far_below);
-                let solo = Solo::new(permit, sent);
-                ResponseFuture::solo(self.inner.call(request), solo)
+                let solo = Attempt::Solo(Solo::new(permit, sent));
+                // The inner service's future is written in place here: built after a branch
+                // that joins the other paths, it would be copied (twice) into the caller's.
+                ResponseFuture::sent(self.inner.call(request), solo)
             }
-            admission => self.call_slotted(admission, request),
+            admission => match self.admit_slotted(admission, &mut request) {
+                Ok(attempt) => {
+                    // The layers inside share the slot's dispatch while the call runs.
+                    let sending = attempt.sending();
+                    let future = self.inner.call(request);
+                    drop(sending);
+                    ResponseFuture::sent(future, attempt)
+                }
+                Err(Unsent::Rejected(error)) => ResponseFuture::rejected(error),
+                Err(Unsent::Waiting(waiting)) => ResponseFuture::waiting(waiting, request),
+            },
         }
     }
 }
 
-impl<S> AdaptiveConcurrency<S> {
+/// A request `call` does not send now.
+enum Unsent<S, Req> {
+    Rejected(BoxError),
+    Waiting(Box<Waiting<S, Req>>),
+}
+
+impl<S: Clone> AdaptiveConcurrency<S> {
     /// `call` for every request but a limiter alone's with its permit: the request gets a slot
-    /// (or has one), and the permit goes into it.
+    /// (or has one), the permit goes into it, and the attempt is dispatched; or the request is
+    /// rejected, or waits for its permit in the response future.
     #[inline(never)]
-    fn call_slotted<ReqBody, ResBody>(
+    fn admit_slotted<Req>(
         &mut self,
         admission: Admission,
-        mut request: http::Request<ReqBody>,
-    ) -> ResponseFuture<S::Future, S, http::Request<ReqBody>>
-    where
-        S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
-    {
+        request: &mut http::Request<Req>,
+    ) -> Result<Attempt, Unsent<S, http::Request<Req>>> {
         let permit = match admission {
-            Admission::Rejected(rejection) => return ResponseFuture::rejected(rejection.into()),
+            Admission::Rejected(rejection) => return Err(Unsent::Rejected(rejection.into())),
             Admission::Admitted(permit) | Admission::Pacing(permit, _) => permit,
             Admission::Idle | Admission::Acquiring => {
                 // `call` without a `Ready`: give up any place in the queue and wait in the future.
@@ -253,19 +268,17 @@ impl<S> AdaptiveConcurrency<S> {
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
             self.last_slot = Some(slot.clone());
-            return ResponseFuture::waiting(Arc::clone(limiter), ready, request, slot, end);
+            return Err(Unsent::Waiting(Waiting::new(limiter, ready, slot, end)));
         };
-        let (dispatched, sending) = slot.dispatch_sending(&limiter.feedback);
+        let dispatched = slot.dispatch(&limiter.feedback);
         if let Some(permit) = permit {
             // The permit knows when its request left the limiter (not the pacing wait before).
             permit.hold_in(&slot, Some(dispatched.sent_at()));
         }
-        let limiter = Arc::clone(limiter);
-        let future = ResponseFuture::called(self.inner.call(request), dispatched, end, limiter);
-        drop(sending);
+        let attempt = Attempt::slotted(dispatched, end, Arc::clone(limiter));
         // The slot itself is kept (no clone to take and give back per request).
         self.last_slot = Some(slot);
-        future
+        Ok(attempt)
     }
 }
 
