@@ -204,7 +204,7 @@ where
                 // that joins the other paths, it would be copied (twice) into the caller's.
                 ResponseFuture::sent(self.inner.call(request), solo)
             }
-            admission => match self.admit_slotted(admission, &mut request) {
+            admission => match self.admit_slotted(admission, request.extensions_mut()) {
                 Ok(attempt) => {
                     // The layers inside share the slot's dispatch while the call runs.
                     let sending = attempt.sending();
@@ -233,8 +233,8 @@ impl<S: Clone> AdaptiveConcurrency<S> {
     fn admit_slotted<Req>(
         &mut self,
         admission: Admission,
-        request: &mut http::Request<Req>,
-    ) -> Result<Attempt, Unsent<S, http::Request<Req>>> {
+        extensions: &mut http::Extensions,
+    ) -> Result<Attempt, Unsent<S, Req>> {
         let permit = match admission {
             Admission::Rejected(rejection) => return Err(Unsent::Rejected(rejection.into())),
             Admission::Admitted(permit) | Admission::Pacing(permit, _) => permit,
@@ -246,12 +246,12 @@ impl<S: Clone> AdaptiveConcurrency<S> {
         };
         self.far_below = false;
         let limiter = self.acquire.limiter();
-        let (mut slot, mut end) = Slot::get_or_insert(request.extensions_mut(), &limiter.feedback);
+        let (mut slot, mut end) = Slot::get_or_insert(extensions, &limiter.feedback);
         if end.is_none() && slot.is_ended() {
             // A request cloned with the extensions of one whose slot already ended (a retry
             // outside every gentlify layer): a new logical request as far as permits go.
             let (fresh, fresh_end) = Slot::new(&limiter.feedback);
-            request.extensions_mut().insert(fresh.clone());
+            extensions.insert(fresh.clone());
             (slot, end) = (fresh, Some(fresh_end));
         }
         let retry = end.is_none() && slot.holds(limiter.key);
