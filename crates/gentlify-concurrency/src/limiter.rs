@@ -186,8 +186,8 @@ const ZERO_BODIES_APPLIED: u64 = 64;
 /// One request in this many is timed far below the limit under the additive controller, out of
 /// slow start ([`Limiter::send_time`]); a power of two. There, a success can change nothing but
 /// the smoothed latency and the body's holding time (gain 1/8 each) and the failure window: one
-/// latency in sixteen keeps them, and the others' two clock reads (about 45 ns of a 230 ns
-/// round trip, `benches/round_trip.rs`) are saved.
+/// latency in sixteen keeps them, and the others' two clock reads are saved (about 50 ns:
+/// `two_clock_reads` in `benches/round_trip.rs`).
 const TIMED_EVERY: u32 = 16;
 const _: () = assert!(TIMED_EVERY.is_power_of_two());
 
