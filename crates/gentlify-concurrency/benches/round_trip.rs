@@ -6,7 +6,9 @@
 //! every gentlify layer pays for the shared contract (slot, dispatch, outcome publication, body
 //! wrapper) with no limiter (`gentlify_core_contract_only`); and tower's semaphore permit held to
 //! the end of the body instead of the response head, with nothing else
-//! (`semaphore_held_to_body_end`), to show which part of the cost is whose.
+//! (`semaphore_held_to_body_end`), to show which part of the cost is whose. The limiter measured
+//! sits at its maximum, where it times one request in sixteen; `gentlify_every_request_timed` is
+//! the same limiter below its maximum in slow start, timing every request.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -18,7 +20,9 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service};
 
 mod support;
-use support::{limiter, round_trips, HeldToBodyEnd, SlotOnly, Upstream};
+use support::{
+    limiter, limiter_timing_every_request, round_trips, HeldToBodyEnd, SlotOnly, Upstream,
+};
 
 fn run<S, B>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
 where
@@ -79,6 +83,13 @@ fn round_trip(c: &mut Criterion) {
     let mut adaptive = limiter().layer(Upstream);
     group.bench_function("gentlify_adaptive_concurrency", |b| {
         b.iter_custom(|iters| run(&rt, &mut adaptive, iters))
+    });
+
+    // Below its maximum in slow start, as a limiter at its defaults is until its first refusal:
+    // every request is timed.
+    let mut timed = limiter_timing_every_request().layer(Upstream);
+    group.bench_function("gentlify_every_request_timed", |b| {
+        b.iter_custom(|iters| run(&rt, &mut timed, iters))
     });
 
     let mut slot_only = SlotOnly {

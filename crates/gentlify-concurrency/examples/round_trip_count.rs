@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p gentlify-concurrency --example round_trip_count
-//! valgrind --tool=callgrind target/release/examples/round_trip_count <tower|held|gentlify|contract> <iterations>
+//! valgrind --tool=callgrind target/release/examples/round_trip_count <tower|held|gentlify|timed|contract> <iterations>
 //! ```
 //!
 //! Run it at two iteration counts and divide the difference of the totals by the difference of
@@ -33,6 +33,10 @@ fn main() {
             }
             "held" => {
                 let mut svc = support::HeldToBodyEnd::new(Upstream, 64);
+                round_trips(&mut svc, iterations).await;
+            }
+            "timed" => {
+                let mut svc = support::limiter_timing_every_request().layer(Upstream);
                 round_trips(&mut svc, iterations).await;
             }
             "contract" => {

@@ -24,6 +24,17 @@ pub(crate) fn limiter() -> AdaptiveConcurrencyLayer {
         .unwrap()
 }
 
+/// The same limiter below its maximum of 128 in slow start (the defaults' shape before a first
+/// refusal): it reads the clock for every request, twice.
+pub(crate) fn limiter_timing_every_request() -> AdaptiveConcurrencyLayer {
+    AdaptiveConcurrencyLayer::builder()
+        .initial(64)
+        .max(128)
+        .pacing(Pacing::disabled())
+        .build()
+        .unwrap()
+}
+
 /// `iterations` uncontended round trips: admit, call, read the body to its end.
 pub(crate) async fn round_trips<S, B>(svc: &mut S, iterations: u64)
 where
