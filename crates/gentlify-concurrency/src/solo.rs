@@ -299,30 +299,31 @@ impl<B: Body> Body for PermitBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let (mut body, permit) = match self.project().inner.project() {
-            InnerProj::Slotted { body } => return body.poll_frame(cx),
-            InnerProj::Solo { body, solo } => (body, solo),
-        };
-        let polled = body.as_mut().poll_frame(cx);
-        let Some(solo) = permit.as_mut() else {
-            return polled;
-        };
-        let read = match &polled {
-            Poll::Pending => {
-                solo.waited = true;
-                return polled;
-            }
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => {
-                if !body.is_end_stream() {
-                    return polled;
+        // One value, returned from one place, on every path: the frame is written where the
+        // caller reads it rather than copied there (a frame is over a hundred bytes).
+        let polled;
+        match self.project().inner.project() {
+            InnerProj::Slotted { body } => polled = body.poll_frame(cx),
+            InnerProj::Solo { mut body, solo } => {
+                polled = body.as_mut().poll_frame(cx);
+                if let Some(held) = solo {
+                    // Whether the body has ended, and was read to its end.
+                    let ended = match &polled {
+                        Poll::Pending => {
+                            held.waited = true;
+                            None
+                        }
+                        Poll::Ready(None) => Some(true),
+                        Poll::Ready(Some(Ok(_))) => body.is_end_stream().then_some(true),
+                        Poll::Ready(Some(Err(_))) => Some(false),
+                    };
+                    if let Some(read) = ended {
+                        if let Some(held) = solo.take() {
+                            held.end(read);
+                        }
+                    }
                 }
-                true
             }
-            Poll::Ready(Some(Err(_))) => false,
-        };
-        if let Some(solo) = permit.take() {
-            solo.end(read);
         }
         polled
     }
