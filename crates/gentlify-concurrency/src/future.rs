@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Sending, Slot, SlotEnd};
+use gentlify_core::{settle, BoxError, Dispatched, EndReason, PauseWait, Slot, SlotEnd};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -36,79 +36,34 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
-        // Sent: the inner service's future, and what settles its attempt.
-        Sent {
+        // Sent without a slot (a limiter alone): the permit is here until the response comes.
+        Solo {
             #[pin]
             future: F,
-            attempt: Attempt,
+            solo: Solo,
+        },
+        // Sent with a slot: `Tracked`'s parts, apart so that the slot comes from the dispatch
+        // (no clone of it to keep), and the limiter whose permit that slot holds: the permit
+        // counts as reading its body once a success's head is in (`None` once marked).
+        Called {
+            #[pin]
+            future: F,
+            dispatched: Dispatched,
+            end: Option<SlotEnd>,
+            limiter: Option<Arc<Limiter>>,
         },
         Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { error: Option<BoxError> },
     }
 }
 
-/// What settles an attempt once its response comes.
-pub(crate) enum Attempt {
-    /// Sent without a slot (a limiter alone): the permit is here until the response comes.
-    Solo(Solo),
-    /// `Tracked`'s parts, apart so that the slot comes from the dispatch (no clone of it to
-    /// keep), and the limiter whose permit that slot holds: the permit counts as reading its
-    /// body once a success's head is in (`None` once marked).
-    Slotted {
-        dispatched: Dispatched,
-        end: Option<SlotEnd>,
-        limiter: Option<Arc<Limiter>>,
-    },
-}
-
-impl Attempt {
-    pub(crate) fn slotted(
-        dispatched: Dispatched,
-        end: Option<SlotEnd>,
-        limiter: Arc<Limiter>,
-    ) -> Self {
-        Attempt::Slotted {
-            dispatched,
-            end,
-            limiter: Some(limiter),
-        }
-    }
-
-    /// While the inner service's `call` runs, the layers inside share the slot's dispatch
-    /// ([`Dispatched::sending`]); a request without a slot has nothing to share.
-    #[inline]
-    pub(crate) fn sending(&self) -> Option<Sending<'_>> {
-        match self {
-            Attempt::Solo(_) => None,
-            Attempt::Slotted { dispatched, .. } => Some(dispatched.sending()),
-        }
-    }
-
-    /// Publishes the attempt's outcome, and wraps the body so that the permit comes back at its
-    /// end (with the slot's end, when it has one).
-    #[inline]
-    fn settle<B: Body, E: Into<BoxError>>(
-        &mut self,
-        polled: Result<http::Response<B>, E>,
-    ) -> Result<http::Response<PermitBody<B>>, BoxError> {
-        let (dispatched, end, limiter) = match self {
-            Attempt::Solo(solo) => return solo.settle(polled),
-            Attempt::Slotted {
-                dispatched,
-                end,
-                limiter,
-            } => (dispatched, end, limiter),
-        };
-        let success = matches!(&polled, Ok(response) if response.status().is_success());
-        // Settled first: the outcome is heard before the permit counts as reading its body.
-        let result = settle(polled, dispatched, end.take());
-        if let (true, Some(limiter)) = (success, limiter.take()) {
-            // The body is read from here until the permit comes back.
-            let slot = dispatched.slot();
-            slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
-        }
-        result.map(PermitBody::wrap)
-    }
+/// A request `call` has given a slot and dispatched: what settles its attempt once the inner
+/// service's future is made ([`ResponseFuture::called`]).
+pub(crate) struct Slotted {
+    pub(crate) dispatched: Dispatched,
+    pub(crate) end: Option<SlotEnd>,
+    /// The limiter whose permit the slot holds.
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 pub(crate) struct Waiting<S, Req> {
@@ -153,9 +108,26 @@ enum Phase {
 
 impl<F, S, Req> ResponseFuture<F, S, Req> {
     #[inline]
-    pub(crate) fn sent(future: F, attempt: Attempt) -> Self {
+    pub(crate) fn solo(future: F, solo: Solo) -> Self {
         ResponseFuture {
-            state: State::Sent { future, attempt },
+            state: State::Solo { future, solo },
+        }
+    }
+
+    #[inline]
+    pub(crate) fn called(future: F, slotted: Slotted) -> Self {
+        let Slotted {
+            dispatched,
+            end,
+            limiter,
+        } = slotted;
+        ResponseFuture {
+            state: State::Called {
+                future,
+                dispatched,
+                end,
+                limiter: Some(limiter),
+            },
         }
     }
 
@@ -232,20 +204,31 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let StateProj::Sent {
-            future,
-            attempt: Attempt::Solo(solo),
-        } = self.as_mut().project().state.project()
-        {
+        if let StateProj::Solo { future, solo } = self.as_mut().project().state.project() {
             // The response is written where it goes, not moved through the loop below.
             return future.poll(cx).map(|polled| solo.settle(polled));
         }
         loop {
             let (future, dispatched, end, limiter) = match self.as_mut().project().state.project() {
-                StateProj::Sent { future, attempt } => {
+                StateProj::Called {
+                    future,
+                    dispatched,
+                    end,
+                    limiter,
+                } => {
                     let polled = ready!(future.poll(cx));
-                    return Poll::Ready(attempt.settle(polled));
+                    let success = matches!(&polled, Ok(response) if response.status().is_success());
+                    // Settled first: the outcome is heard before the permit counts as reading
+                    // its body.
+                    let result = settle(polled, dispatched, end.take());
+                    if let (true, Some(limiter)) = (success, limiter.take()) {
+                        // The body is read from here until the permit comes back.
+                        let slot = dispatched.slot();
+                        slot.with_hold_token(limiter.key, |token| limiter.body_started(token));
+                    }
+                    return Poll::Ready(result.map(PermitBody::wrap));
                 }
+                StateProj::Solo { .. } => unreachable!("answered above"),
                 StateProj::Rejected { error } => {
                     return Poll::Ready(Err(error
                         .take()
@@ -253,9 +236,11 @@ where
                 }
                 StateProj::Waiting { waiting } => ready!(waiting.poll_send(cx))?,
             };
-            self.as_mut().project().state.set(State::Sent {
+            self.as_mut().project().state.set(State::Called {
                 future,
-                attempt: Attempt::slotted(dispatched, end, limiter),
+                dispatched,
+                end,
+                limiter: Some(limiter),
             });
         }
     }
@@ -264,14 +249,8 @@ where
 impl<F, S, Req> fmt::Debug for ResponseFuture<F, S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Sent {
-                attempt: Attempt::Slotted { .. },
-                ..
-            } => "called",
-            State::Sent {
-                attempt: Attempt::Solo(_),
-                ..
-            } => "called (no slot)",
+            State::Called { .. } => "called",
+            State::Solo { .. } => "called (no slot)",
             State::Waiting { .. } => "waiting",
             State::Rejected { .. } => "rejected",
         };

@@ -11,7 +11,7 @@ use http_body::Body;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::future::{Attempt, ResponseFuture, Waiting};
+use crate::future::{ResponseFuture, Slotted, Waiting};
 use crate::limiter::{Acquire, ConcurrencySnapshot, Limiter, Permit, Rejection};
 use crate::solo::{PermitBody, Solo};
 
@@ -199,18 +199,18 @@ where
                 self.last_slot = None;
                 let far_below = std::mem::take(&mut self.far_below);
                 let sent = self.limiter().send_time(far_below);
-                let solo = Attempt::Solo(Solo::new(permit, sent));
+                let solo = Solo::new(permit, sent);
                 // The inner service's future is written in place here: built after a branch
                 // that joins the other paths, it would be copied (twice) into the caller's.
-                ResponseFuture::sent(self.inner.call(request), solo)
+                ResponseFuture::solo(self.inner.call(request), solo)
             }
             admission => match self.admit_slotted(admission, request.extensions_mut()) {
-                Ok(attempt) => {
+                Ok(slotted) => {
                     // The layers inside share the slot's dispatch while the call runs.
-                    let sending = attempt.sending();
+                    let sending = slotted.dispatched.sending();
                     let future = self.inner.call(request);
                     drop(sending);
-                    ResponseFuture::sent(future, attempt)
+                    ResponseFuture::called(future, slotted)
                 }
                 Err(Unsent::Rejected(error)) => ResponseFuture::rejected(error),
                 Err(Unsent::Waiting(waiting)) => ResponseFuture::waiting(waiting, request),
@@ -234,7 +234,7 @@ impl<S: Clone> AdaptiveConcurrency<S> {
         &mut self,
         admission: Admission,
         extensions: &mut http::Extensions,
-    ) -> Result<Attempt, Unsent<S, Req>> {
+    ) -> Result<Slotted, Unsent<S, Req>> {
         let permit = match admission {
             Admission::Rejected(rejection) => return Err(Unsent::Rejected(rejection.into())),
             Admission::Admitted(permit) | Admission::Pacing(permit, _) => permit,
@@ -275,10 +275,14 @@ impl<S: Clone> AdaptiveConcurrency<S> {
             // The permit knows when its request left the limiter (not the pacing wait before).
             permit.hold_in(&slot, Some(dispatched.sent_at()));
         }
-        let attempt = Attempt::slotted(dispatched, end, Arc::clone(limiter));
+        let limiter = Arc::clone(limiter);
         // The slot itself is kept (no clone to take and give back per request).
         self.last_slot = Some(slot);
-        Ok(attempt)
+        Ok(Slotted {
+            dispatched,
+            end,
+            limiter,
+        })
     }
 }
 
