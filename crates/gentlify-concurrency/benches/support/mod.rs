@@ -14,22 +14,22 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceExt};
 
-/// The limiter measured: a limit of 64 (never reached by one caller), no pacing.
+/// The limiter measured: a limit of 64 (never reached by one caller), no pacing. At its
+/// maximum, it times one request in sixteen.
 pub(crate) fn limiter() -> AdaptiveConcurrencyLayer {
-    AdaptiveConcurrencyLayer::builder()
-        .initial(64)
-        .max(64)
-        .pacing(Pacing::disabled())
-        .build()
-        .unwrap()
+    limiter_at_64_of(64)
 }
 
 /// The same limiter below its maximum of 128 in slow start (the defaults' shape before a first
 /// refusal): it reads the clock for every request, twice.
 pub(crate) fn limiter_timing_every_request() -> AdaptiveConcurrencyLayer {
+    limiter_at_64_of(128)
+}
+
+fn limiter_at_64_of(max: usize) -> AdaptiveConcurrencyLayer {
     AdaptiveConcurrencyLayer::builder()
         .initial(64)
-        .max(128)
+        .max(max)
         .pacing(Pacing::disabled())
         .build()
         .unwrap()
